@@ -1,0 +1,50 @@
+-- The queue itself: one row per waiting, running or permanently failed job.
+CREATE TABLE app_jobs.jobs (
+    id bigserial PRIMARY KEY,
+    database_id uuid,
+    queue_name text,
+    task_identifier text NOT NULL,
+    payload json NOT NULL DEFAULT '{}'::json,
+    priority integer NOT NULL DEFAULT 0,
+    run_at timestamptz NOT NULL DEFAULT now(),
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL DEFAULT 25,
+    key text,
+    last_error text,
+    locked_at timestamptz,
+    locked_by text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    is_available boolean NOT NULL GENERATED ALWAYS AS (
+        locked_at IS NULL AND attempts < max_attempts
+    ) STORED,
+    CONSTRAINT jobs_key_key UNIQUE (key),
+    CONSTRAINT jobs_task_identifier_check CHECK (
+        length(task_identifier) BETWEEN 1 AND 126
+    ),
+    CONSTRAINT jobs_queue_name_check CHECK (
+        length(queue_name) BETWEEN 1 AND 126
+    ),
+    CONSTRAINT jobs_key_check CHECK (length(key) BETWEEN 1 AND 512),
+    CONSTRAINT jobs_max_attempts_check CHECK (max_attempts >= 1)
+);
+
+COMMENT ON TABLE app_jobs.jobs IS
+'Jobs waiting, running, or kept after their last failed attempt';
+COMMENT ON COLUMN app_jobs.jobs.priority IS 'Lower numbers run first';
+COMMENT ON COLUMN app_jobs.jobs.key IS
+'Optional unique key: add_job with the same key replaces a waiting job';
+COMMENT ON COLUMN app_jobs.jobs.is_available IS
+'Unlocked and attempts left: the rows the claim index covers';
+
+-- Claim order, restricted to rows a worker could take.
+CREATE INDEX jobs_claim_idx ON app_jobs.jobs (priority, run_at, id)
+WHERE is_available;
+
+-- Running jobs by worker, for release and unlock.
+CREATE INDEX jobs_locked_by_idx ON app_jobs.jobs (locked_by)
+WHERE locked_by IS NOT NULL;
+
+-- Running jobs by lock age, for reclaiming expired locks.
+CREATE INDEX jobs_locked_at_idx ON app_jobs.jobs (locked_at)
+WHERE locked_at IS NOT NULL;

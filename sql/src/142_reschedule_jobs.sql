@@ -1,0 +1,29 @@
+-- Change when and how jobs run, skipping jobs a live worker holds.
+CREATE FUNCTION app_jobs.reschedule_jobs(
+    job_ids bigint[],
+    run_at timestamptz DEFAULT NULL,
+    priority integer DEFAULT NULL,
+    attempts integer DEFAULT NULL,
+    max_attempts integer DEFAULT NULL
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    IF reschedule_jobs.max_attempts IS NOT NULL THEN
+        PERFORM app_jobs.check_job_spec('-', NULL, NULL, reschedule_jobs.max_attempts);
+    END IF;
+    RETURN QUERY
+    UPDATE app_jobs.jobs AS j
+    SET
+        run_at = coalesce(reschedule_jobs.run_at, j.run_at),
+        priority = coalesce(reschedule_jobs.priority, j.priority),
+        attempts = coalesce(reschedule_jobs.attempts, j.attempts),
+        max_attempts = coalesce(reschedule_jobs.max_attempts, j.max_attempts)
+    WHERE j.id = ANY(job_ids)
+        AND (j.locked_at IS NULL OR j.locked_at < now() - interval '4 hours')
+    RETURNING j.*;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.reschedule_jobs IS
+'Admin: set run_at, priority, attempts or max_attempts of jobs (NULL keeps)';

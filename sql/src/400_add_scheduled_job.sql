@@ -1,0 +1,46 @@
+-- Create a recurring job, or update the one that has the same key.
+CREATE FUNCTION app_jobs.add_scheduled_job(
+    db_id uuid DEFAULT nullif(
+        current_setting('jwt.claims.database_id', TRUE), ''
+    )::uuid,
+    identifier text DEFAULT NULL,
+    payload json DEFAULT '{}'::json,
+    schedule_info json DEFAULT NULL,
+    job_key text DEFAULT NULL,
+    queue_name text DEFAULT NULL,
+    max_attempts integer DEFAULT 25,
+    priority integer DEFAULT 0
+) RETURNS app_jobs.scheduled_jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_row app_jobs.scheduled_jobs;
+BEGIN
+    PERFORM app_jobs.check_job_spec(identifier, queue_name, job_key, max_attempts);
+    IF schedule_info IS NULL OR json_typeof(schedule_info) <> 'object' THEN
+        RAISE EXCEPTION 'schedule_info must be a JSON object'
+            USING ERRCODE = 'PJ008';
+    END IF;
+
+    INSERT INTO app_jobs.scheduled_jobs AS s (
+        database_id, task_identifier, payload, schedule_info, key, queue_name,
+        max_attempts, priority
+    ) VALUES (
+        db_id, identifier, coalesce(payload, '{}'::json), schedule_info, job_key,
+        queue_name, coalesce(max_attempts, 25), coalesce(priority, 0)
+    )
+    ON CONFLICT (key) DO UPDATE SET
+        database_id = excluded.database_id,
+        task_identifier = excluded.task_identifier,
+        payload = excluded.payload,
+        schedule_info = excluded.schedule_info,
+        queue_name = excluded.queue_name,
+        max_attempts = excluded.max_attempts,
+        priority = excluded.priority
+    RETURNING * INTO v_row;
+    RETURN v_row;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.add_scheduled_job IS
+'Create a recurring job; with job_key, update the schedule that has that key';

@@ -1,0 +1,14 @@
+-- Have pg_dump keep queue contents when the schema is an extension's.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pgjobs') THEN
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.jobs', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.jobs_id_seq', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_queues', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.scheduled_jobs', '');
+        PERFORM pg_catalog.pg_extension_config_dump(
+            'app_jobs.scheduled_jobs_id_seq', ''
+        );
+    END IF;
+END;
+$$;
