@@ -15,7 +15,11 @@ all: $(CURRENT)
 # The versioned script is the sources concatenated in file-name order.
 $(CURRENT): $(SOURCES) $(EXTENSION).control
 	@{ echo "-- pgjobs $(EXTVERSION): generated from sql/src by make; do not edit."; \
-	   for f in $(SOURCES); do echo; echo "-- $$f"; cat $$f; done; } > $@
+	   for f in $(SOURCES); do echo; echo "-- $$f"; cat $$f; done; \
+	   echo; echo "-- The version of the app_jobs objects, for installs without CREATE EXTENSION."; \
+	   echo "CREATE OR REPLACE FUNCTION app_jobs.pgjobs_version() RETURNS text"; \
+	   echo "LANGUAGE sql IMMUTABLE"; \
+	   echo "AS \$$\$$ SELECT '$(EXTVERSION)'::text \$$\$$;"; } > $@
 
 install: $(CURRENT)
 

@@ -237,7 +237,7 @@ COMMENT ON FUNCTION app_jobs.add_job IS
 -- Claim up to batch_size available jobs for a worker, at most one per named queue.
 CREATE FUNCTION app_jobs.get_jobs(
     worker_id text,
-    task_identifiers text [] DEFAULT NULL,
+    task_identifiers text[] DEFAULT NULL,
     job_expiry interval DEFAULT '4 hours',
     batch_size integer DEFAULT 1
 ) RETURNS SETOF app_jobs.jobs
@@ -327,7 +327,7 @@ COMMENT ON FUNCTION app_jobs.get_jobs IS
 -- Claim the next available job for a worker; a row of NULLs when there is none.
 CREATE FUNCTION app_jobs.get_job(
     worker_id text,
-    task_identifiers text [] DEFAULT NULL,
+    task_identifiers text[] DEFAULT NULL,
     job_expiry interval DEFAULT '4 hours'
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
@@ -411,7 +411,7 @@ COMMENT ON FUNCTION app_jobs.fail_job IS
 
 -- sql/src/140_complete_jobs.sql
 -- Remove jobs by id as done, skipping jobs a live worker holds.
-CREATE FUNCTION app_jobs.complete_jobs(job_ids bigint []) RETURNS SETOF app_jobs.jobs
+CREATE FUNCTION app_jobs.complete_jobs(job_ids bigint[]) RETURNS SETOF app_jobs.jobs
 LANGUAGE sql VOLATILE
 AS $$
     DELETE FROM app_jobs.jobs AS j
@@ -426,7 +426,7 @@ COMMENT ON FUNCTION app_jobs.complete_jobs IS
 -- sql/src/141_permanently_fail_jobs.sql
 -- Mark jobs by id as failed for good, skipping jobs a live worker holds.
 CREATE FUNCTION app_jobs.permanently_fail_jobs(
-    job_ids bigint [],
+    job_ids bigint[],
     error_message text DEFAULT NULL
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE sql VOLATILE
@@ -446,7 +446,7 @@ COMMENT ON FUNCTION app_jobs.permanently_fail_jobs IS
 -- sql/src/142_reschedule_jobs.sql
 -- Change when and how jobs run, skipping jobs a live worker holds.
 CREATE FUNCTION app_jobs.reschedule_jobs(
-    job_ids bigint [],
+    job_ids bigint[],
     run_at timestamptz DEFAULT NULL,
     priority integer DEFAULT NULL,
     attempts integer DEFAULT NULL,
@@ -503,29 +503,43 @@ COMMENT ON FUNCTION app_jobs.remove_job IS
 'Remove the job that has job_key; a running one is only stopped from retrying';
 
 -- sql/src/144_release_jobs.sql
--- Hand back every job and queue a worker holds, refunding the attempt.
-CREATE FUNCTION app_jobs.release_jobs(worker_id text) RETURNS void
+-- Hand back the jobs (all, or only job_ids) and queues a worker holds, refunding the attempt.
+CREATE FUNCTION app_jobs.release_jobs(
+    worker_id text,
+    job_ids bigint[] DEFAULT NULL
+) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
 
-    UPDATE app_jobs.jobs AS j
-    SET locked_at = NULL, locked_by = NULL, attempts = greatest(j.attempts - 1, 0)
-    WHERE j.locked_by = release_jobs.worker_id;
+    WITH released AS (
+        UPDATE app_jobs.jobs AS j
+        SET
+            locked_at = NULL,
+            locked_by = NULL,
+            attempts = greatest(j.attempts - 1, 0)
+        WHERE j.locked_by = release_jobs.worker_id
+            AND (release_jobs.job_ids IS NULL OR j.id = ANY(release_jobs.job_ids))
+        RETURNING j.queue_name
+    )
 
     UPDATE app_jobs.job_queues AS q
     SET locked_at = NULL, locked_by = NULL
-    WHERE q.locked_by = release_jobs.worker_id;
+    WHERE q.locked_by = release_jobs.worker_id
+        AND (
+            release_jobs.job_ids IS NULL
+            OR q.queue_name IN (SELECT r.queue_name FROM released AS r)
+        );
 END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.release_jobs IS
-'Unlock all jobs and queues of a stopping worker; their attempt does not count';
+'Unlock a stopping worker''s jobs (all, or job_ids) and queues; the attempt does not count';
 
 -- sql/src/145_force_unlock_workers.sql
 -- Unlock the jobs and queues of workers known to be dead.
-CREATE FUNCTION app_jobs.force_unlock_workers(worker_ids text []) RETURNS void
+CREATE FUNCTION app_jobs.force_unlock_workers(worker_ids text[]) RETURNS void
 LANGUAGE sql VOLATILE
 AS $$
     UPDATE app_jobs.jobs AS j
@@ -567,7 +581,7 @@ LANGUAGE plpgsql
 AS $$
 BEGIN
     INSERT INTO app_jobs.job_queues AS q (queue_name, job_count)
-    VALUES (NEW.queue_name, 1)
+    VALUES (new.queue_name, 1)
     ON CONFLICT (queue_name) DO UPDATE SET job_count = q.job_count + 1;
     RETURN NULL;
 END;
@@ -595,27 +609,27 @@ $$;
 
 CREATE TRIGGER _500_increase_job_queue_count
 AFTER INSERT ON app_jobs.jobs
-FOR EACH ROW WHEN (NEW.queue_name IS NOT NULL)
+FOR EACH ROW WHEN (new.queue_name IS NOT NULL)
 EXECUTE FUNCTION app_jobs.tg_increase_job_queue_count();
 
 CREATE TRIGGER _500_increase_job_queue_count_on_update
 AFTER UPDATE OF queue_name ON app_jobs.jobs
 FOR EACH ROW WHEN (
-    NEW.queue_name IS DISTINCT FROM OLD.queue_name
-    AND NEW.queue_name IS NOT NULL
+    new.queue_name IS DISTINCT FROM old.queue_name
+    AND new.queue_name IS NOT NULL
 )
 EXECUTE FUNCTION app_jobs.tg_increase_job_queue_count();
 
 CREATE TRIGGER _500_decrease_job_queue_count
 AFTER DELETE ON app_jobs.jobs
-FOR EACH ROW WHEN (OLD.queue_name IS NOT NULL)
+FOR EACH ROW WHEN (old.queue_name IS NOT NULL)
 EXECUTE FUNCTION app_jobs.tg_decrease_job_queue_count();
 
 CREATE TRIGGER _500_decrease_job_queue_count_on_update
 AFTER UPDATE OF queue_name ON app_jobs.jobs
 FOR EACH ROW WHEN (
-    NEW.queue_name IS DISTINCT FROM OLD.queue_name
-    AND OLD.queue_name IS NOT NULL
+    new.queue_name IS DISTINCT FROM old.queue_name
+    AND old.queue_name IS NOT NULL
 )
 EXECUTE FUNCTION app_jobs.tg_decrease_job_queue_count();
 
@@ -637,12 +651,15 @@ FOR EACH STATEMENT EXECUTE FUNCTION app_jobs.tg_notify_worker();
 -- sql/src/300_trigger_helpers.sql
 -- Enqueue for a user's trigger: task from the trigger's first argument.
 CREATE FUNCTION app_jobs.enqueue_from_trigger(
-    p_tg_argv text [],
+    p_tg_argv text[],
     p_row jsonb,
     p_payload json
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
 AS $$
+DECLARE
+    -- TG_ARGV counts from 0: take the first element whatever the lower bound.
+    v_task text := p_tg_argv[array_lower(p_tg_argv, 1)];
 BEGIN
     IF coalesce(cardinality(p_tg_argv), 0) < 1 THEN
         RAISE EXCEPTION 'job trigger needs the task identifier as its first argument'
@@ -651,11 +668,11 @@ BEGIN
     IF p_row ? 'database_id' THEN
         RETURN app_jobs.add_job(
             db_id := (p_row ->> 'database_id')::uuid,
-            identifier := p_tg_argv[1],
+            identifier := v_task,
             payload := p_payload
         );
     END IF;
-    RETURN app_jobs.add_job(identifier := p_tg_argv[1], payload := p_payload);
+    RETURN app_jobs.add_job(identifier := v_task, payload := p_payload);
 END;
 $$;
 
@@ -704,7 +721,7 @@ DECLARE
     v_payload jsonb := '{}'::jsonb;
     v_field text;
 BEGIN
-    FOREACH v_field IN ARRAY coalesce(TG_ARGV[1:], ARRAY[]::text [])
+    FOREACH v_field IN ARRAY coalesce(TG_ARGV[1:], ARRAY[]::text[])
     LOOP
         IF NOT v_row ? v_field THEN
             RAISE EXCEPTION 'job trigger field "%" is not a column of %.%',
@@ -810,7 +827,7 @@ COMMENT ON FUNCTION app_jobs.run_scheduled_job IS
 -- Lock the next unlocked recurring job for a scheduler worker.
 CREATE FUNCTION app_jobs.get_scheduled_job(
     worker_id text,
-    task_identifiers text [] DEFAULT NULL
+    task_identifiers text[] DEFAULT NULL
 ) RETURNS app_jobs.scheduled_jobs
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -840,7 +857,7 @@ COMMENT ON FUNCTION app_jobs.get_scheduled_job IS
 -- Unlock the recurring jobs a scheduler worker holds (all, or the given ids).
 CREATE FUNCTION app_jobs.release_scheduled_jobs(
     worker_id text,
-    ids bigint [] DEFAULT NULL
+    ids bigint[] DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -872,3 +889,8 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- The version of the app_jobs objects, for installs without CREATE EXTENSION.
+CREATE OR REPLACE FUNCTION app_jobs.pgjobs_version() RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT '0.1.0'::text $$;

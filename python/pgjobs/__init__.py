@@ -1,3 +1,25 @@
-"""pgjobs: a job queue that lives inside PostgreSQL."""
+"""pgjobs: a job queue that lives inside PostgreSQL.
+
+    import pgjobs
+
+    @pgjobs.task("send_email")
+    def send_email(payload, job): ...
+
+    pgjobs.add_job(conn, "send_email", {"to": "a@example.com"})
+"""
+
+from .client import add_job, add_job_async, add_jobs, add_jobs_async
+from .job import Job
+from .tasks import registered, task
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Job",
+    "add_job",
+    "add_job_async",
+    "add_jobs",
+    "add_jobs_async",
+    "registered",
+    "task",
+]

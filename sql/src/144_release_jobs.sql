@@ -1,19 +1,33 @@
--- Hand back every job and queue a worker holds, refunding the attempt.
-CREATE FUNCTION app_jobs.release_jobs(worker_id text) RETURNS void
+-- Hand back the jobs (all, or only job_ids) and queues a worker holds, refunding the attempt.
+CREATE FUNCTION app_jobs.release_jobs(
+    worker_id text,
+    job_ids bigint[] DEFAULT NULL
+) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
 
-    UPDATE app_jobs.jobs AS j
-    SET locked_at = NULL, locked_by = NULL, attempts = greatest(j.attempts - 1, 0)
-    WHERE j.locked_by = release_jobs.worker_id;
+    WITH released AS (
+        UPDATE app_jobs.jobs AS j
+        SET
+            locked_at = NULL,
+            locked_by = NULL,
+            attempts = greatest(j.attempts - 1, 0)
+        WHERE j.locked_by = release_jobs.worker_id
+            AND (release_jobs.job_ids IS NULL OR j.id = ANY(release_jobs.job_ids))
+        RETURNING j.queue_name
+    )
 
     UPDATE app_jobs.job_queues AS q
     SET locked_at = NULL, locked_by = NULL
-    WHERE q.locked_by = release_jobs.worker_id;
+    WHERE q.locked_by = release_jobs.worker_id
+        AND (
+            release_jobs.job_ids IS NULL
+            OR q.queue_name IN (SELECT r.queue_name FROM released AS r)
+        );
 END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.release_jobs IS
-'Unlock all jobs and queues of a stopping worker; their attempt does not count';
+'Unlock a stopping worker''s jobs (all, or job_ids) and queues; the attempt does not count';

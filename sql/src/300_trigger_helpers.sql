@@ -6,6 +6,9 @@ CREATE FUNCTION app_jobs.enqueue_from_trigger(
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
 AS $$
+DECLARE
+    -- TG_ARGV counts from 0: take the first element whatever the lower bound.
+    v_task text := p_tg_argv[array_lower(p_tg_argv, 1)];
 BEGIN
     IF coalesce(cardinality(p_tg_argv), 0) < 1 THEN
         RAISE EXCEPTION 'job trigger needs the task identifier as its first argument'
@@ -14,11 +17,11 @@ BEGIN
     IF p_row ? 'database_id' THEN
         RETURN app_jobs.add_job(
             db_id := (p_row ->> 'database_id')::uuid,
-            identifier := p_tg_argv[1],
+            identifier := v_task,
             payload := p_payload
         );
     END IF;
-    RETURN app_jobs.add_job(identifier := p_tg_argv[1], payload := p_payload);
+    RETURN app_jobs.add_job(identifier := v_task, payload := p_payload);
 END;
 $$;
 

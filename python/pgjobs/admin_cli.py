@@ -1,0 +1,140 @@
+"""`pgjobs`: install, upgrade, inspect and manage the queue from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timedelta
+
+import psycopg
+
+from . import client, installer, sql
+from .connection import describe, resolve_url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pgjobs", description="Manage a pgjobs queue.")
+    p.add_argument("--database-url", default=os.environ.get("PGJOBS_DATABASE_URL"),
+                   help="libpq URL [PGJOBS_DATABASE_URL, then DATABASE_URL, then PG*]")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    inst = sub.add_parser("install", help="create the app_jobs schema (plain SQL by default)")
+    inst.add_argument("--extension", action="store_true",
+                      help="use CREATE EXTENSION (needs `make install` on the server)")
+    sub.add_parser("upgrade", help="apply pending upgrade scripts")
+    sub.add_parser("status", help="jobs per task and queue")
+
+    add = sub.add_parser("add", help="enqueue a job")
+    add.add_argument("identifier", help="task identifier")
+    add.add_argument("payload", nargs="?", default="{}", help="JSON payload (default {})")
+    add.add_argument("--queue", dest="queue_name")
+    add.add_argument("--job-key")
+    add.add_argument("--priority", type=int)
+    add.add_argument("--max-attempts", type=int)
+    add.add_argument("--run-at", type=datetime.fromisoformat,
+                     help="ISO timestamp, e.g. 2030-01-01T09:00:00+00:00")
+    add.add_argument("--delay", type=float, help="seconds from now (instead of --run-at)")
+    add.add_argument("--db-id", help="database (tenant) uuid")
+
+    for name, what in (("retry", "run permanently failed jobs again"),
+                       ("remove", "delete permanently failed jobs")):
+        cmd = sub.add_parser(name, help=what)
+        cmd.add_argument("ids", nargs="*", type=int, help="job ids (only failed ones are used)")
+        cmd.add_argument("--all-failed", action="store_true", help="every failed job")
+        cmd.add_argument("--task", help="only failed jobs of this task")
+    return p
+
+
+def _format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def _age(value: timedelta | None) -> str:
+    if value is None:
+        return "-"
+    seconds = value.total_seconds()
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def status(conn: psycopg.Connection) -> str:
+    rows = conn.execute(sql.STATUS).fetchall()
+    headers = ["task", "queue", "waiting", "scheduled", "running", "retrying", "failed",
+               "oldest waiting"]
+    body = [[r[0], r[1] or "-", *(str(v) for v in r[2:7]), _age(r[7])] for r in rows]
+    if not body:
+        return "no jobs"
+    return _format_table(headers, body)
+
+
+def _failed_ids(conn: psycopg.Connection, args: argparse.Namespace) -> list[int]:
+    failed = [r[0] for r in conn.execute(sql.FAILED_JOB_IDS, {"task": args.task}).fetchall()]
+    if args.all_failed or (args.task and not args.ids):
+        return failed
+    if not args.ids:
+        raise SystemExit("pgjobs: give job ids, --all-failed or --task")
+    wanted = set(args.ids)
+    skipped = sorted(wanted - set(failed))
+    if skipped:
+        print(f"skipping jobs that are not permanently failed: {skipped}", file=sys.stderr)
+    return [i for i in failed if i in wanted]
+
+
+def run(args: argparse.Namespace, conn: psycopg.Connection) -> str:
+    if args.command == "install":
+        return installer.install(conn, extension=args.extension)
+    if args.command == "upgrade":
+        return installer.upgrade(conn)
+    if args.command == "status":
+        return status(conn)
+    if args.command == "add":
+        run_at = args.run_at
+        if args.delay is not None:
+            run_at = datetime.now().astimezone() + timedelta(seconds=args.delay)
+        with conn.transaction():
+            job_id = client.add_job(
+                conn, args.identifier, json.loads(args.payload), job_key=args.job_key,
+                queue_name=args.queue_name, run_at=run_at, max_attempts=args.max_attempts,
+                priority=args.priority, db_id=args.db_id,
+            )
+        return f"added job {job_id} ({args.identifier})"
+    ids = _failed_ids(conn, args)
+    query = sql.RETRY_JOBS if args.command == "retry" else sql.REMOVE_JOBS
+    with conn.transaction():
+        done = [r[0] for r in conn.execute(query, (ids,)).fetchall()]
+    verb = "retrying" if args.command == "retry" else "removed"
+    return f"{verb} {len(done)} job(s)" + (f": {done}" if done else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    conninfo = resolve_url(args.database_url)
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            print(run(args, conn))
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"pgjobs: cannot connect to {describe(conninfo)}: {first}", file=sys.stderr)
+        return 1
+    except (installer.InstallError, json.JSONDecodeError) as exc:
+        print(f"pgjobs: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:
+        diag = exc.diag.sqlstate or ""
+        print(f"pgjobs: {diag} {str(exc).strip().splitlines()[0]}".strip(), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""How pgjobs finds its database: --database-url, then DATABASE_URL, then libpq's PG*."""
+
+from __future__ import annotations
+
+import os
+
+
+def resolve_url(url: str | None) -> str:
+    """The conninfo to use; an empty string lets libpq read the PG* variables."""
+    if url:
+        return url
+    return os.environ.get("DATABASE_URL", "")
+
+
+def describe(conninfo: str) -> str:
+    """The conninfo without its password, for log lines and errors."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(conninfo)
+    except Exception:
+        return "<unparseable database url>"
+    params.pop("password", None)
+    return make_conninfo(**params) or "(PG* environment)"

@@ -1,0 +1,80 @@
+"""Every SQL statement the Python side sends, in one place.
+
+The worker and the admin command only call functions of the app_jobs schema; the
+decisions about which job runs, retries or fails are made there.
+"""
+
+CLAIM_JOBS = """
+SELECT id, task_identifier, queue_name, payload, priority, run_at, attempts,
+       max_attempts, key, database_id, created_at
+FROM app_jobs.get_jobs(%(worker_id)s, %(tasks)s, %(job_expiry)s, %(batch_size)s)
+"""
+
+COMPLETE_JOB = "SELECT (app_jobs.complete_job(%s, %s)).id"
+
+FAIL_JOB = "SELECT (app_jobs.fail_job(%s, %s, %s)).id"
+
+RELEASE_JOBS = "SELECT app_jobs.release_jobs(%s, %s::bigint[])"
+
+HELD_JOB_IDS = "SELECT id FROM app_jobs.jobs WHERE locked_by = %s"
+
+LISTEN = 'LISTEN "jobs:insert"'
+
+ADD_JOB = """
+SELECT id FROM app_jobs.add_job(
+    db_id := coalesce(%(db_id)s::uuid,
+                      nullif(current_setting('jwt.claims.database_id', true), '')::uuid),
+    identifier := %(identifier)s,
+    payload := %(payload)s::json,
+    job_key := %(job_key)s,
+    queue_name := %(queue_name)s,
+    run_at := %(run_at)s::timestamptz,
+    max_attempts := %(max_attempts)s,
+    priority := %(priority)s
+)
+"""
+
+INSTALLED_EXTENSION = "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgjobs'"
+
+AVAILABLE_EXTENSION_VERSIONS = (
+    "SELECT version FROM pg_catalog.pg_available_extension_versions WHERE name = 'pgjobs'"
+)
+
+PLAIN_INSTALL_VERSION = """
+SELECT CASE WHEN to_regprocedure('app_jobs.pgjobs_version()') IS NOT NULL
+            THEN app_jobs.pgjobs_version() END
+"""
+
+SCHEMA_EXISTS = "SELECT to_regnamespace('app_jobs') IS NOT NULL"
+
+CREATE_EXTENSION = "CREATE EXTENSION pgjobs"
+
+UPDATE_EXTENSION = "ALTER EXTENSION pgjobs UPDATE"
+
+STATUS = """
+SELECT
+    j.task_identifier,
+    coalesce(j.queue_name, '') AS queue_name,
+    count(*) FILTER (WHERE j.is_available AND j.run_at <= now() AND j.attempts = 0) AS waiting,
+    count(*) FILTER (WHERE j.is_available AND j.run_at > now() AND j.attempts = 0) AS scheduled,
+    count(*) FILTER (WHERE j.locked_at IS NOT NULL) AS running,
+    count(*) FILTER (WHERE j.is_available AND j.attempts > 0) AS retrying,
+    count(*) FILTER (WHERE j.locked_at IS NULL AND j.attempts >= j.max_attempts) AS failed,
+    max(now() - j.run_at) FILTER (WHERE j.is_available AND j.run_at <= now()) AS oldest_waiting
+FROM app_jobs.jobs AS j
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+FAILED_JOB_IDS = """
+SELECT id FROM app_jobs.jobs
+WHERE locked_at IS NULL AND attempts >= max_attempts
+  AND (%(task)s::text IS NULL OR task_identifier = %(task)s)
+ORDER BY id
+"""
+
+RETRY_JOBS = """
+SELECT id FROM app_jobs.reschedule_jobs(%s::bigint[], run_at := now(), attempts := 0)
+"""
+
+REMOVE_JOBS = "SELECT id FROM app_jobs.complete_jobs(%s::bigint[])"

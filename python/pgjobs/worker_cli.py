@@ -1,0 +1,135 @@
+"""`pgjobs-worker`: run the handlers of one or more task modules."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import threading
+from datetime import timedelta
+
+import psycopg
+
+from . import logs
+from .connection import describe, resolve_url
+from .tasks import import_task_modules
+from .worker import Worker, WorkerOptions, default_worker_id
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pgjobs-worker",
+        description="Process pgjobs jobs with the handlers registered by @pgjobs.task.",
+        epilog="Every option can also be set through the environment variable shown.",
+    )
+    p.add_argument("--database-url", default=_env("PGJOBS_DATABASE_URL"),
+                   help="libpq URL or conninfo [PGJOBS_DATABASE_URL, then DATABASE_URL, "
+                        "then libpq's PG* variables]")
+    p.add_argument("--tasks", action="append", metavar="MODULE",
+                   help="module (dotted name or .py path) defining @pgjobs.task handlers; "
+                        "repeatable [PGJOBS_TASKS, comma-separated]")
+    p.add_argument("--concurrency", type=_positive_int,
+                   default=int(_env("PGJOBS_CONCURRENCY", "4")),
+                   help="jobs run at once [PGJOBS_CONCURRENCY, default 4]")
+    p.add_argument("--task-identifiers", default=_env("PGJOBS_TASK_IDENTIFIERS"),
+                   help="comma-separated: only claim these tasks [PGJOBS_TASK_IDENTIFIERS]")
+    p.add_argument("--batch-size", type=_positive_int,
+                   default=int(_env("PGJOBS_BATCH_SIZE", "0")) or None,
+                   help="jobs claimed per round trip [PGJOBS_BATCH_SIZE, default = concurrency]")
+    p.add_argument("--poll-interval", type=_positive_float,
+                   default=float(_env("PGJOBS_POLL_INTERVAL", "2")),
+                   help="seconds between polls when no notification arrives "
+                        "[PGJOBS_POLL_INTERVAL, default 2]")
+    p.add_argument("--worker-id", default=_env("PGJOBS_WORKER_ID"),
+                   help="name written to locked_by [PGJOBS_WORKER_ID, default host-pid-random]")
+    p.add_argument("--burst", action="store_true",
+                   default=_env("PGJOBS_BURST", "").lower() in ("1", "true", "yes"),
+                   help="exit 0 once no job is available [PGJOBS_BURST]")
+    p.add_argument("--shutdown-timeout", type=float,
+                   default=float(_env("PGJOBS_SHUTDOWN_TIMEOUT", "30")),
+                   help="seconds running jobs get to finish after SIGTERM/SIGINT "
+                        "[PGJOBS_SHUTDOWN_TIMEOUT, default 30]")
+    p.add_argument("--job-expiry", type=_positive_float,
+                   default=float(_env("PGJOBS_JOB_EXPIRY", str(4 * 3600))),
+                   help="seconds after which another worker's lock counts as dead "
+                        "[PGJOBS_JOB_EXPIRY, default 14400]")
+    p.add_argument("--log-level", default=_env("PGJOBS_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"],
+                   help="[PGJOBS_LOG_LEVEL, default info]")
+    p.add_argument("--log-format", default=_env("PGJOBS_LOG_FORMAT", "text"),
+                   choices=["text", "json"], help="[PGJOBS_LOG_FORMAT, default text]")
+    return p
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"pgjobs-worker: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level, args.log_format)
+
+    modules = args.tasks or [m for m in (_env("PGJOBS_TASKS") or "").split(",") if m]
+    if not modules:
+        return fail("no task module given (use --tasks MODULE or PGJOBS_TASKS)")
+    sys.path.insert(0, os.getcwd())
+    try:
+        handlers = import_task_modules(modules)
+    except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
+        return fail(f"cannot import task module: {type(exc).__name__}: {exc}")
+    if not handlers:
+        return fail(f"no @pgjobs.task handlers found in {', '.join(modules)}")
+
+    conninfo = resolve_url(args.database_url)
+    wanted = [t for t in (args.task_identifiers or "").split(",") if t] or None
+    if wanted and not set(wanted) & set(handlers):
+        return fail(f"none of --task-identifiers {wanted} has a handler")
+    options = WorkerOptions(
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
+        poll_interval=args.poll_interval,
+        worker_id=args.worker_id or default_worker_id(),
+        burst=args.burst,
+        shutdown_timeout=args.shutdown_timeout,
+        task_identifiers=wanted,
+        job_expiry=timedelta(seconds=args.job_expiry),
+    )
+    try:
+        code = asyncio.run(Worker(conninfo, handlers, options).run())
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return fail(f"cannot connect to {describe(conninfo)}: {first}", 1)
+    except psycopg.Error as exc:
+        return fail(f"database error: {str(exc).strip().splitlines()[0]}", 1)
+    logging.shutdown()
+    # Handler threads still running past the shutdown timeout were released; don't wait.
+    if any(t.name.startswith("pgjobs-handler") and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Shared fixtures: databases with pgjobs on the server started by `make test`.
+
+The harness (scripts/run-tests.sh) starts a throwaway cluster and exports PGHOST, PGPORT and
+PGUSER. pytest-postgresql's no-process factory points at that server; a template database
+gets `CREATE EXTENSION pgjobs` once per run, and every test that asks for `db` receives a
+fresh database cloned from it.
+
+Fixtures:
+    db            psycopg connection to a fresh database with pgjobs installed
+    connect       opens more connections (own sessions) to the database of `db`
+    empty_db      makes empty databases (no pgjobs) and returns their conninfo
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+from pytest_postgresql import factories
+from pytest_postgresql.janitor import DatabaseJanitor
+
+PGHOST = os.environ.get("PGHOST")
+PGPORT = os.environ.get("PGPORT")
+PGUSER = os.environ.get("PGUSER", "postgres")
+
+# Unique per run, so concurrent runs against one dev cluster do not collide.
+DBNAME = f"pgjobs_py_{os.getpid()}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not PGHOST or not PGPORT:
+        raise pytest.UsageError(
+            "PGHOST and PGPORT are not set: the pytest suite needs the throwaway PostgreSQL "
+            "cluster that the harness starts. Run it with `make test` (or export the "
+            "variables of a running cluster, e.g. `set -a; . /tmp/dev/env; set +a`)."
+        )
+
+
+def load_pgjobs(host: str, port: int, user: str, dbname: str, password: str | None,
+                **_: object) -> None:
+    """Template loader: install the extension (as installed by `make install`)."""
+    with psycopg.connect(host=host, port=port, user=user, dbname=dbname,
+                         password=password, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pgjobs")
+
+
+pgjobs_server = factories.postgresql_noproc(
+    host=PGHOST,
+    port=PGPORT,
+    user=PGUSER,
+    dbname=DBNAME,
+    load=[load_pgjobs],
+)
+
+db = factories.postgresql("pgjobs_server")
+
+
+@pytest.fixture
+def connect(db: psycopg.Connection) -> Iterator[Callable[..., psycopg.Connection]]:
+    """Factory for extra sessions on the database of `db`; all closed at teardown.
+
+    `connect()` returns an autocommit connection; `connect(autocommit=False)` a
+    transactional one.
+    """
+    conninfo = db.info.dsn
+    opened: list[psycopg.Connection] = []
+
+    def _connect(autocommit: bool = True) -> psycopg.Connection:
+        conn = psycopg.connect(conninfo, autocommit=autocommit)
+        opened.append(conn)
+        return conn
+
+    yield _connect
+    for conn in opened:
+        conn.close()
+
+
+@pytest.fixture
+def empty_db(pgjobs_server) -> Iterator[Callable[[], str]]:
+    """Factory for empty databases (pgjobs not installed); returns their conninfo.
+
+    The databases are dropped at teardown.
+    """
+    janitors: list[DatabaseJanitor] = []
+
+    def _make() -> str:
+        name = f"{DBNAME}_e{uuid.uuid4().hex[:8]}"
+        janitor = DatabaseJanitor(
+            user=pgjobs_server.user,
+            host=pgjobs_server.host,
+            port=pgjobs_server.port,
+            dbname=name,
+            password=pgjobs_server.password,
+        )
+        janitor.init()
+        janitors.append(janitor)
+        return make_conninfo(
+            host=pgjobs_server.host,
+            port=pgjobs_server.port,
+            user=pgjobs_server.user,
+            dbname=name,
+        )
+
+    yield _make
+    for janitor in janitors:
+        janitor.drop()

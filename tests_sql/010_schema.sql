@@ -1,0 +1,197 @@
+-- Schema: extension, tables, columns, keys, claim index, functions (signatures, parameter names, return types), triggers, pg_dump config.
+BEGIN;
+SELECT plan(127);
+
+SELECT has_extension('pgjobs', 'extension pgjobs is installed');
+SELECT has_schema('app_jobs', 'schema app_jobs exists');
+SELECT tables_are(
+    'app_jobs', ARRAY['jobs', 'job_queues', 'scheduled_jobs'],
+    'app_jobs holds exactly the three tables'
+);
+
+-- Columns and their types, table by table.
+SELECT col_type_is('app_jobs', t, c, ty, format('%s.%s is %s', t, c, ty))
+FROM (VALUES
+    ('jobs', 'id', 'bigint'),
+    ('jobs', 'database_id', 'uuid'),
+    ('jobs', 'queue_name', 'text'),
+    ('jobs', 'task_identifier', 'text'),
+    ('jobs', 'payload', 'json'),
+    ('jobs', 'priority', 'integer'),
+    ('jobs', 'run_at', 'timestamp with time zone'),
+    ('jobs', 'attempts', 'integer'),
+    ('jobs', 'max_attempts', 'integer'),
+    ('jobs', 'key', 'text'),
+    ('jobs', 'last_error', 'text'),
+    ('jobs', 'locked_at', 'timestamp with time zone'),
+    ('jobs', 'locked_by', 'text'),
+    ('jobs', 'created_at', 'timestamp with time zone'),
+    ('jobs', 'updated_at', 'timestamp with time zone'),
+    ('jobs', 'is_available', 'boolean'),
+    ('job_queues', 'queue_name', 'text'),
+    ('job_queues', 'job_count', 'integer'),
+    ('job_queues', 'locked_at', 'timestamp with time zone'),
+    ('job_queues', 'locked_by', 'text'),
+    ('scheduled_jobs', 'id', 'bigint'),
+    ('scheduled_jobs', 'database_id', 'uuid'),
+    ('scheduled_jobs', 'queue_name', 'text'),
+    ('scheduled_jobs', 'task_identifier', 'text'),
+    ('scheduled_jobs', 'payload', 'json'),
+    ('scheduled_jobs', 'priority', 'integer'),
+    ('scheduled_jobs', 'max_attempts', 'integer'),
+    ('scheduled_jobs', 'key', 'text'),
+    ('scheduled_jobs', 'locked_at', 'timestamp with time zone'),
+    ('scheduled_jobs', 'locked_by', 'text'),
+    ('scheduled_jobs', 'schedule_info', 'json'),
+    ('scheduled_jobs', 'last_scheduled', 'timestamp with time zone'),
+    ('scheduled_jobs', 'last_scheduled_id', 'bigint'),
+    ('scheduled_jobs', 'created_at', 'timestamp with time zone'),
+    ('scheduled_jobs', 'updated_at', 'timestamp with time zone')
+) AS v (t, c, ty);
+
+-- NOT NULL columns of jobs.
+SELECT col_not_null('app_jobs', 'jobs', c, format('jobs.%s is NOT NULL', c))
+FROM unnest(ARRAY[
+    'task_identifier', 'payload', 'priority', 'run_at', 'attempts',
+    'max_attempts', 'created_at', 'updated_at'
+]) AS c;
+
+SELECT col_is_pk('app_jobs', 'jobs', 'id', 'jobs.id is the primary key');
+SELECT col_is_pk('app_jobs', 'job_queues', 'queue_name', 'job_queues.queue_name is the primary key');
+SELECT col_is_pk('app_jobs', 'scheduled_jobs', 'id', 'scheduled_jobs.id is the primary key');
+SELECT index_is_unique('app_jobs', 'jobs', 'jobs_key_key', 'jobs.key is unique');
+SELECT index_is_unique(
+    'app_jobs', 'scheduled_jobs', 'scheduled_jobs_key_key', 'scheduled_jobs.key is unique'
+);
+
+-- is_available is a stored generated column behind the partial claim index.
+SELECT is(
+    (SELECT attgenerated::text FROM pg_attribute
+     WHERE attrelid = 'app_jobs.jobs'::regclass AND attname = 'is_available'),
+    's',
+    'jobs.is_available is a stored generated column'
+);
+SELECT has_index(
+    'app_jobs', 'jobs', 'jobs_claim_idx', ARRAY['priority', 'run_at', 'id'],
+    'claim index on (priority, run_at, id)'
+);
+SELECT matches(
+    pg_get_indexdef('app_jobs.jobs_claim_idx'::regclass),
+    'WHERE is_available$',
+    'claim index is partial: WHERE is_available'
+);
+SELECT has_index('app_jobs', 'jobs', 'jobs_locked_by_idx', 'index on jobs.locked_by');
+SELECT has_index('app_jobs', 'jobs', 'jobs_locked_at_idx', 'index on jobs.locked_at');
+
+-- Every public function: exists with these argument types, returns this,
+-- and has the seed's parameter names (named-parameter calls depend on them).
+CREATE TEMP TABLE fn (name text, args text[], ret text, argnames text[]) ON COMMIT DROP;
+INSERT INTO fn VALUES
+    ('add_job',
+     ARRAY['uuid', 'text', 'json', 'text', 'text', 'timestamp with time zone', 'integer', 'integer'],
+     'app_jobs.jobs',
+     ARRAY['db_id', 'identifier', 'payload', 'job_key', 'queue_name', 'run_at',
+           'max_attempts', 'priority']),
+    ('get_job', ARRAY['text', 'text[]', 'interval'], 'app_jobs.jobs',
+     ARRAY['worker_id', 'task_identifiers', 'job_expiry']),
+    ('get_jobs', ARRAY['text', 'text[]', 'interval', 'integer'], 'SETOF app_jobs.jobs',
+     ARRAY['worker_id', 'task_identifiers', 'job_expiry', 'batch_size']),
+    ('complete_job', ARRAY['text', 'bigint'], 'app_jobs.jobs', ARRAY['worker_id', 'job_id']),
+    ('fail_job', ARRAY['text', 'bigint', 'text'], 'app_jobs.jobs',
+     ARRAY['worker_id', 'job_id', 'error_message']),
+    ('complete_jobs', ARRAY['bigint[]'], 'SETOF app_jobs.jobs', ARRAY['job_ids']),
+    ('permanently_fail_jobs', ARRAY['bigint[]', 'text'], 'SETOF app_jobs.jobs',
+     ARRAY['job_ids', 'error_message']),
+    ('reschedule_jobs',
+     ARRAY['bigint[]', 'timestamp with time zone', 'integer', 'integer', 'integer'],
+     'SETOF app_jobs.jobs',
+     ARRAY['job_ids', 'run_at', 'priority', 'attempts', 'max_attempts']),
+    ('remove_job', ARRAY['text'], 'app_jobs.jobs', ARRAY['job_key']),
+    ('release_jobs', ARRAY['text', 'bigint[]'], 'void', ARRAY['worker_id', 'job_ids']),
+    ('force_unlock_workers', ARRAY['text[]'], 'void', ARRAY['worker_ids']),
+    ('add_scheduled_job',
+     ARRAY['uuid', 'text', 'json', 'json', 'text', 'text', 'integer', 'integer'],
+     'app_jobs.scheduled_jobs',
+     ARRAY['db_id', 'identifier', 'payload', 'schedule_info', 'job_key', 'queue_name',
+           'max_attempts', 'priority']),
+    ('run_scheduled_job', ARRAY['bigint'], 'app_jobs.jobs', ARRAY['scheduled_job_id']),
+    ('get_scheduled_job', ARRAY['text', 'text[]'], 'app_jobs.scheduled_jobs',
+     ARRAY['worker_id', 'task_identifiers']),
+    ('release_scheduled_jobs', ARRAY['text', 'bigint[]'], 'void', ARRAY['worker_id', 'ids']),
+    ('tg_add_job_with_row_id', ARRAY[]::text[], 'trigger', NULL),
+    ('tg_add_job_with_row', ARRAY[]::text[], 'trigger', NULL),
+    ('trigger_job_with_fields', ARRAY[]::text[], 'trigger', NULL),
+    ('pgjobs_version', ARRAY[]::text[], 'text', NULL);
+
+-- The complete list: a new function must come with its tests (and a row above).
+SELECT functions_are(
+    'app_jobs',
+    ARRAY(SELECT name FROM fn) || ARRAY[
+        'check_job_spec', 'check_worker_id', 'enqueue_from_trigger', 'tg_timestamps',
+        'tg_increase_job_queue_count', 'tg_decrease_job_queue_count', 'tg_notify_worker'
+    ],
+    'app_jobs has exactly the known functions'
+);
+
+SELECT has_function('app_jobs', name, args, format('app_jobs.%s(%s) exists', name, args))
+FROM fn ORDER BY name;
+
+SELECT is(
+    pg_get_function_result(to_regprocedure(format('app_jobs.%s(%s)', name, array_to_string(args, ',')))),
+    ret,
+    format('app_jobs.%s returns %s', name, ret)
+)
+FROM fn ORDER BY name;
+
+SELECT is(
+    (SELECT p.proargnames FROM pg_proc AS p
+     WHERE p.oid = to_regprocedure(format('app_jobs.%s(%s)', name, array_to_string(args, ',')))),
+    argnames,
+    format('app_jobs.%s parameter names', name)
+)
+FROM fn ORDER BY name;
+
+-- Triggers.
+SELECT triggers_are(
+    'app_jobs', 'jobs',
+    ARRAY[
+        '_100_timestamps', '_500_increase_job_queue_count',
+        '_500_increase_job_queue_count_on_update', '_500_decrease_job_queue_count',
+        '_500_decrease_job_queue_count_on_update', '_900_notify_worker'
+    ],
+    'jobs has exactly its six triggers'
+);
+SELECT trigger_is('app_jobs', tbl, tg, 'app_jobs', fn, format('%s.%s calls %s', tbl, tg, fn))
+FROM (VALUES
+    ('jobs', '_100_timestamps', 'tg_timestamps'),
+    ('jobs', '_500_increase_job_queue_count', 'tg_increase_job_queue_count'),
+    ('jobs', '_500_increase_job_queue_count_on_update', 'tg_increase_job_queue_count'),
+    ('jobs', '_500_decrease_job_queue_count', 'tg_decrease_job_queue_count'),
+    ('jobs', '_500_decrease_job_queue_count_on_update', 'tg_decrease_job_queue_count'),
+    ('jobs', '_900_notify_worker', 'tg_notify_worker'),
+    ('scheduled_jobs', '_100_timestamps', 'tg_timestamps')
+) AS v (tbl, tg, fn);
+SELECT triggers_are(
+    'app_jobs', 'scheduled_jobs', ARRAY['_100_timestamps'],
+    'scheduled_jobs has only the timestamps trigger'
+);
+SELECT triggers_are('app_jobs', 'job_queues', ARRAY[]::name[], 'job_queues has no triggers');
+
+-- Version and pg_dump registration.
+SELECT is(
+    app_jobs.pgjobs_version(),
+    (SELECT extversion FROM pg_extension WHERE extname = 'pgjobs'),
+    'pgjobs_version() matches the installed extension version'
+);
+SELECT is(app_jobs.pgjobs_version(), '0.1.0', 'this is version 0.1.0');
+SELECT set_eq(
+    $$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'pgjobs'$$,
+    ARRAY[
+        'app_jobs.jobs', 'app_jobs.jobs_id_seq', 'app_jobs.job_queues',
+        'app_jobs.scheduled_jobs', 'app_jobs.scheduled_jobs_id_seq'
+    ],
+    'queue tables and sequences are dumped by pg_dump'
+);
+
+SELECT * FROM finish();
+ROLLBACK;
