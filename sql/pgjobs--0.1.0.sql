@@ -58,6 +58,10 @@ WHERE locked_by IS NOT NULL;
 CREATE INDEX jobs_locked_at_idx ON app_jobs.jobs (locked_at)
 WHERE locked_at IS NOT NULL;
 
+-- Available jobs of named queues in claim order, to find each queue's head.
+CREATE INDEX jobs_queue_head_idx ON app_jobs.jobs (queue_name, priority, run_at, id)
+WHERE is_available AND queue_name IS NOT NULL;
+
 -- sql/src/020_job_queues_table.sql
 -- Named queues: how many jobs each holds and which worker runs it now.
 CREATE TABLE app_jobs.job_queues (
@@ -277,6 +281,15 @@ BEGIN
                     WHERE q.queue_name = j.queue_name
                         AND (q.locked_at IS NULL OR q.locked_at < v_expired)
                     FOR UPDATE SKIP LOCKED
+                )
+                -- Only the head of a named queue: never overtake an earlier job
+                -- whose row another session happens to hold for a moment.
+                AND NOT EXISTS (
+                    SELECT 1 FROM app_jobs.jobs AS e
+                    WHERE e.queue_name = j.queue_name
+                        AND e.is_available
+                        AND e.run_at <= v_now
+                        AND (e.priority, e.run_at, e.id) < (j.priority, j.run_at, j.id)
                 )
             )
         ORDER BY j.priority, j.run_at, j.id
@@ -575,33 +588,69 @@ BEFORE UPDATE ON app_jobs.scheduled_jobs
 FOR EACH ROW EXECUTE FUNCTION app_jobs.tg_timestamps();
 
 -- sql/src/210_tg_job_queue_count.sql
--- Count a job into its named queue, creating the queue row on first use.
-CREATE FUNCTION app_jobs.tg_increase_job_queue_count() RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-BEGIN
-    INSERT INTO app_jobs.job_queues AS q (queue_name, job_count)
-    VALUES (new.queue_name, 1)
-    ON CONFLICT (queue_name) DO UPDATE SET job_count = q.job_count + 1;
-    RETURN NULL;
-END;
-$$;
-
--- Count a job out of its named queue, removing the queue row at zero.
-CREATE FUNCTION app_jobs.tg_decrease_job_queue_count() RETURNS trigger
+-- Add delta to a named queue's job count; create the row at first use, drop it at zero.
+CREATE FUNCTION app_jobs.change_job_queue_count(
+    p_queue_name text,
+    p_delta integer
+) RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
     v_count integer;
 BEGIN
+    IF p_queue_name IS NULL THEN
+        RETURN;
+    END IF;
+    IF p_delta > 0 THEN
+        INSERT INTO app_jobs.job_queues AS q (queue_name, job_count)
+        VALUES (p_queue_name, p_delta)
+        ON CONFLICT (queue_name) DO UPDATE SET job_count = q.job_count + p_delta;
+        RETURN;
+    END IF;
     UPDATE app_jobs.job_queues AS q
-    SET job_count = q.job_count - 1
-    WHERE q.queue_name = OLD.queue_name
+    SET job_count = q.job_count + p_delta
+    WHERE q.queue_name = p_queue_name
     RETURNING q.job_count INTO v_count;
-
     IF v_count <= 0 THEN
         DELETE FROM app_jobs.job_queues AS q
-        WHERE q.queue_name = OLD.queue_name AND q.job_count <= 0;
+        WHERE q.queue_name = p_queue_name AND q.job_count <= 0;
+    END IF;
+END;
+$$;
+
+-- Count an inserted job into its named queue.
+CREATE FUNCTION app_jobs.tg_increase_job_queue_count() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM app_jobs.change_job_queue_count(new.queue_name, 1);
+    RETURN NULL;
+END;
+$$;
+
+-- Count a deleted job out of its named queue.
+CREATE FUNCTION app_jobs.tg_decrease_job_queue_count() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM app_jobs.change_job_queue_count(old.queue_name, -1);
+    RETURN NULL;
+END;
+$$;
+
+-- Move a job's count between queues, taking both queue rows in name order so
+-- two jobs moving in opposite directions cannot deadlock.
+CREATE FUNCTION app_jobs.tg_move_job_queue_count() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF old.queue_name IS NOT NULL
+        AND (new.queue_name IS NULL OR old.queue_name < new.queue_name) THEN
+        PERFORM app_jobs.change_job_queue_count(old.queue_name, -1);
+        PERFORM app_jobs.change_job_queue_count(new.queue_name, 1);
+    ELSE
+        PERFORM app_jobs.change_job_queue_count(new.queue_name, 1);
+        PERFORM app_jobs.change_job_queue_count(old.queue_name, -1);
     END IF;
     RETURN NULL;
 END;
@@ -612,26 +661,15 @@ AFTER INSERT ON app_jobs.jobs
 FOR EACH ROW WHEN (new.queue_name IS NOT NULL)
 EXECUTE FUNCTION app_jobs.tg_increase_job_queue_count();
 
-CREATE TRIGGER _500_increase_job_queue_count_on_update
-AFTER UPDATE OF queue_name ON app_jobs.jobs
-FOR EACH ROW WHEN (
-    new.queue_name IS DISTINCT FROM old.queue_name
-    AND new.queue_name IS NOT NULL
-)
-EXECUTE FUNCTION app_jobs.tg_increase_job_queue_count();
-
 CREATE TRIGGER _500_decrease_job_queue_count
 AFTER DELETE ON app_jobs.jobs
 FOR EACH ROW WHEN (old.queue_name IS NOT NULL)
 EXECUTE FUNCTION app_jobs.tg_decrease_job_queue_count();
 
-CREATE TRIGGER _500_decrease_job_queue_count_on_update
+CREATE TRIGGER _500_move_job_queue_count
 AFTER UPDATE OF queue_name ON app_jobs.jobs
-FOR EACH ROW WHEN (
-    new.queue_name IS DISTINCT FROM old.queue_name
-    AND old.queue_name IS NOT NULL
-)
-EXECUTE FUNCTION app_jobs.tg_decrease_job_queue_count();
+FOR EACH ROW WHEN (new.queue_name IS DISTINCT FROM old.queue_name)
+EXECUTE FUNCTION app_jobs.tg_move_job_queue_count();
 
 -- sql/src/220_tg_notify_worker.sql
 -- Wake listening workers once per statement that adds jobs.

@@ -230,11 +230,6 @@ def test_named_queue_runs_one_job_at_a_time(db, connect, batch_size):
     drain_named_queues(db, connect, batch_size)
 
 
-@pytest.mark.xfail(
-    reason="SQL bug: get_jobs skips a queue's head job while its queue or job row is "
-    "transiently locked, then takes a later job of that queue in the same scan",
-    strict=False,
-)
 @pytest.mark.parametrize("batch_size", [None, 5], ids=["get_job", "get_jobs5"])
 def test_named_queue_keeps_its_order(db, connect, batch_size):
     expected, claim_order = drain_named_queues(db, connect, batch_size)

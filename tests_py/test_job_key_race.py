@@ -14,16 +14,14 @@ import random
 import threading
 import time
 
-import pytest
 from sessions import Crew, run_concurrently
 
 N_ADDERS = 16
 ADDS_PER_ADDER = 300
 N_WORKERS = 4
 KEYS = [f"key-{k}" for k in range(5)]
-# Each key moves between no queue and one named queue, which exercises every job_count
-# trigger; moves between two named queues deadlock today (see the xfail test below).
-QUEUES_OF_KEY = {key: [None, "qa" if k < 3 else "qb"] for k, key in enumerate(KEYS)}
+# Each key moves between no queue and named queues, which exercises every job_count trigger.
+QUEUES_OF_KEY = {key: [None, "qa", "qb"] for key in KEYS}
 
 ADD = """
     SELECT id, key, queue_name, payload, locked_at, attempts
@@ -178,11 +176,6 @@ def test_job_key_upsert_under_contention(db, connect):
     assert stale == 0
 
 
-@pytest.mark.xfail(
-    reason="SQL bug: moving a job from queue A to B locks A's job_queues row, then B's "
-    "(decrease trigger before increase); concurrent moves B->A deadlock",
-    strict=False,
-)
 def test_add_job_moving_keyed_jobs_between_queues_never_deadlocks(db, connect):
     for key, queue in [("k1", "qa"), ("k2", "qb")]:
         db.execute(

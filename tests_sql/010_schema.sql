@@ -1,6 +1,6 @@
 -- Schema: extension, tables, columns, keys, claim index, functions (signatures, parameter names, return types), triggers, pg_dump config.
 BEGIN;
-SELECT plan(127);
+SELECT plan(126);
 
 SELECT has_extension('pgjobs', 'extension pgjobs is installed');
 SELECT has_schema('app_jobs', 'schema app_jobs exists');
@@ -128,7 +128,8 @@ SELECT functions_are(
     'app_jobs',
     ARRAY(SELECT name FROM fn) || ARRAY[
         'check_job_spec', 'check_worker_id', 'enqueue_from_trigger', 'tg_timestamps',
-        'tg_increase_job_queue_count', 'tg_decrease_job_queue_count', 'tg_notify_worker'
+        'tg_increase_job_queue_count', 'tg_decrease_job_queue_count', 'tg_notify_worker',
+        'change_job_queue_count', 'tg_move_job_queue_count'
     ],
     'app_jobs has exactly the known functions'
 );
@@ -156,18 +157,16 @@ SELECT triggers_are(
     'app_jobs', 'jobs',
     ARRAY[
         '_100_timestamps', '_500_increase_job_queue_count',
-        '_500_increase_job_queue_count_on_update', '_500_decrease_job_queue_count',
-        '_500_decrease_job_queue_count_on_update', '_900_notify_worker'
+        '_500_decrease_job_queue_count', '_500_move_job_queue_count', '_900_notify_worker'
     ],
-    'jobs has exactly its six triggers'
+    'jobs has exactly its five triggers'
 );
 SELECT trigger_is('app_jobs', tbl, tg, 'app_jobs', fn, format('%s.%s calls %s', tbl, tg, fn))
 FROM (VALUES
     ('jobs', '_100_timestamps', 'tg_timestamps'),
     ('jobs', '_500_increase_job_queue_count', 'tg_increase_job_queue_count'),
-    ('jobs', '_500_increase_job_queue_count_on_update', 'tg_increase_job_queue_count'),
     ('jobs', '_500_decrease_job_queue_count', 'tg_decrease_job_queue_count'),
-    ('jobs', '_500_decrease_job_queue_count_on_update', 'tg_decrease_job_queue_count'),
+    ('jobs', '_500_move_job_queue_count', 'tg_move_job_queue_count'),
     ('jobs', '_900_notify_worker', 'tg_notify_worker'),
     ('scheduled_jobs', '_100_timestamps', 'tg_timestamps')
 ) AS v (tbl, tg, fn);

@@ -48,3 +48,7 @@ WHERE locked_by IS NOT NULL;
 -- Running jobs by lock age, for reclaiming expired locks.
 CREATE INDEX jobs_locked_at_idx ON app_jobs.jobs (locked_at)
 WHERE locked_at IS NOT NULL;
+
+-- Available jobs of named queues in claim order, to find each queue's head.
+CREATE INDEX jobs_queue_head_idx ON app_jobs.jobs (queue_name, priority, run_at, id)
+WHERE is_available AND queue_name IS NOT NULL;

@@ -42,6 +42,15 @@ BEGIN
                         AND (q.locked_at IS NULL OR q.locked_at < v_expired)
                     FOR UPDATE SKIP LOCKED
                 )
+                -- Only the head of a named queue: never overtake an earlier job
+                -- whose row another session happens to hold for a moment.
+                AND NOT EXISTS (
+                    SELECT 1 FROM app_jobs.jobs AS e
+                    WHERE e.queue_name = j.queue_name
+                        AND e.is_available
+                        AND e.run_at <= v_now
+                        AND (e.priority, e.run_at, e.id) < (j.priority, j.run_at, j.id)
+                )
             )
         ORDER BY j.priority, j.run_at, j.id
         LIMIT batch_size
