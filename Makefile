@@ -35,6 +35,10 @@ installdb:
 test:
 	bash scripts/run-tests.sh
 
+# The main job on an embedded throwaway cluster (or DATABASE_URL): see scripts/demo.sh.
+demo:
+	bash scripts/demo.sh
+
 lint: venv
 	.venv/bin/sqlfluff lint sql/src $(wildcard sql/$(EXTENSION)--*--*.sql)
 	.venv/bin/ruff check python tests_py scripts

@@ -46,7 +46,11 @@ start() {
     for f in "$sharedir"/*; do
         [ "$(basename "$f")" = extension ] || ln -sfn "$f" "$tree$sharedir/"
     done
-    ln -sf "$sharedir"/extension/* "$tree$sharedir/extension/"
+    for f in "$sharedir"/extension/*; do
+        # The system's own pgjobs files (if any) must not mix with the ones under test.
+        case $(basename "$f") in pgjobs*) continue ;; esac
+        ln -sf "$f" "$tree$sharedir/extension/"
+    done
     chmod -R a+rX "$tree"
 
     mkdir -p "$dir/data" "$dir/sock" "$dir/log"
