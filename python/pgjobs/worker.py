@@ -113,12 +113,14 @@ class Worker:
                 loop.add_signal_handler(sig, self.stop)
             except (NotImplementedError, RuntimeError):
                 pass
-        log.info(
-            "worker %s starting: tasks %s, concurrency %d, batch %d",
-            self.worker_id, ",".join(self.tasks), self.options.concurrency, self.batch_size,
-        )
         try:
             await self._connect(first=True)
+            # Only once connected: a bad URL must give one line on stderr, not two.
+            log.info(
+                "worker %s starting: tasks %s, concurrency %d, batch %d",
+                self.worker_id, ",".join(self.tasks), self.options.concurrency,
+                self.batch_size,
+            )
             await self._main_loop()
             await self._drain()
         finally:
