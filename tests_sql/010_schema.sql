@@ -129,7 +129,9 @@ SELECT functions_are(
     ARRAY(SELECT name FROM fn) || ARRAY[
         'check_job_spec', 'check_worker_id', 'enqueue_from_trigger', 'tg_timestamps',
         'tg_increase_job_queue_count', 'tg_decrease_job_queue_count', 'tg_notify_worker',
-        'change_job_queue_count', 'tg_move_job_queue_count'
+        'change_job_queue_count', 'tg_move_job_queue_count', 'cron_value', 'cron_field',
+        'schedule_spec', 'local_slot_instant', 'schedule_next_run', 'run_due_scheduled_jobs',
+        'tg_scheduled_jobs_next_run'
     ],
     'app_jobs has exactly the known functions'
 );
@@ -171,8 +173,8 @@ FROM (VALUES
     ('scheduled_jobs', '_100_timestamps', 'tg_timestamps')
 ) AS v (tbl, tg, fn);
 SELECT triggers_are(
-    'app_jobs', 'scheduled_jobs', ARRAY['_100_timestamps'],
-    'scheduled_jobs has only the timestamps trigger'
+    'app_jobs', 'scheduled_jobs', ARRAY['_100_timestamps', '_200_next_run_at'],
+    'scheduled_jobs has the timestamps and next_run_at triggers'
 );
 SELECT triggers_are('app_jobs', 'job_queues', ARRAY[]::name[], 'job_queues has no triggers');
 
@@ -182,7 +184,11 @@ SELECT is(
     (SELECT extversion FROM pg_extension WHERE extname = 'pgjobs'),
     'pgjobs_version() matches the installed extension version'
 );
-SELECT is(app_jobs.pgjobs_version(), '0.1.0', 'this is version 0.1.0');
+SELECT is(
+    app_jobs.pgjobs_version(),
+    (SELECT default_version FROM pg_available_extensions WHERE name = 'pgjobs'),
+    'pgjobs_version() is the default version'
+);
 SELECT set_eq(
     $$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'pgjobs'$$,
     ARRAY[

@@ -15,6 +15,7 @@ CREATE TABLE app_jobs.scheduled_jobs (
     last_scheduled_id bigint,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
+    next_run_at timestamptz,
     CONSTRAINT scheduled_jobs_key_key UNIQUE (key),
     CONSTRAINT scheduled_jobs_task_identifier_check CHECK (
         length(task_identifier) BETWEEN 1 AND 126
@@ -26,6 +27,8 @@ CREATE TABLE app_jobs.scheduled_jobs (
     CONSTRAINT scheduled_jobs_max_attempts_check CHECK (max_attempts >= 1)
 );
 
+COMMENT ON COLUMN app_jobs.scheduled_jobs.next_run_at IS
+'The next slot to enqueue (NULL once the schedule has ended)';
 COMMENT ON TABLE app_jobs.scheduled_jobs IS
 'Recurring jobs: schedule_info says when, the other columns what to enqueue';
 
@@ -33,3 +36,7 @@ COMMENT ON TABLE app_jobs.scheduled_jobs IS
 CREATE INDEX scheduled_jobs_locked_by_idx ON app_jobs.scheduled_jobs (
     locked_by
 ) WHERE locked_by IS NOT NULL;
+
+-- Due schedules, for the scheduler tick.
+CREATE INDEX scheduled_jobs_next_run_at_idx ON app_jobs.scheduled_jobs (next_run_at)
+WHERE next_run_at IS NOT NULL;
