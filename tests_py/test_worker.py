@@ -346,3 +346,26 @@ def test_bad_database_url_is_one_clear_line(tmp_path):
     assert len(lines) == 1, res.stderr
     assert "cannot connect" in lines[0]
     assert "127.0.0.1" in lines[0]
+
+
+# -- scheduler tick ---------------------------------------------------------------------------
+
+def test_worker_ticks_the_scheduler(conninfo, sql, tmp_path, killer):
+    ran = tmp_path / "ran"
+    tasks = write_tasks(tmp_path, f"""
+        @pgjobs.task
+        def every_minute(payload, job):
+            open({str(ran)!r}, "a").write(str(job.id) + "\\n")
+    """)
+    sql("SELECT app_jobs.add_scheduled_job(identifier := 'every_minute', "
+        "schedule_info := '{\"rule\": \"* * * * *\"}')")
+    # As if the slot of a minute ago had just come due.
+    sql("UPDATE app_jobs.scheduled_jobs SET next_run_at = date_trunc('minute', now())")
+    proc = start_worker(conninfo, tasks, "--poll-interval", "30", "--schedule-interval", "0.2")
+    killer.append(proc)
+    wait_for(ran.exists, 5, "the scheduled job to be enqueued and run")
+    code, err = stop(proc)
+    assert code == 0, err
+    assert len(ran.read_text().split()) == 1
+    next_run = sql("SELECT next_run_at > now() FROM app_jobs.scheduled_jobs")[0][0]
+    assert next_run

@@ -18,6 +18,8 @@ RELEASE_JOBS = "SELECT app_jobs.release_jobs(%s, %s::bigint[])"
 
 HELD_JOB_IDS = "SELECT id FROM app_jobs.jobs WHERE locked_by = %s"
 
+SCHEDULER_TICK = "SELECT count(*) AS spawned FROM app_jobs.run_due_scheduled_jobs()"
+
 LISTEN = 'LISTEN "jobs:insert"'
 
 ADD_JOB = """

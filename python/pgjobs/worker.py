@@ -51,6 +51,7 @@ class WorkerOptions:
     task_identifiers: list[str] | None = None
     job_expiry: timedelta = timedelta(hours=4)
     reconnect_max_delay: float = 5.0
+    schedule_interval: float = 1.0
 
 
 @dataclass
@@ -95,6 +96,7 @@ class Worker:
             max_workers=options.concurrency, thread_name_prefix="pgjobs-handler"
         )
         self._connected_once = False
+        self._next_tick = 0.0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -137,6 +139,7 @@ class Worker:
             try:
                 await self._ensure_connected()
                 await self._flush_outcomes()
+                await self._scheduler_tick()
                 free = self.options.concurrency - len(self._running)
                 if free > 0:
                     jobs = await self._claim(min(self.batch_size, free))
@@ -147,10 +150,27 @@ class Worker:
                     if self.options.burst and not self._running and not self._owed:
                         log.info("worker %s: no job available, burst mode ends", self.worker_id)
                         return
-                await self._wait(self.options.poll_interval)
+                await self._wait(self._wait_time())
             except psycopg.OperationalError as exc:
                 log.warning("worker %s lost its database connection: %s", self.worker_id, exc)
                 await self._close()
+
+    def _wait_time(self) -> float:
+        """Until the next poll, or the next scheduler tick if that comes first."""
+        if self.options.schedule_interval <= 0:
+            return self.options.poll_interval
+        until_tick = max(self._next_tick - time.monotonic(), 0.0)
+        return min(self.options.poll_interval, until_tick)
+
+    async def _scheduler_tick(self) -> None:
+        """Enqueue due recurring jobs; any number of workers may do this at once."""
+        if self.options.schedule_interval <= 0 or time.monotonic() < self._next_tick:
+            return
+        self._next_tick = time.monotonic() + self.options.schedule_interval
+        cur = await self._conn.execute(sql.SCHEDULER_TICK)
+        spawned = (await cur.fetchone())["spawned"]
+        if spawned:
+            log.info("worker %s enqueued %d scheduled job(s)", self.worker_id, spawned)
 
     async def _wait(self, timeout: float) -> None:
         try:

@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                    default=float(_env("PGJOBS_JOB_EXPIRY", str(4 * 3600))),
                    help="seconds after which another worker's lock counts as dead "
                         "[PGJOBS_JOB_EXPIRY, default 14400]")
+    p.add_argument("--schedule-interval", type=float,
+                   default=float(_env("PGJOBS_SCHEDULE_INTERVAL", "1")),
+                   help="seconds between scheduler ticks (app_jobs.run_due_scheduled_jobs); "
+                        "0 disables [PGJOBS_SCHEDULE_INTERVAL, default 1]")
     p.add_argument("--log-level", default=_env("PGJOBS_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"],
                    help="[PGJOBS_LOG_LEVEL, default info]")
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         shutdown_timeout=args.shutdown_timeout,
         task_identifiers=wanted,
         job_expiry=timedelta(seconds=args.job_expiry),
+        schedule_interval=args.schedule_interval,
     )
     try:
         code = asyncio.run(Worker(conninfo, handlers, options).run())
