@@ -39,6 +39,10 @@ test:
 demo:
 	bash scripts/demo.sh
 
+# Benchmarks on a throwaway cluster with default durability: see scripts/bench.sh.
+bench:
+	bash scripts/bench.sh
+
 lint: venv
 	.venv/bin/sqlfluff lint sql/src $(wildcard sql/$(EXTENSION)--*--*.sql)
 	.venv/bin/ruff check python tests_py scripts

@@ -68,7 +68,7 @@ unix_socket_directories = '$dir/sock'
 max_connections = 200
 fsync = ${PGJOBS_TEST_FSYNC:-off}
 synchronous_commit = ${PGJOBS_TEST_SYNC_COMMIT:-off}
-full_page_writes = off
+full_page_writes = ${PGJOBS_TEST_FSYNC:-off}
 log_min_messages = warning
 CONF
     as_server_user "$tree$bindir/pg_ctl" -D "$dir/data" -l "$dir/log/server.log" -w -t 60 start >/dev/null \
