@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import psycopg
 
 from . import client, installer, sql
-from .connection import describe, resolve_url
+from .connection import describe, first_line, resolve_url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,15 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             print(run(args, conn))
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"pgjobs: cannot connect to {describe(conninfo)}: {first}", file=sys.stderr)
+        print(f"pgjobs: cannot connect to {describe(conninfo)}: {first_line(exc)}",
+              file=sys.stderr)
         return 1
     except (installer.InstallError, json.JSONDecodeError) as exc:
         print(f"pgjobs: {exc}", file=sys.stderr)
         return 1
     except psycopg.Error as exc:
         diag = exc.diag.sqlstate or ""
-        print(f"pgjobs: {diag} {str(exc).strip().splitlines()[0]}".strip(), file=sys.stderr)
+        print(f"pgjobs: {diag} {first_line(exc)}".strip(), file=sys.stderr)
         return 1
     return 0
 

@@ -22,3 +22,9 @@ def describe(conninfo: str) -> str:
         return "<unparseable database url>"
     params.pop("password", None)
     return make_conninfo(**params) or "(PG* environment)"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (its type name when the text is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

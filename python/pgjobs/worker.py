@@ -25,6 +25,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from . import sql
+from .connection import first_line
 from .job import Job
 from .tasks import Handler, is_async
 
@@ -254,7 +255,7 @@ class Worker:
                     raise TimeoutError("database unreachable") from exc
                 log.warning(
                     "worker %s cannot reach the database (retry in %.2f s): %s",
-                    self.worker_id, delay, str(exc).strip().splitlines()[0] if str(exc) else exc,
+                    self.worker_id, delay, first_line(exc),
                 )
                 if self._stopping.is_set() and deadline is None:
                     raise

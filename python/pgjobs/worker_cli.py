@@ -13,7 +13,7 @@ from datetime import timedelta
 import psycopg
 
 from . import logs
-from .connection import describe, resolve_url
+from .connection import describe, first_line, resolve_url
 from .tasks import import_task_modules
 from .worker import Worker, WorkerOptions, default_worker_id
 
@@ -123,10 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = asyncio.run(Worker(conninfo, handlers, options).run())
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return fail(f"cannot connect to {describe(conninfo)}: {first}", 1)
+        return fail(f"cannot connect to {describe(conninfo)}: {first_line(exc)}", 1)
     except psycopg.Error as exc:
-        return fail(f"database error: {str(exc).strip().splitlines()[0]}", 1)
+        return fail(f"database error: {first_line(exc)}", 1)
     logging.shutdown()
     # Handler threads still running past the shutdown timeout were released; don't wait.
     if any(t.name.startswith("pgjobs-handler") and t.is_alive() for t in threading.enumerate()):
