@@ -241,26 +241,25 @@ BEGIN
 END;
 $$;
 
--- First slot of a schedule strictly after `after` (and not before its start); NULL once ended.
-CREATE FUNCTION app_jobs.schedule_next_run(
-    schedule_info json,
-    after timestamptz
+-- First slot of an expanded schedule (schedule_spec) strictly after p_after; NULL once ended.
+CREATE FUNCTION app_jobs.spec_next_run(
+    p_spec jsonb,
+    p_after timestamptz
 ) RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    v_spec jsonb := app_jobs.schedule_spec(schedule_info);
-    v_tz text := v_spec ->> 'tz';
-    v_start timestamptz := (v_spec ->> 'start')::timestamptz;
-    v_end timestamptz := (v_spec ->> 'end')::timestamptz;
-    v_minutes integer[] := array(SELECT jsonb_array_elements_text(v_spec -> 'minute')::integer);
-    v_hours integer[] := array(SELECT jsonb_array_elements_text(v_spec -> 'hour')::integer);
-    v_doms integer[] := array(SELECT jsonb_array_elements_text(v_spec -> 'dayOfMonth')::integer);
-    v_months integer[] := array(SELECT jsonb_array_elements_text(v_spec -> 'month')::integer);
-    v_dows integer[] := array(SELECT jsonb_array_elements_text(v_spec -> 'dayOfWeek')::integer);
-    v_either boolean := NOT (v_spec ->> 'dom_star')::boolean
-        AND NOT (v_spec ->> 'dow_star')::boolean;
-    v_after timestamptz := after;
+    v_tz text := p_spec ->> 'tz';
+    v_start timestamptz := (p_spec ->> 'start')::timestamptz;
+    v_end timestamptz := (p_spec ->> 'end')::timestamptz;
+    v_minutes integer[] := array(SELECT jsonb_array_elements_text(p_spec -> 'minute')::integer);
+    v_hours integer[] := array(SELECT jsonb_array_elements_text(p_spec -> 'hour')::integer);
+    v_doms integer[] := array(SELECT jsonb_array_elements_text(p_spec -> 'dayOfMonth')::integer);
+    v_months integer[] := array(SELECT jsonb_array_elements_text(p_spec -> 'month')::integer);
+    v_dows integer[] := array(SELECT jsonb_array_elements_text(p_spec -> 'dayOfWeek')::integer);
+    v_either boolean := NOT (p_spec ->> 'dom_star')::boolean
+        AND NOT (p_spec ->> 'dow_star')::boolean;
+    v_after timestamptz := p_after;
     v_first timestamp;
     v_day date;
     v_from integer;
@@ -268,7 +267,7 @@ DECLARE
     v_instant timestamptz;
     v_day_ok boolean;
 BEGIN
-    IF after IS NULL THEN
+    IF p_after IS NULL THEN
         RETURN NULL;
     END IF;
     IF v_start IS NOT NULL AND v_start - interval '1 microsecond' > v_after THEN
@@ -314,6 +313,16 @@ BEGIN
 END;
 $$;
 
+-- First slot of a schedule strictly after `after` (and not before its start); NULL once ended.
+CREATE FUNCTION app_jobs.schedule_next_run(
+    schedule_info json,
+    after timestamptz
+) RETURNS timestamptz
+LANGUAGE sql STABLE
+AS $$
+    SELECT app_jobs.spec_next_run(app_jobs.schedule_spec(schedule_info), after);
+$$;
+
 COMMENT ON FUNCTION app_jobs.schedule_next_run IS
 'First slot strictly after `after`, no earlier than start; NULL once past end';
 
@@ -326,6 +335,7 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     v_schedule app_jobs.scheduled_jobs;
+    v_spec jsonb;
     v_backfill interval;
     v_slots timestamptz[];
     v_slot timestamptz;
@@ -340,16 +350,18 @@ BEGIN
         ORDER BY s.next_run_at, s.id
         FOR UPDATE SKIP LOCKED
     LOOP
-        v_backfill := (app_jobs.schedule_spec(v_schedule.schedule_info) ->> 'backfill')::interval;
+        -- Parse the schedule once; every slot below is computed from the parsed form.
+        v_spec := app_jobs.schedule_spec(v_schedule.schedule_info);
+        v_backfill := (v_spec ->> 'backfill')::interval;
         v_slot := v_schedule.next_run_at;
         IF v_backfill IS NULL THEN
             -- Only the latest missed slot; start looking an hour back when far behind.
-            v_next := app_jobs.schedule_next_run(v_schedule.schedule_info, as_of - interval '1 hour');
+            v_next := app_jobs.spec_next_run(v_spec, as_of - interval '1 hour');
             IF v_next > v_slot AND v_next <= as_of THEN
                 v_slot := v_next;
             END IF;
             LOOP
-                v_next := app_jobs.schedule_next_run(v_schedule.schedule_info, v_slot);
+                v_next := app_jobs.spec_next_run(v_spec, v_slot);
                 EXIT WHEN v_next IS NULL OR v_next > as_of;
                 v_slot := v_next;
             END LOOP;
@@ -357,14 +369,14 @@ BEGIN
         ELSE
             -- Every missed slot within the backfill window.
             IF v_slot < as_of - v_backfill THEN
-                v_slot := app_jobs.schedule_next_run(
-                    v_schedule.schedule_info, as_of - v_backfill - interval '1 microsecond'
+                v_slot := app_jobs.spec_next_run(
+                    v_spec, as_of - v_backfill - interval '1 microsecond'
                 );
             END IF;
             v_slots := '{}';
             WHILE v_slot IS NOT NULL AND v_slot <= as_of LOOP
                 v_slots := v_slots || v_slot;
-                v_slot := app_jobs.schedule_next_run(v_schedule.schedule_info, v_slot);
+                v_slot := app_jobs.spec_next_run(v_spec, v_slot);
             END LOOP;
         END IF;
 
@@ -385,7 +397,7 @@ BEGIN
         SET
             last_scheduled = coalesce(v_slots[cardinality(v_slots)], s.last_scheduled),
             last_scheduled_id = coalesce(v_job.id, s.last_scheduled_id),
-            next_run_at = app_jobs.schedule_next_run(s.schedule_info, as_of)
+            next_run_at = app_jobs.spec_next_run(v_spec, as_of)
         WHERE s.id = v_schedule.id;
         v_job := NULL;
     END LOOP;

@@ -131,7 +131,7 @@ SELECT functions_are(
         'tg_increase_job_queue_count', 'tg_decrease_job_queue_count', 'tg_notify_worker',
         'change_job_queue_count', 'tg_move_job_queue_count', 'cron_value', 'cron_field',
         'schedule_spec', 'local_slot_instant', 'schedule_next_run', 'run_due_scheduled_jobs',
-        'tg_scheduled_jobs_next_run'
+        'tg_scheduled_jobs_next_run', 'spec_next_run'
     ],
     'app_jobs has exactly the known functions'
 );

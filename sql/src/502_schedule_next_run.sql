@@ -23,26 +23,25 @@ BEGIN
 END;
 $$;
 
--- First slot of a schedule strictly after `after` (and not before its start); NULL once ended.
-CREATE FUNCTION app_jobs.schedule_next_run(
-    schedule_info json,
-    after timestamptz
+-- First slot of an expanded schedule (schedule_spec) strictly after p_after; NULL once ended.
+CREATE FUNCTION app_jobs.spec_next_run(
+    p_spec jsonb,
+    p_after timestamptz
 ) RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    v_spec jsonb := app_jobs.schedule_spec(schedule_info);
-    v_tz text := v_spec ->> 'tz';
-    v_start timestamptz := (v_spec ->> 'start')::timestamptz;
-    v_end timestamptz := (v_spec ->> 'end')::timestamptz;
-    v_minutes integer[] := array(SELECT jsonb_array_elements_text(v_spec -> 'minute')::integer);
-    v_hours integer[] := array(SELECT jsonb_array_elements_text(v_spec -> 'hour')::integer);
-    v_doms integer[] := array(SELECT jsonb_array_elements_text(v_spec -> 'dayOfMonth')::integer);
-    v_months integer[] := array(SELECT jsonb_array_elements_text(v_spec -> 'month')::integer);
-    v_dows integer[] := array(SELECT jsonb_array_elements_text(v_spec -> 'dayOfWeek')::integer);
-    v_either boolean := NOT (v_spec ->> 'dom_star')::boolean
-        AND NOT (v_spec ->> 'dow_star')::boolean;
-    v_after timestamptz := after;
+    v_tz text := p_spec ->> 'tz';
+    v_start timestamptz := (p_spec ->> 'start')::timestamptz;
+    v_end timestamptz := (p_spec ->> 'end')::timestamptz;
+    v_minutes integer[] := array(SELECT jsonb_array_elements_text(p_spec -> 'minute')::integer);
+    v_hours integer[] := array(SELECT jsonb_array_elements_text(p_spec -> 'hour')::integer);
+    v_doms integer[] := array(SELECT jsonb_array_elements_text(p_spec -> 'dayOfMonth')::integer);
+    v_months integer[] := array(SELECT jsonb_array_elements_text(p_spec -> 'month')::integer);
+    v_dows integer[] := array(SELECT jsonb_array_elements_text(p_spec -> 'dayOfWeek')::integer);
+    v_either boolean := NOT (p_spec ->> 'dom_star')::boolean
+        AND NOT (p_spec ->> 'dow_star')::boolean;
+    v_after timestamptz := p_after;
     v_first timestamp;
     v_day date;
     v_from integer;
@@ -50,7 +49,7 @@ DECLARE
     v_instant timestamptz;
     v_day_ok boolean;
 BEGIN
-    IF after IS NULL THEN
+    IF p_after IS NULL THEN
         RETURN NULL;
     END IF;
     IF v_start IS NOT NULL AND v_start - interval '1 microsecond' > v_after THEN
@@ -94,6 +93,16 @@ BEGIN
     END LOOP;
     RETURN NULL;
 END;
+$$;
+
+-- First slot of a schedule strictly after `after` (and not before its start); NULL once ended.
+CREATE FUNCTION app_jobs.schedule_next_run(
+    schedule_info json,
+    after timestamptz
+) RETURNS timestamptz
+LANGUAGE sql STABLE
+AS $$
+    SELECT app_jobs.spec_next_run(app_jobs.schedule_spec(schedule_info), after);
 $$;
 
 COMMENT ON FUNCTION app_jobs.schedule_next_run IS

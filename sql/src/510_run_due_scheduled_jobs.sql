@@ -6,6 +6,7 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     v_schedule app_jobs.scheduled_jobs;
+    v_spec jsonb;
     v_backfill interval;
     v_slots timestamptz[];
     v_slot timestamptz;
@@ -20,16 +21,18 @@ BEGIN
         ORDER BY s.next_run_at, s.id
         FOR UPDATE SKIP LOCKED
     LOOP
-        v_backfill := (app_jobs.schedule_spec(v_schedule.schedule_info) ->> 'backfill')::interval;
+        -- Parse the schedule once; every slot below is computed from the parsed form.
+        v_spec := app_jobs.schedule_spec(v_schedule.schedule_info);
+        v_backfill := (v_spec ->> 'backfill')::interval;
         v_slot := v_schedule.next_run_at;
         IF v_backfill IS NULL THEN
             -- Only the latest missed slot; start looking an hour back when far behind.
-            v_next := app_jobs.schedule_next_run(v_schedule.schedule_info, as_of - interval '1 hour');
+            v_next := app_jobs.spec_next_run(v_spec, as_of - interval '1 hour');
             IF v_next > v_slot AND v_next <= as_of THEN
                 v_slot := v_next;
             END IF;
             LOOP
-                v_next := app_jobs.schedule_next_run(v_schedule.schedule_info, v_slot);
+                v_next := app_jobs.spec_next_run(v_spec, v_slot);
                 EXIT WHEN v_next IS NULL OR v_next > as_of;
                 v_slot := v_next;
             END LOOP;
@@ -37,14 +40,14 @@ BEGIN
         ELSE
             -- Every missed slot within the backfill window.
             IF v_slot < as_of - v_backfill THEN
-                v_slot := app_jobs.schedule_next_run(
-                    v_schedule.schedule_info, as_of - v_backfill - interval '1 microsecond'
+                v_slot := app_jobs.spec_next_run(
+                    v_spec, as_of - v_backfill - interval '1 microsecond'
                 );
             END IF;
             v_slots := '{}';
             WHILE v_slot IS NOT NULL AND v_slot <= as_of LOOP
                 v_slots := v_slots || v_slot;
-                v_slot := app_jobs.schedule_next_run(v_schedule.schedule_info, v_slot);
+                v_slot := app_jobs.spec_next_run(v_spec, v_slot);
             END LOOP;
         END IF;
 
@@ -65,7 +68,7 @@ BEGIN
         SET
             last_scheduled = coalesce(v_slots[cardinality(v_slots)], s.last_scheduled),
             last_scheduled_id = coalesce(v_job.id, s.last_scheduled_id),
-            next_run_at = app_jobs.schedule_next_run(s.schedule_info, as_of)
+            next_run_at = app_jobs.spec_next_run(v_spec, as_of)
         WHERE s.id = v_schedule.id;
         v_job := NULL;
     END LOOP;
