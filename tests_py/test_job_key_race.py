@@ -1,6 +1,8 @@
 """job_key under contention: 16 sessions hammer add_job on 5 keys while workers run them.
 
-Workers concurrently claim, complete and fail the keyed jobs, so add_job takes both
+Workers concurrently claim, complete and fail the keyed jobs (half of them one at a time
+with get_job/complete_job/fail_job, half in batches with get_jobs/finish_jobs, as
+pgjobs-worker does), so add_job takes both
 branches: replacing a waiting job in place and, when the job with that key is running,
 stripping its key (no more retries) and inserting a new one. Asserted: add_job never
 errors and never returns NULL; at every check made by a monitor session (one consistent
@@ -110,35 +112,40 @@ def test_job_key_upsert_under_contention(db, connect):
         conn = connect()
         worker_id = f"worker-{n}"
         rng = random.Random(1000 + n)
+        batched = n % 2 == 1  # odd workers claim and report batches, as pgjobs-worker does
 
         def run(crew: Crew) -> None:
             crew.ready()
             while not adders_done.is_set() and crew.keep_going():
-                row = conn.execute(
-                    "SELECT id FROM app_jobs.get_job(%s, ARRAY['keyed']) WHERE id IS NOT NULL",
-                    (worker_id,),
-                ).fetchone()
-                if row is None:
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT id FROM app_jobs.get_jobs(%s, ARRAY['keyed'], batch_size := %s)",
+                        (worker_id, 3 if batched else 1),
+                    )
+                ]
+                if not ids:
                     time.sleep(0.001)
                     continue
-                job_id = row[0]
                 time.sleep(rng.random() * 0.003)  # "work", so adders meet running jobs
-                if rng.random() < 0.5:
+                errors = [None if rng.random() < 0.5 else "boom" for _ in ids]
+                if batched:
                     done = conn.execute(
-                        "SELECT id, key FROM app_jobs.complete_job(%s, %s)", (worker_id, job_id)
-                    ).fetchone()
-                    outcome = "completed"
+                        "SELECT id, key FROM app_jobs.finish_jobs(%s, %s, %s)",
+                        (worker_id, ids, errors),
+                    ).fetchall()
                 else:
+                    fn = "complete_job(%s, %s)" if errors[0] is None else "fail_job(%s, %s, 'boom')"
                     done = conn.execute(
-                        "SELECT id, key FROM app_jobs.fail_job(%s, %s, 'boom')",
-                        (worker_id, job_id),
-                    ).fetchone()
-                    outcome = "failed"
-                assert done[0] == job_id, f"{worker_id} lost its lock on job {job_id}"
+                        f"SELECT id, key FROM app_jobs.{fn}", (worker_id, ids[0])
+                    ).fetchall()
+                assert sorted(d[0] for d in done) == sorted(ids), (
+                    f"{worker_id} lost its lock on one of {ids}"
+                )
                 with stats_lock:
-                    stats[outcome] += 1
-                    if done[1] is None:
-                        stats["replaced_while_running"] += 1
+                    stats["completed"] += errors.count(None)
+                    stats["failed"] += len(errors) - errors.count(None)
+                    stats["replaced_while_running"] += sum(1 for d in done if d[1] is None)
 
         return run
 

@@ -1,6 +1,6 @@
 -- Schema: extension, tables, columns, keys, claim index, functions (signatures, parameter names, return types), triggers, pg_dump config.
 BEGIN;
-SELECT plan(126);
+SELECT plan(129);
 
 SELECT has_extension('pgjobs', 'extension pgjobs is installed');
 SELECT has_schema('app_jobs', 'schema app_jobs exists');
@@ -99,6 +99,8 @@ INSERT INTO fn VALUES
     ('complete_job', ARRAY['text', 'bigint'], 'app_jobs.jobs', ARRAY['worker_id', 'job_id']),
     ('fail_job', ARRAY['text', 'bigint', 'text'], 'app_jobs.jobs',
      ARRAY['worker_id', 'job_id', 'error_message']),
+    ('finish_jobs', ARRAY['text', 'bigint[]', 'text[]'], 'SETOF app_jobs.jobs',
+     ARRAY['worker_id', 'job_ids', 'error_messages']),
     ('complete_jobs', ARRAY['bigint[]'], 'SETOF app_jobs.jobs', ARRAY['job_ids']),
     ('permanently_fail_jobs', ARRAY['bigint[]', 'text'], 'SETOF app_jobs.jobs',
      ARRAY['job_ids', 'error_message']),

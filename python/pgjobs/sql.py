@@ -10,9 +10,7 @@ SELECT id, task_identifier, queue_name, payload, priority, run_at, attempts,
 FROM app_jobs.get_jobs(%(worker_id)s, %(tasks)s, %(job_expiry)s, %(batch_size)s)
 """
 
-COMPLETE_JOB = "SELECT (app_jobs.complete_job(%s, %s)).id"
-
-FAIL_JOB = "SELECT (app_jobs.fail_job(%s, %s, %s)).id"
+FINISH_JOBS = "SELECT count(*) FROM app_jobs.finish_jobs(%s, %s::bigint[], %s::text[])"
 
 RELEASE_JOBS = "SELECT app_jobs.release_jobs(%s, %s::bigint[])"
 

@@ -337,18 +337,14 @@ class Worker:
         self._kick.set()
 
     async def _flush_outcomes(self) -> None:
-        """Deliver every owed outcome in one pipeline; keep them all if it fails."""
+        """Deliver every owed outcome in one statement; keep them all if it fails."""
         if not self._owed:
             return
         batch = list(self._owed)
-        async with self._conn.pipeline():
-            for outcome in batch:
-                if outcome.error is None:
-                    await self._conn.execute(sql.COMPLETE_JOB, (self.worker_id, outcome.job.id))
-                else:
-                    await self._conn.execute(
-                        sql.FAIL_JOB, (self.worker_id, outcome.job.id, outcome.error)
-                    )
+        await self._conn.execute(
+            sql.FINISH_JOBS,
+            (self.worker_id, [o.job.id for o in batch], [o.error for o in batch]),
+        )
         del self._owed[: len(batch)]
 
     # -- logging ----------------------------------------------------------------------

@@ -27,6 +27,9 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     );
 
+    -- Lock order, shared by every function here: job rows first, then queue rows in
+    -- name order. Locking a queue row before its jobs could deadlock with add_job,
+    -- which holds a job row when its trigger counts the job into the queue.
     RETURN QUERY
     WITH candidates AS (
         SELECT j.id, j.queue_name, j.priority, j.run_at
@@ -40,7 +43,6 @@ BEGIN
                     SELECT 1 FROM app_jobs.job_queues AS q
                     WHERE q.queue_name = j.queue_name
                         AND (q.locked_at IS NULL OR q.locked_at < v_expired)
-                    FOR UPDATE SKIP LOCKED
                 )
                 -- Only the head of a named queue: never overtake an earlier job
                 -- whose row another session happens to hold for a moment.
@@ -64,17 +66,29 @@ BEGIN
         ORDER BY c.queue_name, c.priority, c.run_at, c.id
     ),
 
+    -- The queues still free once locked (the lock re-reads the newest row version).
+    free_queues AS (
+        SELECT q.queue_name
+        FROM app_jobs.job_queues AS q
+        WHERE q.queue_name IN (SELECT f.queue_name FROM first_per_queue AS f)
+            AND (q.locked_at IS NULL OR q.locked_at < v_expired)
+        ORDER BY q.queue_name
+        FOR UPDATE SKIP LOCKED
+    ),
+
     chosen AS (
         SELECT c.id, c.queue_name FROM candidates AS c WHERE c.queue_name IS NULL
         UNION ALL
-        SELECT f.id, f.queue_name FROM first_per_queue AS f
+        SELECT f.id, f.queue_name
+        FROM first_per_queue AS f
+        INNER JOIN free_queues AS fq ON f.queue_name = fq.queue_name
     ),
 
     locked_queues AS (
         UPDATE app_jobs.job_queues AS q
         SET locked_by = worker_id, locked_at = v_now
-        FROM chosen AS c
-        WHERE q.queue_name = c.queue_name
+        FROM free_queues AS fq
+        WHERE q.queue_name = fq.queue_name
         RETURNING q.queue_name
     ),
 

@@ -28,22 +28,42 @@ BEGIN
 END;
 $$;
 
--- Count an inserted job into its named queue.
+-- Count a statement's inserted jobs into their named queues, in queue-name order.
 CREATE FUNCTION app_jobs.tg_increase_job_queue_count() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    v_queue record;
 BEGIN
-    PERFORM app_jobs.change_job_queue_count(new.queue_name, 1);
+    FOR v_queue IN
+        SELECT n.queue_name, count(*)::integer AS jobs
+        FROM new_jobs AS n
+        WHERE n.queue_name IS NOT NULL
+        GROUP BY n.queue_name
+        ORDER BY n.queue_name
+    LOOP
+        PERFORM app_jobs.change_job_queue_count(v_queue.queue_name, v_queue.jobs);
+    END LOOP;
     RETURN NULL;
 END;
 $$;
 
--- Count a deleted job out of its named queue.
+-- Count a statement's deleted jobs out of their named queues, in queue-name order.
 CREATE FUNCTION app_jobs.tg_decrease_job_queue_count() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    v_queue record;
 BEGIN
-    PERFORM app_jobs.change_job_queue_count(old.queue_name, -1);
+    FOR v_queue IN
+        SELECT o.queue_name, count(*)::integer AS jobs
+        FROM old_jobs AS o
+        WHERE o.queue_name IS NOT NULL
+        GROUP BY o.queue_name
+        ORDER BY o.queue_name
+    LOOP
+        PERFORM app_jobs.change_job_queue_count(v_queue.queue_name, -v_queue.jobs);
+    END LOOP;
     RETURN NULL;
 END;
 $$;
@@ -66,15 +86,17 @@ BEGIN
 END;
 $$;
 
+-- Statement-level, so a statement touching many queues locks their rows in name order
+-- (as every other path does) and two such statements cannot deadlock on job_queues.
 CREATE TRIGGER _500_increase_job_queue_count
 AFTER INSERT ON app_jobs.jobs
-FOR EACH ROW WHEN (new.queue_name IS NOT NULL)
-EXECUTE FUNCTION app_jobs.tg_increase_job_queue_count();
+REFERENCING NEW TABLE AS new_jobs
+FOR EACH STATEMENT EXECUTE FUNCTION app_jobs.tg_increase_job_queue_count();
 
 CREATE TRIGGER _500_decrease_job_queue_count
 AFTER DELETE ON app_jobs.jobs
-FOR EACH ROW WHEN (old.queue_name IS NOT NULL)
-EXECUTE FUNCTION app_jobs.tg_decrease_job_queue_count();
+REFERENCING OLD TABLE AS old_jobs
+FOR EACH STATEMENT EXECUTE FUNCTION app_jobs.tg_decrease_job_queue_count();
 
 CREATE TRIGGER _500_move_job_queue_count
 AFTER UPDATE OF queue_name ON app_jobs.jobs

@@ -12,6 +12,11 @@ DECLARE
     v_slot timestamptz;
     v_next timestamptz;
     v_job app_jobs.jobs;
+    v_due_schedules bigint[] := '{}';
+    v_due_slots timestamptz[] := '{}';
+    v_job_schedules bigint[] := '{}';
+    v_job_ids bigint[] := '{}';
+    v_due record;
 BEGIN
     -- A schedule another session is ticking is skipped: that session runs its slots,
     -- and moves next_run_at past them in the same transaction as the jobs.
@@ -51,27 +56,47 @@ BEGIN
             END LOOP;
         END IF;
 
-        FOREACH v_slot IN ARRAY v_slots LOOP
-            v_job := app_jobs.add_job(
-                db_id := v_schedule.database_id,
-                identifier := v_schedule.task_identifier,
-                payload := v_schedule.payload,
-                queue_name := v_schedule.queue_name,
-                run_at := v_slot,
-                max_attempts := v_schedule.max_attempts,
-                priority := v_schedule.priority
-            );
-            RETURN NEXT v_job;
-        END LOOP;
+        v_due_schedules := v_due_schedules || array_fill(v_schedule.id, ARRAY[cardinality(v_slots)]);
+        v_due_slots := v_due_slots || v_slots;
 
         UPDATE app_jobs.scheduled_jobs AS s
         SET
             last_scheduled = coalesce(v_slots[cardinality(v_slots)], s.last_scheduled),
-            last_scheduled_id = coalesce(v_job.id, s.last_scheduled_id),
             next_run_at = app_jobs.spec_next_run(v_spec, as_of)
         WHERE s.id = v_schedule.id;
-        v_job := NULL;
     END LOOP;
+
+    -- Enqueue in queue-name order: each job counts into its queue's row, and taking
+    -- queue rows in name order is what keeps this tick from deadlocking with add_job.
+    FOR v_due IN
+        SELECT s.*, d.slot
+        FROM unnest(v_due_schedules, v_due_slots) WITH ORDINALITY AS d (schedule_id, slot, n)
+        INNER JOIN app_jobs.scheduled_jobs AS s ON d.schedule_id = s.id
+        ORDER BY s.queue_name NULLS FIRST, d.n
+    LOOP
+        v_job := app_jobs.add_job(
+            db_id := v_due.database_id,
+            identifier := v_due.task_identifier,
+            payload := v_due.payload,
+            queue_name := v_due.queue_name,
+            run_at := v_due.slot,
+            max_attempts := v_due.max_attempts,
+            priority := v_due.priority
+        );
+        v_job_schedules := v_job_schedules || v_due.id;
+        v_job_ids := v_job_ids || v_job.id;
+        RETURN NEXT v_job;
+    END LOOP;
+
+    -- Each schedule remembers the job of its latest slot.
+    UPDATE app_jobs.scheduled_jobs AS s
+    SET last_scheduled_id = latest.job_id
+    FROM (
+        SELECT DISTINCT ON (e.schedule_id) e.schedule_id, e.job_id
+        FROM unnest(v_job_schedules, v_job_ids) WITH ORDINALITY AS e (schedule_id, job_id, n)
+        ORDER BY e.schedule_id, e.n DESC
+    ) AS latest
+    WHERE s.id = latest.schedule_id;
 END;
 $$;
 
