@@ -16,6 +16,7 @@ import random
 import threading
 import time
 
+from psycopg.types.json import Jsonb
 from sessions import Crew, run_concurrently
 
 N_ADDERS = 16
@@ -130,10 +131,21 @@ def test_job_key_upsert_under_contention(db, connect):
                 time.sleep(rng.random() * 0.003)  # "work", so adders meet running jobs
                 errors = [None if rng.random() < 0.5 else "boom" for _ in ids]
                 if batched:
-                    done = conn.execute(
-                        "SELECT id, key FROM app_jobs.finish_jobs(%s, %s, %s)",
-                        (worker_id, ids, errors),
+                    outcomes = [
+                        {"id": i, "outcome": "completed" if e is None else "failed", "error": e}
+                        for i, e in zip(ids, errors, strict=True)
+                    ]
+                    stripped = conn.execute(
+                        "SELECT id, key FROM app_jobs.jobs WHERE id = ANY(%s) AND key IS NULL",
+                        (ids,),
                     ).fetchall()
+                    finished = conn.execute(
+                        "SELECT job_id FROM app_jobs.finish_jobs(%s, %s)"
+                        " WHERE status <> 'fenced'",
+                        (worker_id, Jsonb(outcomes)),
+                    ).fetchall()
+                    done = [(r[0], "?") for r in finished if r[0] not in dict(stripped)]
+                    done += stripped
                 else:
                     fn = "complete_job(%s, %s)" if errors[0] is None else "fail_job(%s, %s, 'boom')"
                     done = conn.execute(

@@ -128,7 +128,7 @@ def test_burst_processes_sql_enqueued_jobs_async_and_sync(conninfo, sql, tmp_pat
     assert sorted(int(ln[2]) for ln in lines if ln[0] == "sync") == list(range(5))
     # async handlers run on the event loop, plain ones in the handler thread pool
     assert all(ln[3] == "MainThread" for ln in lines if ln[0] == "async")
-    assert all(ln[3].startswith("pgjobs-handler") for ln in lines if ln[0] == "sync")
+    assert all(ln[3].startswith("pgjobs-job-") for ln in lines if ln[0] == "sync")
     assert "10 completed, 0 failed" in res.stderr
 
 

@@ -1,13 +1,15 @@
--- Schema: extension, tables, columns, keys, claim index, functions (signatures, parameter names, return types), triggers, pg_dump config.
+-- Schema: extension, tables (jobs, queues, schedules, workers, job_history, settings), columns, keys, claim index, functions (signatures, parameter names, return types), job_status view, triggers, pg_dump config.
 BEGIN;
-SELECT plan(129);
+SELECT plan(229);
 
 SELECT has_extension('pgjobs', 'extension pgjobs is installed');
 SELECT has_schema('app_jobs', 'schema app_jobs exists');
 SELECT tables_are(
-    'app_jobs', ARRAY['jobs', 'job_queues', 'scheduled_jobs'],
-    'app_jobs holds exactly the three tables'
+    'app_jobs', ARRAY['jobs', 'job_queues', 'scheduled_jobs', 'workers', 'job_history', 'settings'],
+    'app_jobs holds exactly the six tables'
 );
+SELECT has_view('app_jobs', 'job_status', 'view app_jobs.job_status exists');
+SELECT views_are('app_jobs', ARRAY['job_status'], 'app_jobs has exactly the job_status view');
 
 -- Columns and their types, table by table.
 SELECT col_type_is('app_jobs', t, c, ty, format('%s.%s is %s', t, c, ty))
@@ -28,6 +30,10 @@ FROM (VALUES
     ('jobs', 'created_at', 'timestamp with time zone'),
     ('jobs', 'updated_at', 'timestamp with time zone'),
     ('jobs', 'is_available', 'boolean'),
+    ('jobs', 'progress', 'integer'),
+    ('jobs', 'stage', 'text'),
+    ('jobs', 'cancel_requested_at', 'timestamp with time zone'),
+    ('jobs', 'timeout', 'interval'),
     ('job_queues', 'queue_name', 'text'),
     ('job_queues', 'job_count', 'integer'),
     ('job_queues', 'locked_at', 'timestamp with time zone'),
@@ -46,8 +52,46 @@ FROM (VALUES
     ('scheduled_jobs', 'last_scheduled', 'timestamp with time zone'),
     ('scheduled_jobs', 'last_scheduled_id', 'bigint'),
     ('scheduled_jobs', 'created_at', 'timestamp with time zone'),
-    ('scheduled_jobs', 'updated_at', 'timestamp with time zone')
+    ('scheduled_jobs', 'updated_at', 'timestamp with time zone'),
+    ('workers', 'id', 'text'),
+    ('workers', 'host', 'text'),
+    ('workers', 'pid', 'integer'),
+    ('workers', 'tasks', 'text[]'),
+    ('workers', 'heartbeat_interval', 'interval'),
+    ('workers', 'started_at', 'timestamp with time zone'),
+    ('workers', 'last_heartbeat', 'timestamp with time zone'),
+    ('job_history', 'id', 'bigint'),
+    ('job_history', 'job_id', 'bigint'),
+    ('job_history', 'database_id', 'uuid'),
+    ('job_history', 'task_identifier', 'text'),
+    ('job_history', 'queue_name', 'text'),
+    ('job_history', 'key', 'text'),
+    ('job_history', 'payload', 'json'),
+    ('job_history', 'priority', 'integer'),
+    ('job_history', 'status', 'text'),
+    ('job_history', 'attempts', 'integer'),
+    ('job_history', 'max_attempts', 'integer'),
+    ('job_history', 'result', 'jsonb'),
+    ('job_history', 'last_error', 'text'),
+    ('job_history', 'error_data', 'jsonb'),
+    ('job_history', 'worker_id', 'text'),
+    ('job_history', 'created_at', 'timestamp with time zone'),
+    ('job_history', 'started_at', 'timestamp with time zone'),
+    ('job_history', 'finished_at', 'timestamp with time zone'),
+    ('settings', 'name', 'text'),
+    ('settings', 'value', 'text')
 ) AS v (t, c, ty);
+
+-- The new tables hold exactly these columns (a column added without a test fails here).
+SELECT columns_are('app_jobs', 'workers', ARRAY[
+    'id', 'host', 'pid', 'tasks', 'heartbeat_interval', 'started_at', 'last_heartbeat'
+], 'workers has exactly its columns');
+SELECT columns_are('app_jobs', 'job_history', ARRAY[
+    'id', 'job_id', 'database_id', 'task_identifier', 'queue_name', 'key', 'payload',
+    'priority', 'status', 'attempts', 'max_attempts', 'result', 'last_error', 'error_data',
+    'worker_id', 'created_at', 'started_at', 'finished_at'
+], 'job_history has exactly its columns');
+SELECT columns_are('app_jobs', 'settings', ARRAY['name', 'value'], 'settings has exactly its columns');
 
 -- NOT NULL columns of jobs.
 SELECT col_not_null('app_jobs', 'jobs', c, format('jobs.%s is NOT NULL', c))
@@ -59,6 +103,29 @@ FROM unnest(ARRAY[
 SELECT col_is_pk('app_jobs', 'jobs', 'id', 'jobs.id is the primary key');
 SELECT col_is_pk('app_jobs', 'job_queues', 'queue_name', 'job_queues.queue_name is the primary key');
 SELECT col_is_pk('app_jobs', 'scheduled_jobs', 'id', 'scheduled_jobs.id is the primary key');
+SELECT col_is_pk('app_jobs', 'workers', 'id', 'workers.id is the primary key');
+SELECT col_is_pk('app_jobs', 'job_history', 'id', 'job_history.id is the primary key');
+SELECT col_is_pk('app_jobs', 'settings', 'name', 'settings.name is the primary key');
+SELECT col_not_null('app_jobs', 'workers', c, format('workers.%s is NOT NULL', c))
+FROM unnest(ARRAY['heartbeat_interval', 'started_at', 'last_heartbeat']) AS c;
+SELECT col_not_null('app_jobs', 'job_history', c, format('job_history.%s is NOT NULL', c))
+FROM unnest(ARRAY[
+    'job_id', 'task_identifier', 'payload', 'priority', 'status', 'attempts',
+    'max_attempts', 'created_at', 'finished_at'
+]) AS c;
+SELECT col_is_null('app_jobs', 'jobs', c, format('jobs.%s is nullable', c))
+FROM unnest(ARRAY['progress', 'stage', 'cancel_requested_at', 'timeout']) AS c;
+SELECT has_index(
+    'app_jobs', 'workers', 'workers_last_heartbeat_idx', 'last_heartbeat',
+    'index on workers.last_heartbeat'
+);
+SELECT has_index(
+    'app_jobs', 'job_history', 'job_history_finished_at_idx', 'finished_at',
+    'index on job_history.finished_at'
+);
+SELECT has_index(
+    'app_jobs', 'job_history', 'job_history_job_id_idx', 'job_id', 'index on job_history.job_id'
+);
 SELECT index_is_unique('app_jobs', 'jobs', 'jobs_key_key', 'jobs.key is unique');
 SELECT index_is_unique(
     'app_jobs', 'scheduled_jobs', 'scheduled_jobs_key_key', 'scheduled_jobs.key is unique'
@@ -85,13 +152,16 @@ SELECT has_index('app_jobs', 'jobs', 'jobs_locked_at_idx', 'index on jobs.locked
 
 -- Every public function: exists with these argument types, returns this,
 -- and has the seed's parameter names (named-parameter calls depend on them).
+-- argnames is pg_proc.proargnames: for RETURNS TABLE functions it lists the output
+-- columns after the parameters.
 CREATE TEMP TABLE fn (name text, args text[], ret text, argnames text[]) ON COMMIT DROP;
 INSERT INTO fn VALUES
     ('add_job',
-     ARRAY['uuid', 'text', 'json', 'text', 'text', 'timestamp with time zone', 'integer', 'integer'],
+     ARRAY['uuid', 'text', 'json', 'text', 'text', 'timestamp with time zone', 'integer', 'integer',
+           'interval'],
      'app_jobs.jobs',
      ARRAY['db_id', 'identifier', 'payload', 'job_key', 'queue_name', 'run_at',
-           'max_attempts', 'priority']),
+           'max_attempts', 'priority', 'timeout']),
     ('get_job', ARRAY['text', 'text[]', 'interval'], 'app_jobs.jobs',
      ARRAY['worker_id', 'task_identifiers', 'job_expiry']),
     ('get_jobs', ARRAY['text', 'text[]', 'interval', 'integer'], 'SETOF app_jobs.jobs',
@@ -99,8 +169,28 @@ INSERT INTO fn VALUES
     ('complete_job', ARRAY['text', 'bigint'], 'app_jobs.jobs', ARRAY['worker_id', 'job_id']),
     ('fail_job', ARRAY['text', 'bigint', 'text'], 'app_jobs.jobs',
      ARRAY['worker_id', 'job_id', 'error_message']),
-    ('finish_jobs', ARRAY['text', 'bigint[]', 'text[]'], 'SETOF app_jobs.jobs',
-     ARRAY['worker_id', 'job_ids', 'error_messages']),
+    ('finish_jobs', ARRAY['text', 'jsonb'], 'TABLE(job_id bigint, attempt integer, status text)',
+     ARRAY['worker_id', 'outcomes', 'job_id', 'attempt', 'status']),
+    ('set_progress', ARRAY['text', 'bigint', 'integer', 'text', 'integer'], 'boolean',
+     ARRAY['worker_id', 'job_id', 'progress', 'stage', 'attempt']),
+    ('cancel_job', ARRAY['bigint'], 'text', ARRAY['job_id']),
+    ('register_worker', ARRAY['text', 'text', 'integer', 'text[]', 'interval'], 'app_jobs.workers',
+     ARRAY['worker_id', 'host', 'pid', 'tasks', 'heartbeat_interval']),
+    ('worker_heartbeat', ARRAY['text'],
+     'TABLE(job_id bigint, attempt integer, cancel_requested boolean)',
+     ARRAY['worker_id', 'job_id', 'attempt', 'cancel_requested']),
+    ('unregister_worker', ARRAY['text'], 'void', ARRAY['worker_id']),
+    ('reap_dead_workers', ARRAY['interval'], 'TABLE(worker_id text, job_id bigint, status text)',
+     ARRAY['dead_for', 'worker_id', 'job_id', 'status']),
+    ('purge_job_history', ARRAY[]::text[], 'integer', NULL),
+    ('waiting_jobs', ARRAY['text[]', 'integer'], 'SETOF app_jobs.jobs',
+     ARRAY['task_identifiers', 'max_rows']),
+    ('failed_jobs', ARRAY['text[]', 'integer'], 'SETOF app_jobs.jobs',
+     ARRAY['task_identifiers', 'max_rows']),
+    ('retry_job', ARRAY['bigint'], 'app_jobs.jobs', ARRAY['job_id']),
+    ('delete_job', ARRAY['bigint'], 'app_jobs.jobs', ARRAY['job_id']),
+    ('delete_finished_jobs', ARRAY['interval'], 'integer', ARRAY['older_than']),
+    ('set_setting', ARRAY['text', 'text'], 'text', ARRAY['name', 'value']),
     ('complete_jobs', ARRAY['bigint[]'], 'SETOF app_jobs.jobs', ARRAY['job_ids']),
     ('permanently_fail_jobs', ARRAY['bigint[]', 'text'], 'SETOF app_jobs.jobs',
      ARRAY['job_ids', 'error_message']),
@@ -133,7 +223,8 @@ SELECT functions_are(
         'tg_increase_job_queue_count', 'tg_decrease_job_queue_count', 'tg_notify_worker',
         'change_job_queue_count', 'tg_move_job_queue_count', 'cron_value', 'cron_field',
         'schedule_spec', 'local_slot_instant', 'schedule_next_run', 'run_due_scheduled_jobs',
-        'tg_scheduled_jobs_next_run', 'spec_next_run'
+        'tg_scheduled_jobs_next_run', 'spec_next_run',
+        'setting', 'record_history', 'finish_claim', 'claim_status', 'check_not_running'
     ],
     'app_jobs has exactly the known functions'
 );
@@ -179,6 +270,8 @@ SELECT triggers_are(
     'scheduled_jobs has the timestamps and next_run_at triggers'
 );
 SELECT triggers_are('app_jobs', 'job_queues', ARRAY[]::name[], 'job_queues has no triggers');
+SELECT triggers_are('app_jobs', t, ARRAY[]::name[], format('%s has no triggers', t))
+FROM unnest(ARRAY['workers', 'job_history', 'settings']) AS t;
 
 -- Version and pg_dump registration.
 SELECT is(
@@ -195,9 +288,11 @@ SELECT set_eq(
     $$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'pgjobs'$$,
     ARRAY[
         'app_jobs.jobs', 'app_jobs.jobs_id_seq', 'app_jobs.job_queues',
-        'app_jobs.scheduled_jobs', 'app_jobs.scheduled_jobs_id_seq'
+        'app_jobs.scheduled_jobs', 'app_jobs.scheduled_jobs_id_seq',
+        'app_jobs.workers', 'app_jobs.job_history', 'app_jobs.job_history_id_seq',
+        'app_jobs.settings'
     ],
-    'queue tables and sequences are dumped by pg_dump'
+    'queue, worker, history and settings tables and sequences are dumped by pg_dump'
 );
 
 SELECT * FROM finish();

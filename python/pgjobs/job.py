@@ -1,11 +1,31 @@
-"""The job a handler receives: its row from app_jobs.jobs, read-only."""
+"""The job a handler receives: its row from app_jobs.jobs, plus progress and cancellation."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
+
+
+class JobControl:
+    """The worker's side of a running job: why it must stop, and where progress goes."""
+
+    def __init__(self, report_progress: Callable[[int, str | None], None] | None = None):
+        self.stop_reason: str | None = None  # "cancel", "timeout" or "fenced"
+        self.stop_event = threading.Event()
+        self._report_progress = report_progress
+
+    def request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.stop_event.set()
+
+    def report_progress(self, progress: int, stage: str | None) -> None:
+        if self._report_progress is not None:
+            self._report_progress(progress, stage)
 
 
 @dataclass(frozen=True)
@@ -24,15 +44,41 @@ class Job:
     database_id: UUID | None
     created_at: datetime
     worker_id: str
+    timeout: timedelta | None = None
+    control: JobControl = field(default_factory=JobControl, compare=False, repr=False)
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], worker_id: str) -> Job:
-        return cls(worker_id=worker_id, **row)
+    def from_row(
+        cls, row: dict[str, Any], worker_id: str, control: JobControl | None = None
+    ) -> Job:
+        return cls(worker_id=worker_id, control=control or JobControl(), **row)
 
     @property
     def is_last_attempt(self) -> bool:
         """True when a failure now would fail the job permanently."""
         return self.attempts >= self.max_attempts
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the handler should stop: cancelled, timed out, or rescued elsewhere.
+
+        Async handlers are also interrupted with CancelledError; thread handlers should
+        check this (or wait on `stop_event`) and return early.
+        """
+        return self.control.stop_event.is_set()
+
+    @property
+    def stop_event(self) -> threading.Event:
+        return self.control.stop_event
+
+    def set_progress(self, progress: int, stage: str | None = None) -> None:
+        """Report progress (0-100) and a stage; stored on the job and announced by NOTIFY.
+
+        Safe from async handlers and threads; the worker sends the latest value.
+        """
+        if not isinstance(progress, int) or not 0 <= progress <= 100:
+            raise ValueError(f"progress must be an int from 0 to 100, got {progress!r}")
+        self.control.report_progress(progress, stage)
 
     def describe(self) -> str:
         return f"{self.task_identifier}#{self.id} attempt {self.attempts}/{self.max_attempts}"

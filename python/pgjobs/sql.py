@@ -6,11 +6,33 @@ decisions about which job runs, retries or fails are made there.
 
 CLAIM_JOBS = """
 SELECT id, task_identifier, queue_name, payload, priority, run_at, attempts,
-       max_attempts, key, database_id, created_at
+       max_attempts, key, database_id, created_at, timeout
 FROM app_jobs.get_jobs(%(worker_id)s, %(tasks)s, %(job_expiry)s, %(batch_size)s)
 """
 
-FINISH_JOBS = "SELECT count(*) FROM app_jobs.finish_jobs(%s, %s::bigint[], %s::text[])"
+FINISH_JOBS = "SELECT job_id, attempt, status FROM app_jobs.finish_jobs(%s, %s)"
+
+SET_PROGRESS = """
+SELECT app_jobs.set_progress(%s, u.id, u.progress, u.stage, u.attempt)
+FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::integer[])
+    AS u (id, progress, stage, attempt)
+ORDER BY u.id
+"""
+
+REGISTER_WORKER = """
+SELECT app_jobs.register_worker(%s, %s, %s, %s::text[], make_interval(secs => %s))
+"""
+
+UNREGISTER_WORKER = "SELECT app_jobs.unregister_worker(%s)"
+
+HEARTBEAT = "SELECT job_id, attempt, cancel_requested FROM app_jobs.worker_heartbeat(%s)"
+
+REAP_DEAD_WORKERS = """
+SELECT worker_id, job_id, status
+FROM app_jobs.reap_dead_workers(make_interval(secs => %s))
+"""
+
+PURGE_HISTORY = "SELECT app_jobs.purge_job_history() AS purged"
 
 RELEASE_JOBS = "SELECT app_jobs.release_jobs(%s, %s::bigint[])"
 
@@ -18,7 +40,9 @@ HELD_JOB_IDS = "SELECT id FROM app_jobs.jobs WHERE locked_by = %s"
 
 SCHEDULER_TICK = "SELECT count(*) AS spawned FROM app_jobs.run_due_scheduled_jobs()"
 
-LISTEN = 'LISTEN "jobs:insert"'
+LISTEN = ('LISTEN "jobs:insert"', 'LISTEN "jobs:cancel"')
+
+CANCEL_CHANNEL = "jobs:cancel"
 
 ADD_JOB = """
 SELECT id FROM app_jobs.add_job(

@@ -13,8 +13,13 @@ Handler = Callable[..., Any]
 _registry: dict[str, Handler] = {}
 
 
-def task(name_or_func: str | Handler | None = None) -> Any:
-    """Register a handler: `@task` (name = function name) or `@task("send_email")`."""
+def task(name_or_func: str | Handler | None = None, *, timeout: float | None = None) -> Any:
+    """Register a handler: `@task` (name = function name) or `@task("send_email")`.
+
+    `timeout` (seconds) is the task's default limit per attempt; a job's own timeout wins.
+    """
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
     def register(func: Handler, name: str) -> Handler:
         if not callable(func):
@@ -23,6 +28,7 @@ def task(name_or_func: str | Handler | None = None) -> Any:
             raise ValueError(f"task {name!r} is already registered to {_registry[name]!r}")
         _registry[name] = func
         func.pgjobs_task = name  # type: ignore[attr-defined]
+        func.pgjobs_timeout = timeout  # type: ignore[attr-defined]
         return func
 
     if callable(name_or_func):
@@ -39,6 +45,11 @@ def task(name_or_func: str | Handler | None = None) -> Any:
 def registered() -> dict[str, Handler]:
     """A copy of the registry: task identifier -> handler."""
     return dict(_registry)
+
+
+def default_timeout(handler: Handler) -> float | None:
+    """The handler's @task(timeout=...) in seconds, if it has one."""
+    return getattr(handler, "pgjobs_timeout", None)
 
 
 def is_async(handler: Handler) -> bool:

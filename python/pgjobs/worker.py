@@ -1,33 +1,37 @@
 """The worker: claim jobs in batches, run their handlers, report outcomes, survive outages.
 
 One asyncio loop drives everything. A LISTEN connection wakes the loop when jobs are
-inserted; a poll interval covers lost notifications. A second connection claims jobs
-and delivers outcomes (completions and failures), which are kept until delivered, so
-a lost connection or a database restart costs a reconnect, never a job.
+inserted (or cancelled); a poll interval covers lost notifications. A second connection
+claims jobs and delivers outcomes, which are kept until delivered, so a lost connection
+or a database restart costs a reconnect, never a job. A heartbeat task keeps this
+worker registered as alive, learns of cancel requests and of claims rescued from it
+(fencing), and reaps the jobs of workers that stopped heartbeating.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
 import signal
 import socket
+import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from . import sql
 from .connection import first_line
-from .job import Job
-from .tasks import Handler, is_async
+from .job import Job, JobControl
+from .tasks import Handler, default_timeout, is_async
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -53,6 +57,11 @@ class WorkerOptions:
     job_expiry: timedelta = timedelta(hours=4)
     reconnect_max_delay: float = 5.0
     schedule_interval: float = 1.0
+    heartbeat_interval: float = 5.0
+    dead_for: float = 20.0
+    default_timeout: float | None = None
+    cancel_grace: float = 5.0
+    history_purge_interval: float = 3600.0
 
 
 @dataclass
@@ -60,13 +69,24 @@ class Outcome:
     """The result of one attempt, kept until the database has it."""
 
     job: Job
-    error: str | None
+    outcome: str  # completed, failed or cancelled
+    error: str | None = None
+    error_data: dict[str, Any] | None = None
+    result: Any = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.job.id, "attempt": self.job.attempts, "outcome": self.outcome,
+            "error": self.error, "error_data": self.error_data, "result": self.result,
+        }
 
 
 @dataclass
 class Stats:
     completed: int = 0
     failed: int = 0
+    cancelled: int = 0
+    fenced: int = 0
     released: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -92,12 +112,15 @@ class Worker:
         self._kick = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running: dict[int, asyncio.Task] = {}
+        self._jobs: dict[int, Job] = {}
         self._owed: list[Outcome] = []
-        self._executor = ThreadPoolExecutor(
-            max_workers=options.concurrency, thread_name_prefix="pgjobs-handler"
-        )
+        self._progress: dict[int, tuple[int, int, str | None]] = {}
         self._connected_once = False
         self._next_tick = 0.0
+        self._heartbeat_now = asyncio.Event()
+        self._heartbeater: asyncio.Task | None = None
+        self._next_purge = 0.0
+        self._loop_thread = 0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -111,6 +134,7 @@ class Worker:
     async def run(self) -> int:
         """Process jobs until stopped (or, with burst, until none is available); exit code."""
         loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self.stop)
@@ -124,11 +148,14 @@ class Worker:
                 self.worker_id, ",".join(self.tasks), self.options.concurrency,
                 self.batch_size,
             )
+            self._heartbeater = asyncio.create_task(self._heartbeat_loop())
             await self._main_loop()
             await self._drain()
+            await self._unregister()
         finally:
+            if self._heartbeater is not None:
+                self._heartbeater.cancel()
             await self._close()
-            self._executor.shutdown(wait=False, cancel_futures=True)
         self._log_summary()
         return 0
 
@@ -139,6 +166,7 @@ class Worker:
             self._kick.clear()
             try:
                 await self._ensure_connected()
+                await self._flush_progress()
                 await self._flush_outcomes()
                 await self._scheduler_tick()
                 free = self.options.concurrency - len(self._running)
@@ -223,8 +251,10 @@ class Worker:
             self.conninfo, autocommit=True,
             application_name=f"pgjobs-listen {self.worker_id}"[:63],
         )
-        await self._listen_conn.execute(sql.LISTEN)
+        for statement in sql.LISTEN:
+            await self._listen_conn.execute(statement)
         self._listener = asyncio.create_task(self._listen(self._listen_conn))
+        await self._register()
         if self._connected_once:
             log.info("worker %s reconnected", self.worker_id)
             await self._release_lost_claims()
@@ -275,8 +305,12 @@ class Worker:
 
     async def _listen(self, conn: psycopg.AsyncConnection) -> None:
         try:
-            async for _ in conn.notifies():
-                self._kick.set()
+            async for note in conn.notifies():
+                if note.channel == sql.CANCEL_CHANNEL:
+                    if note.payload.isdigit() and int(note.payload) in self._running:
+                        self._heartbeat_now.set()
+                else:
+                    self._kick.set()
         except psycopg.Error as exc:
             log.warning("worker %s: LISTEN connection lost: %s", self.worker_id, exc)
         finally:
@@ -310,57 +344,259 @@ class Worker:
                 "batch_size": n,
             },
         )
-        return [Job.from_row(row, self.worker_id) for row in await cur.fetchall()]
+        jobs = []
+        for row in await cur.fetchall():
+            control = JobControl()
+            job = Job.from_row(row, self.worker_id, control)
+            control._report_progress = self._progress_reporter(job)
+            jobs.append(job)
+        return jobs
 
     def _start(self, job: Job) -> None:
+        self._jobs[job.id] = job
         self._running[job.id] = asyncio.create_task(self._run_job(job))
+
+    def _progress_reporter(self, job: Job):
+        loop = asyncio.get_running_loop()
+
+        def note(progress: int, stage: str | None) -> None:
+            self._progress[job.id] = (job.attempts, progress, stage)
+            self._kick.set()
+
+        def report(progress: int, stage: str | None) -> None:
+            if threading.get_ident() == self._loop_thread:
+                note(progress, stage)
+            else:
+                loop.call_soon_threadsafe(note, progress, stage)
+
+        return report
+
+    def _timeout_for(self, job: Job, handler: Handler) -> float | None:
+        if job.timeout is not None:
+            return job.timeout.total_seconds()
+        return default_timeout(handler) or self.options.default_timeout
+
+    def _in_thread(self, handler: Handler, job: Job) -> asyncio.Future:
+        """Run a sync handler on its own daemon thread: one that ignores a timeout or a
+        cancel is abandoned there and does not hold a slot."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+
+        def settle(value: Any, exc: BaseException | None) -> None:
+            if future.done():
+                return
+            if exc is None:
+                future.set_result(value)
+            else:
+                future.set_exception(exc)
+
+        def target() -> None:
+            try:
+                value = handler(job.payload, job)
+            except BaseException as exc:  # noqa: BLE001 - a handler's failure is data
+                loop.call_soon_threadsafe(settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(settle, value, None)
+
+        threading.Thread(target=target, name=f"pgjobs-job-{job.id}", daemon=True).start()
+        return future
 
     async def _run_job(self, job: Job) -> None:
         handler = self.handlers[job.task_identifier]
         started = time.monotonic()
-        error: str | None = None
+        timeout = self._timeout_for(job, handler)
+        if is_async(handler):
+            inner = asyncio.ensure_future(handler(job.payload, job))
+        else:
+            inner = self._in_thread(handler, job)
+        stop = asyncio.ensure_future(self._stop_requested(job))
         try:
-            if is_async(handler):
-                await handler(job.payload, job)
-            else:
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self._executor, handler, job.payload, job)
+            done, _ = await asyncio.wait(
+                {inner, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if inner not in done:
+                job.control.request_stop("timeout")
+                inner.cancel()
+                await asyncio.wait({inner}, timeout=self.options.cancel_grace)
         except asyncio.CancelledError:
-            self._running.pop(job.id, None)
+            # Shutdown: the drain releases this job; tell the handler to stop.
+            job.control.request_stop("shutdown")
+            inner.cancel()
+            self._forget(job)
             raise
-        except BaseException as exc:  # noqa: BLE001 - a handler's failure is data
-            error = _error_text(exc)
+        finally:
+            stop.cancel()
+        outcome = self._outcome(job, inner, timeout)
         duration_ms = (time.monotonic() - started) * 1000
-        self._owed.append(Outcome(job, error))
-        self._running.pop(job.id, None)
-        self._log_outcome(job, error, duration_ms)
+        self._forget(job)
+        if outcome is None:
+            self.stats.fenced += 1
+            log.warning(
+                "job %s was rescued from this worker (fenced): its outcome is dropped",
+                job.describe(), extra={"event": "job_fenced", "job_id": job.id},
+            )
+        else:
+            self._owed.append(outcome)
+            self._log_outcome(outcome, duration_ms)
         self._kick.set()
+
+    async def _stop_requested(self, job: Job) -> None:
+        """Resolves when the heartbeat asks this job to stop (cancel request, fencing)."""
+        while not job.control.stop_event.is_set():
+            await asyncio.sleep(0.05)
+
+    def _outcome(self, job: Job, inner: asyncio.Future, timeout: float | None) -> Outcome | None:
+        reason = job.control.stop_reason
+        if reason == "fenced":
+            return None
+        if inner.done() and not inner.cancelled() and inner.exception() is None:
+            return Outcome(job, "completed", result=_jsonable(inner.result()))
+        if reason == "cancel":
+            return Outcome(job, "cancelled", error="cancelled on request")
+        if reason == "timeout":
+            return Outcome(
+                job, "failed", error=f"timed out after {timeout:g} s",
+                error_data={"type": "Timeout", "timeout_seconds": timeout},
+            )
+        exc = inner.exception() if inner.done() and not inner.cancelled() else None
+        if exc is None:
+            return Outcome(job, "failed", error="handler was cancelled")
+        return Outcome(
+            job, "failed", error=_error_text(exc),
+            error_data={"type": type(exc).__name__, "traceback": _traceback_text(exc)},
+        )
+
+    def _forget(self, job: Job) -> None:
+        self._running.pop(job.id, None)
+        self._jobs.pop(job.id, None)
+        self._progress.pop(job.id, None)
 
     async def _flush_outcomes(self) -> None:
         """Deliver every owed outcome in one statement; keep them all if it fails."""
         if not self._owed:
             return
         batch = list(self._owed)
-        await self._conn.execute(
-            sql.FINISH_JOBS,
-            (self.worker_id, [o.job.id for o in batch], [o.error for o in batch]),
+        cur = await self._conn.execute(
+            sql.FINISH_JOBS, (self.worker_id, Jsonb([o.as_json() for o in batch]))
         )
+        rows = await cur.fetchall()
         del self._owed[: len(batch)]
+        for row in rows:
+            if row["status"] == "fenced":
+                self.stats.fenced += 1
+                log.warning(
+                    "job %s attempt %s: this worker no longer held the claim (fenced); "
+                    "its outcome changed nothing", row["job_id"], row["attempt"],
+                    extra={"event": "job_fenced", "job_id": row["job_id"]},
+                )
+
+    async def _flush_progress(self) -> None:
+        """Send the latest progress of each running job that reported some."""
+        if not self._progress:
+            return
+        pending = dict(self._progress)
+        ids = sorted(pending)
+        await self._conn.execute(sql.SET_PROGRESS, (
+            self.worker_id, ids, [pending[i][1] for i in ids], [pending[i][2] for i in ids],
+            [pending[i][0] for i in ids],
+        ))
+        for job_id in ids:
+            if self._progress.get(job_id) == pending[job_id]:
+                del self._progress[job_id]
+
+    # -- liveness -----------------------------------------------------------------------
+
+    async def _register(self) -> None:
+        await self._conn.execute(sql.REGISTER_WORKER, (
+            self.worker_id, socket.gethostname(), os.getpid(), self.tasks,
+            self.options.heartbeat_interval,
+        ))
+
+    async def _unregister(self) -> None:
+        try:
+            await self._ensure_connected(deadline=time.monotonic() + 5)
+            await self._conn.execute(sql.UNREGISTER_WORKER, (self.worker_id,))
+        except (psycopg.Error, TimeoutError) as exc:
+            log.warning("worker %s could not unregister: %s", self.worker_id, first_line(exc))
+
+    async def _heartbeat_loop(self) -> None:
+        """Every heartbeat_interval (or at once on a cancel notification): heartbeat,
+        act on cancel requests and fencing, reap dead workers, purge old history."""
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self._heartbeat_now.wait(), self.options.heartbeat_interval
+                )
+            except asyncio.TimeoutError:
+                pass
+            self._heartbeat_now.clear()
+            if not self._healthy():
+                continue
+            try:
+                await self._heartbeat()
+                await self._reap()
+                await self._purge_history()
+            except psycopg.Error as exc:
+                log.warning("worker %s heartbeat failed: %s", self.worker_id, first_line(exc))
+
+    async def _heartbeat(self) -> None:
+        try:
+            cur = await self._conn.execute(sql.HEARTBEAT, (self.worker_id,))
+        except psycopg.Error as exc:
+            if getattr(exc, "sqlstate", None) != "PJ019":
+                raise
+            log.error(
+                "worker %s was presumed dead and reaped; its running jobs were rescued "
+                "and will be fenced. Registering again.", self.worker_id,
+                extra={"event": "worker_reaped"},
+            )
+            await self._register()
+            cur = await self._conn.execute(sql.HEARTBEAT, (self.worker_id,))
+        held = {row["job_id"]: row for row in await cur.fetchall()}
+        for job_id, job in list(self._jobs.items()):
+            row = held.get(job_id)
+            if row is None or row["attempt"] != job.attempts:
+                job.control.request_stop("fenced")
+            elif row["cancel_requested"] and job.control.stop_reason is None:
+                log.info("job %s: cancel requested", job.describe(),
+                         extra={"event": "job_cancel_requested", "job_id": job_id})
+                job.control.request_stop("cancel")
+
+    async def _reap(self) -> None:
+        cur = await self._conn.execute(sql.REAP_DEAD_WORKERS, (self.options.dead_for,))
+        for row in await cur.fetchall():
+            log.warning(
+                "job %s of dead worker %s rescued: %s", row["job_id"], row["worker_id"],
+                row["status"], extra={"event": "job_rescued", "job_id": row["job_id"]},
+            )
+
+    async def _purge_history(self) -> None:
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + self.options.history_purge_interval
+        cur = await self._conn.execute(sql.PURGE_HISTORY)
+        purged = (await cur.fetchone())["purged"]
+        if purged:
+            log.info("worker %s purged %d history row(s)", self.worker_id, purged)
 
     # -- logging ----------------------------------------------------------------------
 
-    def _log_outcome(self, job: Job, error: str | None, duration_ms: float) -> None:
+    def _log_outcome(self, outcome: Outcome, duration_ms: float) -> None:
+        job, error = outcome.job, outcome.error
         fields: dict[str, Any] = {
-            "event": "job_completed" if error is None else "job_failed",
+            "event": f"job_{outcome.outcome}",
             "job_id": job.id,
             "task": job.task_identifier,
             "attempt": job.attempts,
             "max_attempts": job.max_attempts,
             "duration_ms": round(duration_ms, 3),
         }
-        if error is None:
+        if outcome.outcome == "completed":
             self.stats.completed += 1
             log.info("job %s completed in %.1f ms", job.describe(), duration_ms, extra=fields)
+        elif outcome.outcome == "cancelled":
+            self.stats.cancelled += 1
+            log.info("job %s cancelled after %.1f ms", job.describe(), duration_ms, extra=fields)
         else:
             self.stats.failed += 1
             fields["error"] = error.splitlines()[0] if error else ""
@@ -373,10 +609,12 @@ class Worker:
     def _log_summary(self) -> None:
         s = self.stats
         log.info(
-            "worker %s stopped after %.1f s: %d completed, %d failed, %d released",
-            self.worker_id, time.monotonic() - s.started, s.completed, s.failed, s.released,
+            "worker %s stopped after %.1f s: %d completed, %d failed, %d cancelled, "
+            "%d fenced, %d released",
+            self.worker_id, time.monotonic() - s.started, s.completed, s.failed, s.cancelled,
+            s.fenced, s.released,
             extra={"event": "worker_stopped", "completed": s.completed, "failed": s.failed,
-                   "released": s.released},
+                   "cancelled": s.cancelled, "fenced": s.fenced, "released": s.released},
         )
 
 
@@ -386,3 +624,17 @@ def _error_text(exc: BaseException) -> str:
     head = f"{type(exc).__name__}: {exc}"
     body = text if len(text) <= MAX_ERROR_TEXT else text[-MAX_ERROR_TEXT:]
     return f"{head}\n{body}"
+
+
+def _traceback_text(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return text[-MAX_ERROR_TEXT:]
+
+
+def _jsonable(value: Any) -> Any:
+    """The handler's return value as JSON; what json cannot encode is stored as text."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)

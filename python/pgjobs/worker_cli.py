@@ -77,6 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
                    default=float(_env("PGJOBS_SCHEDULE_INTERVAL", "1")),
                    help="seconds between scheduler ticks (app_jobs.run_due_scheduled_jobs); "
                         "0 disables [PGJOBS_SCHEDULE_INTERVAL, default 1]")
+    p.add_argument("--heartbeat-interval", type=_positive_float,
+                   default=float(_env("PGJOBS_HEARTBEAT_INTERVAL", "5")),
+                   help="seconds between heartbeats; also how often dead workers are reaped "
+                        "[PGJOBS_HEARTBEAT_INTERVAL, default 5]")
+    p.add_argument("--dead-for", type=_positive_float,
+                   default=float(_env("PGJOBS_DEAD_FOR", "20")),
+                   help="seconds of silence after which a worker's jobs are rescued; at least "
+                        "3 heartbeat intervals [PGJOBS_DEAD_FOR, default 20]")
+    p.add_argument("--default-timeout", type=_positive_float,
+                   default=float(_env("PGJOBS_DEFAULT_TIMEOUT", "0")) or None,
+                   help="seconds an attempt may run when neither the job nor its task sets a "
+                        "timeout [PGJOBS_DEFAULT_TIMEOUT, default none]")
+    p.add_argument("--cancel-grace", type=float,
+                   default=float(_env("PGJOBS_CANCEL_GRACE", "5")),
+                   help="seconds a timed-out or cancelled handler gets to stop before it is "
+                        "abandoned [PGJOBS_CANCEL_GRACE, default 5]")
     p.add_argument("--log-level", default=_env("PGJOBS_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"],
                    help="[PGJOBS_LOG_LEVEL, default info]")
@@ -109,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [t for t in (args.task_identifiers or "").split(",") if t] or None
     if wanted and not set(wanted) & set(handlers):
         return fail(f"none of --task-identifiers {wanted} has a handler")
+    if args.dead_for < 3 * args.heartbeat_interval:
+        return fail(f"--dead-for ({args.dead_for:g} s) must be at least 3 x "
+                    f"--heartbeat-interval ({args.heartbeat_interval:g} s)")
     options = WorkerOptions(
         concurrency=args.concurrency,
         batch_size=args.batch_size,
@@ -119,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         task_identifiers=wanted,
         job_expiry=timedelta(seconds=args.job_expiry),
         schedule_interval=args.schedule_interval,
+        heartbeat_interval=args.heartbeat_interval,
+        dead_for=args.dead_for,
+        default_timeout=args.default_timeout,
+        cancel_grace=max(args.cancel_grace, 0.0),
     )
     try:
         code = asyncio.run(Worker(conninfo, handlers, options).run())
@@ -128,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"database error: {first_line(exc)}", 1)
     logging.shutdown()
     # Handler threads still running past the shutdown timeout were released; don't wait.
-    if any(t.name.startswith("pgjobs-handler") and t.is_alive() for t in threading.enumerate()):
+    if any(t.name.startswith("pgjobs-job-") and t.is_alive() for t in threading.enumerate()):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

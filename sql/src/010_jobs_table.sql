@@ -18,6 +18,10 @@ CREATE TABLE app_jobs.jobs (
     is_available boolean NOT NULL GENERATED ALWAYS AS (
         locked_at IS NULL AND attempts < max_attempts
     ) STORED,
+    progress integer,
+    stage text,
+    cancel_requested_at timestamptz,
+    timeout interval,
     CONSTRAINT jobs_key_key UNIQUE (key),
     CONSTRAINT jobs_task_identifier_check CHECK (
         length(task_identifier) BETWEEN 1 AND 126
@@ -26,7 +30,9 @@ CREATE TABLE app_jobs.jobs (
         length(queue_name) BETWEEN 1 AND 126
     ),
     CONSTRAINT jobs_key_check CHECK (length(key) BETWEEN 1 AND 512),
-    CONSTRAINT jobs_max_attempts_check CHECK (max_attempts >= 1)
+    CONSTRAINT jobs_max_attempts_check CHECK (max_attempts >= 1),
+    CONSTRAINT jobs_progress_check CHECK (progress BETWEEN 0 AND 100),
+    CONSTRAINT jobs_timeout_check CHECK (timeout > interval '0')
 );
 
 COMMENT ON TABLE app_jobs.jobs IS
@@ -34,6 +40,12 @@ COMMENT ON TABLE app_jobs.jobs IS
 COMMENT ON COLUMN app_jobs.jobs.priority IS 'Lower numbers run first';
 COMMENT ON COLUMN app_jobs.jobs.key IS
 'Optional unique key: add_job with the same key replaces a waiting job';
+COMMENT ON COLUMN app_jobs.jobs.progress IS 'Percent done (0-100) reported by the running handler';
+COMMENT ON COLUMN app_jobs.jobs.stage IS 'What the running handler says it is doing';
+COMMENT ON COLUMN app_jobs.jobs.cancel_requested_at IS
+'Set by cancel_job on a running job: its worker cancels the handler; never retried';
+COMMENT ON COLUMN app_jobs.jobs.timeout IS
+'Longest an attempt may run before the worker cancels it (NULL: the task default)';
 COMMENT ON COLUMN app_jobs.jobs.is_available IS
 'Unlocked and attempts left: the rows the claim index covers';
 

@@ -9,7 +9,8 @@ CREATE FUNCTION app_jobs.add_job(
     queue_name text DEFAULT NULL,
     run_at timestamptz DEFAULT now(),
     max_attempts integer DEFAULT 25,
-    priority integer DEFAULT 0
+    priority integer DEFAULT 0,
+    timeout interval DEFAULT NULL
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -17,15 +18,19 @@ DECLARE
     v_job app_jobs.jobs;
 BEGIN
     PERFORM app_jobs.check_job_spec(identifier, queue_name, job_key, max_attempts);
+    IF timeout <= interval '0' THEN
+        RAISE EXCEPTION 'timeout must be positive, got %', timeout
+            USING ERRCODE = 'PJ017';
+    END IF;
 
     IF job_key IS NULL THEN
         INSERT INTO app_jobs.jobs (
             database_id, task_identifier, payload, queue_name, run_at,
-            max_attempts, priority
+            max_attempts, priority, timeout
         ) VALUES (
             db_id, identifier, coalesce(payload, '{}'::json), queue_name,
             coalesce(run_at, now()), coalesce(max_attempts, 25),
-            coalesce(priority, 0)
+            coalesce(priority, 0), add_job.timeout
         ) RETURNING * INTO v_job;
         RETURN v_job;
     END IF;
@@ -37,11 +42,11 @@ BEGIN
     LOOP
         INSERT INTO app_jobs.jobs AS j (
             database_id, task_identifier, payload, queue_name, run_at,
-            max_attempts, priority, key
+            max_attempts, priority, key, timeout
         ) VALUES (
             db_id, identifier, coalesce(payload, '{}'::json), queue_name,
             coalesce(run_at, now()), coalesce(max_attempts, 25),
-            coalesce(priority, 0), job_key
+            coalesce(priority, 0), job_key, add_job.timeout
         )
         ON CONFLICT (key) DO UPDATE SET
             database_id = excluded.database_id,
@@ -51,8 +56,11 @@ BEGIN
             run_at = excluded.run_at,
             max_attempts = excluded.max_attempts,
             priority = excluded.priority,
+            timeout = excluded.timeout,
             attempts = 0,
-            last_error = NULL
+            last_error = NULL,
+            progress = NULL,
+            stage = NULL
         WHERE j.locked_at IS NULL
         RETURNING * INTO v_job;
 

@@ -18,12 +18,15 @@ BEGIN
             USING ERRCODE = 'PJ006';
     END IF;
 
-    -- Locks older than job_expiry belong to workers presumed dead: free them.
+    -- Locks older than job_expiry whose holder never registered (no heartbeat to go
+    -- by) belong to workers presumed dead: free them. Registered workers' jobs are
+    -- freed by reap_dead_workers when their heartbeat stops.
     UPDATE app_jobs.jobs AS j
     SET locked_at = NULL, locked_by = NULL
     WHERE j.id IN (
         SELECT e.id FROM app_jobs.jobs AS e
         WHERE e.locked_at < v_expired AND e.attempts < e.max_attempts
+            AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = e.locked_by)
         FOR UPDATE SKIP LOCKED
     );
 
@@ -42,7 +45,13 @@ BEGIN
                 OR EXISTS (
                     SELECT 1 FROM app_jobs.job_queues AS q
                     WHERE q.queue_name = j.queue_name
-                        AND (q.locked_at IS NULL OR q.locked_at < v_expired)
+                        AND (
+                            q.locked_at IS NULL
+                            OR q.locked_at < v_expired
+                            AND NOT EXISTS (
+                                SELECT 1 FROM app_jobs.workers AS w WHERE w.id = q.locked_by
+                            )
+                        )
                 )
                 -- Only the head of a named queue: never overtake an earlier job
                 -- whose row another session happens to hold for a moment.
@@ -71,7 +80,11 @@ BEGIN
         SELECT q.queue_name
         FROM app_jobs.job_queues AS q
         WHERE q.queue_name IN (SELECT f.queue_name FROM first_per_queue AS f)
-            AND (q.locked_at IS NULL OR q.locked_at < v_expired)
+            AND (
+                q.locked_at IS NULL
+                OR q.locked_at < v_expired
+                AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = q.locked_by)
+            )
         ORDER BY q.queue_name
         FOR UPDATE SKIP LOCKED
     ),
@@ -94,7 +107,9 @@ BEGIN
 
     claimed AS (
         UPDATE app_jobs.jobs AS j
-        SET attempts = j.attempts + 1, locked_by = worker_id, locked_at = v_now
+        SET
+            attempts = j.attempts + 1, locked_by = worker_id, locked_at = v_now,
+            progress = NULL, stage = NULL
         FROM chosen AS c
         WHERE j.id = c.id
         RETURNING j.*

@@ -9,6 +9,10 @@ BEGIN
         PERFORM pg_catalog.pg_extension_config_dump(
             'app_jobs.scheduled_jobs_id_seq', ''
         );
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.workers', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_history', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_history_id_seq', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.settings', '');
     END IF;
 END;
 $$;

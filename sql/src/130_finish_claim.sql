@@ -1,0 +1,80 @@
+-- End one claim, fenced by (job id, worker, attempt): completed or cancelled jobs leave
+-- the table, failed ones retry with backoff (from p_failed_at) until max_attempts. A
+-- worker that no longer holds the claim changes nothing and gets NULL.
+CREATE FUNCTION app_jobs.finish_claim(
+    p_worker_id text,
+    p_job_id bigint,
+    p_attempt integer,
+    p_outcome text,
+    p_error text DEFAULT NULL,
+    p_error_data jsonb DEFAULT NULL,
+    p_result jsonb DEFAULT NULL,
+    p_failed_at timestamptz DEFAULT now()
+) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+    v_started_at timestamptz;
+BEGIN
+    SELECT * INTO v_job
+    FROM app_jobs.jobs AS j
+    WHERE j.id = p_job_id
+        AND j.locked_by = p_worker_id
+        AND (p_attempt IS NULL OR j.attempts = p_attempt)
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    v_started_at := v_job.locked_at;
+
+    IF p_outcome = 'completed' THEN
+        DELETE FROM app_jobs.jobs AS j WHERE j.id = p_job_id RETURNING * INTO v_job;
+        PERFORM app_jobs.record_history(
+            v_job, 'completed', p_worker_id, v_started_at, p_result
+        );
+    ELSIF p_outcome = 'cancelled' OR v_job.cancel_requested_at IS NOT NULL THEN
+        -- A cancelled job is never retried, whatever its handler did.
+        DELETE FROM app_jobs.jobs AS j WHERE j.id = p_job_id RETURNING * INTO v_job;
+        v_job.last_error := coalesce(p_error, 'cancelled');
+        PERFORM app_jobs.record_history(
+            v_job, 'cancelled', p_worker_id, v_started_at, NULL, p_error_data
+        );
+    ELSE
+        UPDATE app_jobs.jobs AS j
+        SET
+            last_error = p_error,
+            run_at = greatest(p_failed_at, j.run_at)
+            + exp(least(j.attempts, 10)) * interval '1 second',
+            locked_by = NULL,
+            locked_at = NULL
+        WHERE j.id = p_job_id
+        RETURNING * INTO v_job;
+        IF v_job.attempts >= v_job.max_attempts THEN
+            PERFORM app_jobs.record_history(
+                v_job, 'failed', p_worker_id, v_started_at, NULL, p_error_data
+            );
+        END IF;
+    END IF;
+
+    IF v_job.queue_name IS NOT NULL THEN
+        UPDATE app_jobs.job_queues AS q
+        SET locked_by = NULL, locked_at = NULL
+        WHERE q.queue_name = v_job.queue_name AND q.locked_by = p_worker_id;
+    END IF;
+    RETURN v_job;
+END;
+$$;
+
+-- What a finished claim's row says happened: completed, retrying, failed or cancelled.
+CREATE FUNCTION app_jobs.claim_status(p_job app_jobs.jobs, p_outcome text) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE
+        WHEN p_job.id IS NULL THEN 'fenced'
+        WHEN p_outcome = 'completed' THEN 'completed'
+        WHEN p_outcome = 'cancelled' OR p_job.cancel_requested_at IS NOT NULL THEN 'cancelled'
+        WHEN p_job.attempts >= p_job.max_attempts THEN 'failed'
+        ELSE 'retrying'
+    END;
+$$;

@@ -1,0 +1,16 @@
+-- Record a failed attempt: unlock the job and push run_at back exponentially.
+CREATE FUNCTION app_jobs.fail_job(
+    worker_id text,
+    job_id bigint,
+    error_message text DEFAULT NULL
+) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM app_jobs.check_worker_id(worker_id);
+    RETURN app_jobs.finish_claim(worker_id, job_id, NULL, 'failed', error_message);
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.fail_job IS
+'Record a failed attempt; retried with backoff until max_attempts';

@@ -1,0 +1,38 @@
+-- Store a running job's progress (0-100) and stage and announce it on jobs:progress;
+-- false when the worker no longer holds the claim.
+CREATE FUNCTION app_jobs.set_progress(
+    worker_id text,
+    job_id bigint,
+    progress integer,
+    stage text DEFAULT NULL,
+    attempt integer DEFAULT NULL
+) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM app_jobs.check_worker_id(worker_id);
+    IF progress IS NULL OR progress NOT BETWEEN 0 AND 100 THEN
+        RAISE EXCEPTION 'progress must be 0 to 100, got %', coalesce(progress::text, 'NULL')
+            USING ERRCODE = 'PJ015';
+    END IF;
+    UPDATE app_jobs.jobs AS j
+    SET progress = set_progress.progress, stage = set_progress.stage
+    WHERE j.id = set_progress.job_id
+        AND j.locked_by = set_progress.worker_id
+        AND (set_progress.attempt IS NULL OR j.attempts = set_progress.attempt);
+    IF NOT FOUND THEN
+        RETURN FALSE;
+    END IF;
+    PERFORM pg_catalog.pg_notify(
+        'jobs:progress',
+        json_build_object(
+            'id', set_progress.job_id, 'progress', set_progress.progress,
+            'stage', set_progress.stage
+        )::text
+    );
+    RETURN TRUE;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.set_progress IS
+'Running job reports progress 0-100 and a stage; notifies jobs:progress';

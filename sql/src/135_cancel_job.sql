@@ -1,0 +1,31 @@
+-- Cancel a job: a waiting one ends now; a running one gets a cancel request its worker
+-- acts on. Returns the job's status afterwards, NULL when there is no such job.
+CREATE FUNCTION app_jobs.cancel_job(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+BEGIN
+    SELECT * INTO v_job FROM app_jobs.jobs AS j WHERE j.id = cancel_job.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF v_job.locked_at IS NOT NULL THEN
+        UPDATE app_jobs.jobs AS j
+        SET cancel_requested_at = coalesce(j.cancel_requested_at, now())
+        WHERE j.id = v_job.id;
+        PERFORM pg_catalog.pg_notify('jobs:cancel', v_job.id::text);
+        RETURN 'cancelling';
+    END IF;
+    IF v_job.attempts >= v_job.max_attempts THEN
+        RETURN 'failed';
+    END IF;
+    DELETE FROM app_jobs.jobs AS j WHERE j.id = v_job.id RETURNING * INTO v_job;
+    v_job.last_error := 'cancelled';
+    PERFORM app_jobs.record_history(v_job, 'cancelled', NULL, NULL);
+    RETURN 'cancelled';
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.cancel_job IS
+'Cancel a waiting job now, or ask the worker running it to stop; never retried';
