@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -21,7 +21,10 @@ def _params(
     max_attempts: int | None = None,
     priority: int | None = None,
     db_id: UUID | str | None = None,
+    timeout: timedelta | float | None = None,
 ) -> dict[str, Any]:
+    if isinstance(timeout, (int, float)):
+        timeout = timedelta(seconds=timeout)
     return {
         "identifier": identifier,
         "payload": json.dumps({} if payload is None else payload),
@@ -31,13 +34,15 @@ def _params(
         "max_attempts": max_attempts,
         "priority": priority,
         "db_id": None if db_id is None else str(db_id),
+        "timeout": timeout,
     }
 
 
 def add_job(conn: Any, identifier: str, payload: Any = None, **options: Any) -> int:
     """Enqueue one job with app_jobs.add_job on `conn` (a psycopg Connection); its id.
 
-    Options: job_key, queue_name, run_at, max_attempts, priority, db_id. Nothing is
+    Options: job_key, queue_name, run_at, max_attempts, priority, db_id, timeout
+    (seconds or timedelta). Nothing is
     committed here: the job exists when the caller's transaction commits.
     """
     with conn.cursor() as cur:

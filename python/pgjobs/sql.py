@@ -54,7 +54,8 @@ SELECT id FROM app_jobs.add_job(
     queue_name := %(queue_name)s,
     run_at := %(run_at)s::timestamptz,
     max_attempts := %(max_attempts)s,
-    priority := %(priority)s
+    priority := %(priority)s,
+    timeout := %(timeout)s::interval
 )
 """
 
