@@ -127,13 +127,28 @@ BEGIN
     END IF;
     INSERT INTO app_jobs.settings AS s (name, value)
     VALUES (set_setting.name, v_value)
-    ON CONFLICT (name) DO UPDATE SET value = excluded.value;
+    ON CONFLICT ON CONSTRAINT settings_pkey DO UPDATE SET value = excluded.value;
     RETURN v_value;
 END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.set_setting IS
 'Set history (on/off) or history_retention (interval); PJ014 on anything else';
+
+-- sql/src/103_lock_is_free.sql
+-- True when nobody live holds a lock: never taken, or older than p_expiry and held by
+-- a session that never registered (registered workers are judged by their heartbeat).
+CREATE FUNCTION app_jobs.lock_is_free(
+    p_locked_at timestamptz,
+    p_locked_by text,
+    p_expiry interval
+) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT p_locked_at IS NULL
+        OR p_locked_at < now() - p_expiry
+        AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = p_locked_by);
+$$;
 
 DROP FUNCTION app_jobs.add_job(uuid, text, json, text, text, timestamptz, integer, integer);
 
@@ -230,7 +245,8 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     v_now timestamptz := now();
-    v_expired timestamptz := now() - coalesce(job_expiry, interval '4 hours');
+    v_expiry interval := coalesce(job_expiry, interval '4 hours');
+    v_expired timestamptz := now() - v_expiry;
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
@@ -239,6 +255,11 @@ BEGIN
             USING ERRCODE = 'PJ006';
     END IF;
 
+    PERFORM app_jobs.end_cancelled_claims(ARRAY(
+        SELECT e.id FROM app_jobs.jobs AS e
+        WHERE e.locked_at < v_expired AND e.cancel_requested_at IS NOT NULL
+            AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+    ));
     -- Locks older than job_expiry whose holder never registered (no heartbeat to go
     -- by) belong to workers presumed dead: free them. Registered workers' jobs are
     -- freed by reap_dead_workers when their heartbeat stops.
@@ -247,7 +268,7 @@ BEGIN
     WHERE j.id IN (
         SELECT e.id FROM app_jobs.jobs AS e
         WHERE e.locked_at < v_expired AND e.attempts < e.max_attempts
-            AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = e.locked_by)
+            AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
         FOR UPDATE SKIP LOCKED
     );
 
@@ -266,13 +287,7 @@ BEGIN
                 OR EXISTS (
                     SELECT 1 FROM app_jobs.job_queues AS q
                     WHERE q.queue_name = j.queue_name
-                        AND (
-                            q.locked_at IS NULL
-                            OR q.locked_at < v_expired
-                            AND NOT EXISTS (
-                                SELECT 1 FROM app_jobs.workers AS w WHERE w.id = q.locked_by
-                            )
-                        )
+                        AND app_jobs.lock_is_free(q.locked_at, q.locked_by, v_expiry)
                 )
                 -- Only the head of a named queue: never overtake an earlier job
                 -- whose row another session happens to hold for a moment.
@@ -301,11 +316,7 @@ BEGIN
         SELECT q.queue_name
         FROM app_jobs.job_queues AS q
         WHERE q.queue_name IN (SELECT f.queue_name FROM first_per_queue AS f)
-            AND (
-                q.locked_at IS NULL
-                OR q.locked_at < v_expired
-                AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = q.locked_by)
-            )
+            AND app_jobs.lock_is_free(q.locked_at, q.locked_by, v_expiry)
         ORDER BY q.queue_name
         FOR UPDATE SKIP LOCKED
     ),
@@ -496,8 +507,9 @@ DROP FUNCTION app_jobs.finish_jobs(text, bigint[], text[]);
 
 -- sql/src/133_finish_jobs.sql
 -- Record a worker's batch of outcomes in one transaction. Each element of outcomes is
--- {"id", "attempt", "outcome": completed|failed|cancelled, "error", "error_data",
--- "result"}; a claim the worker no longer holds (job id, worker, attempt) is 'fenced'.
+-- {"id", "attempt", "outcome": completed|failed|cancelled (default: failed when there is
+-- an error), "error", "error_data", "result"}; a claim the worker no longer holds (job
+-- id, worker, attempt) is 'fenced'.
 CREATE FUNCTION app_jobs.finish_jobs(
     worker_id text,
     outcomes jsonb
@@ -544,10 +556,13 @@ BEGIN
         SELECT
             (o.e ->> 'id')::bigint AS id,
             (o.e ->> 'attempt')::integer AS attempt,
-            coalesce(o.e ->> 'outcome', 'completed') AS outcome,
+            coalesce(
+                o.e ->> 'outcome',
+                CASE WHEN o.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
+            ) AS outcome,
             o.e ->> 'error' AS error,
-            o.e -> 'error_data' AS error_data,
-            o.e -> 'result' AS result
+            nullif(o.e -> 'error_data', 'null'::jsonb) AS error_data,
+            nullif(o.e -> 'result', 'null'::jsonb) AS result
         FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS o (e, n)
         LEFT JOIN app_jobs.jobs AS j ON (o.e ->> 'id')::bigint = j.id
         ORDER BY j.queue_name NULLS FIRST, o.n
@@ -640,6 +655,194 @@ $$;
 COMMENT ON FUNCTION app_jobs.cancel_job IS
 'Cancel a waiting job now, or ask the worker running it to stop; never retried';
 
+-- sql/src/136_end_cancelled_claims.sql
+-- Claims being handed back whose job was asked to cancel end cancelled instead of
+-- returning to the queue (a cancelled job never runs again). Returns how many ended.
+CREATE FUNCTION app_jobs.end_cancelled_claims(p_job_ids bigint[]) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+    v_count integer := 0;
+BEGIN
+    IF cardinality(p_job_ids) IS NULL OR cardinality(p_job_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    -- Job rows first, then queues in name order (as everywhere).
+    PERFORM 1 FROM app_jobs.jobs AS j
+    WHERE j.id = ANY(p_job_ids)
+    ORDER BY j.id
+    FOR UPDATE;
+    FOR v_job IN
+        SELECT * FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(p_job_ids)
+            AND j.locked_by IS NOT NULL
+            AND j.cancel_requested_at IS NOT NULL
+        ORDER BY j.queue_name NULLS FIRST, j.id
+    LOOP
+        PERFORM app_jobs.finish_claim(v_job.locked_by, v_job.id, NULL, 'cancelled');
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END;
+$$;
+
+-- sql/src/140_complete_jobs.sql
+-- Remove jobs by id as done, skipping jobs a live worker holds.
+CREATE OR REPLACE FUNCTION app_jobs.complete_jobs(job_ids bigint[]) RETURNS SETOF app_jobs.jobs
+LANGUAGE sql VOLATILE
+AS $$
+    DELETE FROM app_jobs.jobs AS j
+    WHERE j.id = ANY(job_ids)
+        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
+    RETURNING *;
+$$;
+
+COMMENT ON FUNCTION app_jobs.complete_jobs IS
+'Admin: delete jobs by id unless a worker holds them';
+
+-- sql/src/141_permanently_fail_jobs.sql
+-- Mark jobs by id as failed for good, skipping jobs a live worker holds.
+CREATE OR REPLACE FUNCTION app_jobs.permanently_fail_jobs(
+    job_ids bigint[],
+    error_message text DEFAULT NULL
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE sql VOLATILE
+AS $$
+    UPDATE app_jobs.jobs AS j
+    SET
+        last_error = coalesce(error_message, 'Manually marked as failed'),
+        attempts = j.max_attempts
+    WHERE j.id = ANY(job_ids)
+        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
+    RETURNING *;
+$$;
+
+COMMENT ON FUNCTION app_jobs.permanently_fail_jobs IS
+'Admin: stop jobs from ever running again, keeping them for inspection';
+
+-- sql/src/142_reschedule_jobs.sql
+-- Change when and how jobs run, skipping jobs a live worker holds.
+CREATE OR REPLACE FUNCTION app_jobs.reschedule_jobs(
+    job_ids bigint[],
+    run_at timestamptz DEFAULT NULL,
+    priority integer DEFAULT NULL,
+    attempts integer DEFAULT NULL,
+    max_attempts integer DEFAULT NULL
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    IF reschedule_jobs.max_attempts IS NOT NULL THEN
+        PERFORM app_jobs.check_job_spec('-', NULL, NULL, reschedule_jobs.max_attempts);
+    END IF;
+    RETURN QUERY
+    UPDATE app_jobs.jobs AS j
+    SET
+        run_at = coalesce(reschedule_jobs.run_at, j.run_at),
+        priority = coalesce(reschedule_jobs.priority, j.priority),
+        attempts = coalesce(reschedule_jobs.attempts, j.attempts),
+        max_attempts = coalesce(reschedule_jobs.max_attempts, j.max_attempts)
+    WHERE j.id = ANY(job_ids)
+        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
+    RETURNING j.*;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.reschedule_jobs IS
+'Admin: set run_at, priority, attempts or max_attempts of jobs (NULL keeps)';
+
+-- sql/src/143_remove_job.sql
+-- Delete the job with a key, or strip the key from it if a worker holds it.
+CREATE OR REPLACE FUNCTION app_jobs.remove_job(job_key text) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+BEGIN
+    DELETE FROM app_jobs.jobs AS j
+    WHERE j.key = job_key
+        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
+    RETURNING * INTO v_job;
+    IF FOUND THEN
+        RETURN v_job;
+    END IF;
+
+    -- Running: let it finish, but never retry it and free its key.
+    UPDATE app_jobs.jobs AS j
+    SET key = NULL, attempts = j.max_attempts
+    WHERE j.key = job_key
+    RETURNING * INTO v_job;
+    RETURN v_job;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.remove_job IS
+'Remove the job that has job_key; a running one is only stopped from retrying';
+
+-- sql/src/144_release_jobs.sql
+-- Hand back the jobs (all, or only job_ids) and queues a worker holds, refunding the attempt.
+CREATE OR REPLACE FUNCTION app_jobs.release_jobs(
+    worker_id text,
+    job_ids bigint[] DEFAULT NULL
+) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs.end_cancelled_claims(ARRAY(
+        SELECT j.id FROM app_jobs.jobs AS j
+        WHERE j.locked_by = release_jobs.worker_id
+            AND j.cancel_requested_at IS NOT NULL
+            AND (release_jobs.job_ids IS NULL OR j.id = ANY(release_jobs.job_ids))
+    ));
+
+    WITH released AS (
+        UPDATE app_jobs.jobs AS j
+        SET
+            locked_at = NULL,
+            locked_by = NULL,
+            attempts = greatest(j.attempts - 1, 0)
+        WHERE j.locked_by = release_jobs.worker_id
+            AND (release_jobs.job_ids IS NULL OR j.id = ANY(release_jobs.job_ids))
+        RETURNING j.queue_name
+    )
+
+    UPDATE app_jobs.job_queues AS q
+    SET locked_at = NULL, locked_by = NULL
+    WHERE q.locked_by = release_jobs.worker_id
+        AND (
+            release_jobs.job_ids IS NULL
+            OR q.queue_name IN (SELECT r.queue_name FROM released AS r)
+        );
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.release_jobs IS
+'Unlock a stopping worker''s jobs (all, or job_ids) and queues; the attempt does not count';
+
+-- sql/src/145_force_unlock_workers.sql
+-- Unlock the jobs and queues of workers known to be dead.
+CREATE OR REPLACE FUNCTION app_jobs.force_unlock_workers(worker_ids text[]) RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT app_jobs.end_cancelled_claims(ARRAY(
+        SELECT j.id FROM app_jobs.jobs AS j
+        WHERE j.locked_by = ANY(worker_ids) AND j.cancel_requested_at IS NOT NULL
+    ));
+
+    UPDATE app_jobs.jobs AS j
+    SET locked_at = NULL, locked_by = NULL
+    WHERE j.locked_by = ANY(worker_ids);
+
+    UPDATE app_jobs.job_queues AS q
+    SET locked_at = NULL, locked_by = NULL
+    WHERE q.locked_by = ANY(worker_ids);
+$$;
+
+COMMENT ON FUNCTION app_jobs.force_unlock_workers IS
+'Admin: free everything the given (dead) workers hold, attempts unchanged';
+
 -- sql/src/150_workers.sql
 -- Register (or re-register) a worker process; it must then heartbeat every interval.
 CREATE FUNCTION app_jobs.register_worker(
@@ -655,6 +858,10 @@ DECLARE
     v_worker app_jobs.workers;
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
+    IF length(worker_id) > 256 THEN
+        RAISE EXCEPTION 'worker_id must be at most 256 characters, got %', length(worker_id)
+            USING ERRCODE = 'PJ005';
+    END IF;
     IF heartbeat_interval IS NULL OR heartbeat_interval <= interval '0' THEN
         RAISE EXCEPTION 'heartbeat_interval must be positive, got %',
             coalesce(heartbeat_interval::text, 'NULL')
@@ -850,7 +1057,8 @@ BEGIN
 END;
 $$;
 
--- Give a failed or retrying job a fresh set of attempts, to run now.
+-- Give a failed or retrying job a fresh set of attempts, to run now (its past errors
+-- stay in job_history).
 CREATE FUNCTION app_jobs.retry_job(job_id bigint) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -863,7 +1071,7 @@ BEGIN
     END IF;
     PERFORM app_jobs.check_not_running(v_job);
     UPDATE app_jobs.jobs AS j
-    SET attempts = 0, run_at = now()
+    SET attempts = 0, run_at = now(), last_error = NULL
     WHERE j.id = v_job.id
     RETURNING * INTO v_job;
     RETURN v_job;

@@ -292,13 +292,28 @@ BEGIN
     END IF;
     INSERT INTO app_jobs.settings AS s (name, value)
     VALUES (set_setting.name, v_value)
-    ON CONFLICT (name) DO UPDATE SET value = excluded.value;
+    ON CONFLICT ON CONSTRAINT settings_pkey DO UPDATE SET value = excluded.value;
     RETURN v_value;
 END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.set_setting IS
 'Set history (on/off) or history_retention (interval); PJ014 on anything else';
+
+-- sql/src/103_lock_is_free.sql
+-- True when nobody live holds a lock: never taken, or older than p_expiry and held by
+-- a session that never registered (registered workers are judged by their heartbeat).
+CREATE FUNCTION app_jobs.lock_is_free(
+    p_locked_at timestamptz,
+    p_locked_by text,
+    p_expiry interval
+) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT p_locked_at IS NULL
+        OR p_locked_at < now() - p_expiry
+        AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = p_locked_by);
+$$;
 
 -- sql/src/110_add_job.sql
 -- Enqueue a job, or replace the waiting job that has the same key.
@@ -393,7 +408,8 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     v_now timestamptz := now();
-    v_expired timestamptz := now() - coalesce(job_expiry, interval '4 hours');
+    v_expiry interval := coalesce(job_expiry, interval '4 hours');
+    v_expired timestamptz := now() - v_expiry;
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
@@ -402,6 +418,11 @@ BEGIN
             USING ERRCODE = 'PJ006';
     END IF;
 
+    PERFORM app_jobs.end_cancelled_claims(ARRAY(
+        SELECT e.id FROM app_jobs.jobs AS e
+        WHERE e.locked_at < v_expired AND e.cancel_requested_at IS NOT NULL
+            AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+    ));
     -- Locks older than job_expiry whose holder never registered (no heartbeat to go
     -- by) belong to workers presumed dead: free them. Registered workers' jobs are
     -- freed by reap_dead_workers when their heartbeat stops.
@@ -410,7 +431,7 @@ BEGIN
     WHERE j.id IN (
         SELECT e.id FROM app_jobs.jobs AS e
         WHERE e.locked_at < v_expired AND e.attempts < e.max_attempts
-            AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = e.locked_by)
+            AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
         FOR UPDATE SKIP LOCKED
     );
 
@@ -429,13 +450,7 @@ BEGIN
                 OR EXISTS (
                     SELECT 1 FROM app_jobs.job_queues AS q
                     WHERE q.queue_name = j.queue_name
-                        AND (
-                            q.locked_at IS NULL
-                            OR q.locked_at < v_expired
-                            AND NOT EXISTS (
-                                SELECT 1 FROM app_jobs.workers AS w WHERE w.id = q.locked_by
-                            )
-                        )
+                        AND app_jobs.lock_is_free(q.locked_at, q.locked_by, v_expiry)
                 )
                 -- Only the head of a named queue: never overtake an earlier job
                 -- whose row another session happens to hold for a moment.
@@ -464,11 +479,7 @@ BEGIN
         SELECT q.queue_name
         FROM app_jobs.job_queues AS q
         WHERE q.queue_name IN (SELECT f.queue_name FROM first_per_queue AS f)
-            AND (
-                q.locked_at IS NULL
-                OR q.locked_at < v_expired
-                AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = q.locked_by)
-            )
+            AND app_jobs.lock_is_free(q.locked_at, q.locked_by, v_expiry)
         ORDER BY q.queue_name
         FOR UPDATE SKIP LOCKED
     ),
@@ -678,8 +689,9 @@ COMMENT ON FUNCTION app_jobs.fail_job IS
 
 -- sql/src/133_finish_jobs.sql
 -- Record a worker's batch of outcomes in one transaction. Each element of outcomes is
--- {"id", "attempt", "outcome": completed|failed|cancelled, "error", "error_data",
--- "result"}; a claim the worker no longer holds (job id, worker, attempt) is 'fenced'.
+-- {"id", "attempt", "outcome": completed|failed|cancelled (default: failed when there is
+-- an error), "error", "error_data", "result"}; a claim the worker no longer holds (job
+-- id, worker, attempt) is 'fenced'.
 CREATE FUNCTION app_jobs.finish_jobs(
     worker_id text,
     outcomes jsonb
@@ -726,10 +738,13 @@ BEGIN
         SELECT
             (o.e ->> 'id')::bigint AS id,
             (o.e ->> 'attempt')::integer AS attempt,
-            coalesce(o.e ->> 'outcome', 'completed') AS outcome,
+            coalesce(
+                o.e ->> 'outcome',
+                CASE WHEN o.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
+            ) AS outcome,
             o.e ->> 'error' AS error,
-            o.e -> 'error_data' AS error_data,
-            o.e -> 'result' AS result
+            nullif(o.e -> 'error_data', 'null'::jsonb) AS error_data,
+            nullif(o.e -> 'result', 'null'::jsonb) AS result
         FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS o (e, n)
         LEFT JOIN app_jobs.jobs AS j ON (o.e ->> 'id')::bigint = j.id
         ORDER BY j.queue_name NULLS FIRST, o.n
@@ -822,6 +837,38 @@ $$;
 COMMENT ON FUNCTION app_jobs.cancel_job IS
 'Cancel a waiting job now, or ask the worker running it to stop; never retried';
 
+-- sql/src/136_end_cancelled_claims.sql
+-- Claims being handed back whose job was asked to cancel end cancelled instead of
+-- returning to the queue (a cancelled job never runs again). Returns how many ended.
+CREATE FUNCTION app_jobs.end_cancelled_claims(p_job_ids bigint[]) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+    v_count integer := 0;
+BEGIN
+    IF cardinality(p_job_ids) IS NULL OR cardinality(p_job_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    -- Job rows first, then queues in name order (as everywhere).
+    PERFORM 1 FROM app_jobs.jobs AS j
+    WHERE j.id = ANY(p_job_ids)
+    ORDER BY j.id
+    FOR UPDATE;
+    FOR v_job IN
+        SELECT * FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(p_job_ids)
+            AND j.locked_by IS NOT NULL
+            AND j.cancel_requested_at IS NOT NULL
+        ORDER BY j.queue_name NULLS FIRST, j.id
+    LOOP
+        PERFORM app_jobs.finish_claim(v_job.locked_by, v_job.id, NULL, 'cancelled');
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END;
+$$;
+
 -- sql/src/140_complete_jobs.sql
 -- Remove jobs by id as done, skipping jobs a live worker holds.
 CREATE FUNCTION app_jobs.complete_jobs(job_ids bigint[]) RETURNS SETOF app_jobs.jobs
@@ -829,7 +876,7 @@ LANGUAGE sql VOLATILE
 AS $$
     DELETE FROM app_jobs.jobs AS j
     WHERE j.id = ANY(job_ids)
-        AND (j.locked_at IS NULL OR j.locked_at < now() - interval '4 hours')
+        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
     RETURNING *;
 $$;
 
@@ -849,7 +896,7 @@ AS $$
         last_error = coalesce(error_message, 'Manually marked as failed'),
         attempts = j.max_attempts
     WHERE j.id = ANY(job_ids)
-        AND (j.locked_at IS NULL OR j.locked_at < now() - interval '4 hours')
+        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
     RETURNING *;
 $$;
 
@@ -879,7 +926,7 @@ BEGIN
         attempts = coalesce(reschedule_jobs.attempts, j.attempts),
         max_attempts = coalesce(reschedule_jobs.max_attempts, j.max_attempts)
     WHERE j.id = ANY(job_ids)
-        AND (j.locked_at IS NULL OR j.locked_at < now() - interval '4 hours')
+        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
     RETURNING j.*;
 END;
 $$;
@@ -897,7 +944,7 @@ DECLARE
 BEGIN
     DELETE FROM app_jobs.jobs AS j
     WHERE j.key = job_key
-        AND (j.locked_at IS NULL OR j.locked_at < now() - interval '4 hours')
+        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
     RETURNING * INTO v_job;
     IF FOUND THEN
         RETURN v_job;
@@ -925,6 +972,12 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs.end_cancelled_claims(ARRAY(
+        SELECT j.id FROM app_jobs.jobs AS j
+        WHERE j.locked_by = release_jobs.worker_id
+            AND j.cancel_requested_at IS NOT NULL
+            AND (release_jobs.job_ids IS NULL OR j.id = ANY(release_jobs.job_ids))
+    ));
 
     WITH released AS (
         UPDATE app_jobs.jobs AS j
@@ -955,6 +1008,11 @@ COMMENT ON FUNCTION app_jobs.release_jobs IS
 CREATE FUNCTION app_jobs.force_unlock_workers(worker_ids text[]) RETURNS void
 LANGUAGE sql VOLATILE
 AS $$
+    SELECT app_jobs.end_cancelled_claims(ARRAY(
+        SELECT j.id FROM app_jobs.jobs AS j
+        WHERE j.locked_by = ANY(worker_ids) AND j.cancel_requested_at IS NOT NULL
+    ));
+
     UPDATE app_jobs.jobs AS j
     SET locked_at = NULL, locked_by = NULL
     WHERE j.locked_by = ANY(worker_ids);
@@ -982,6 +1040,10 @@ DECLARE
     v_worker app_jobs.workers;
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
+    IF length(worker_id) > 256 THEN
+        RAISE EXCEPTION 'worker_id must be at most 256 characters, got %', length(worker_id)
+            USING ERRCODE = 'PJ005';
+    END IF;
     IF heartbeat_interval IS NULL OR heartbeat_interval <= interval '0' THEN
         RAISE EXCEPTION 'heartbeat_interval must be positive, got %',
             coalesce(heartbeat_interval::text, 'NULL')
@@ -1177,7 +1239,8 @@ BEGIN
 END;
 $$;
 
--- Give a failed or retrying job a fresh set of attempts, to run now.
+-- Give a failed or retrying job a fresh set of attempts, to run now (its past errors
+-- stay in job_history).
 CREATE FUNCTION app_jobs.retry_job(job_id bigint) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -1190,7 +1253,7 @@ BEGIN
     END IF;
     PERFORM app_jobs.check_not_running(v_job);
     UPDATE app_jobs.jobs AS j
-    SET attempts = 0, run_at = now()
+    SET attempts = 0, run_at = now(), last_error = NULL
     WHERE j.id = v_job.id
     RETURNING * INTO v_job;
     RETURN v_job;

@@ -224,7 +224,8 @@ SELECT functions_are(
         'change_job_queue_count', 'tg_move_job_queue_count', 'cron_value', 'cron_field',
         'schedule_spec', 'local_slot_instant', 'schedule_next_run', 'run_due_scheduled_jobs',
         'tg_scheduled_jobs_next_run', 'spec_next_run',
-        'setting', 'record_history', 'finish_claim', 'claim_status', 'check_not_running'
+        'setting', 'record_history', 'finish_claim', 'claim_status', 'check_not_running',
+        'lock_is_free', 'end_cancelled_claims'
     ],
     'app_jobs has exactly the known functions'
 );

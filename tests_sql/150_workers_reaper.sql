@@ -1,6 +1,6 @@
--- Workers: register/re-register (PJ005, PJ018), heartbeat (held claims, cancel flags, PJ019), reap_dead_workers (PJ013, failed attempt with backoff from the last heartbeat, last attempt -> failed + history, cancel -> cancelled, queues, live workers untouched), job_expiry vs registered workers, unregister_worker.
+-- Workers: register/re-register (PJ005, PJ018), heartbeat (held claims, cancel flags, PJ019), reap_dead_workers (PJ013, failed attempt with backoff from the last heartbeat, last attempt -> failed + history, cancel -> cancelled, queues, live workers untouched), job_expiry and the admin functions' 4-hour expiry vs registered workers, unregister_worker.
 BEGIN;
-SELECT plan(67);
+SELECT plan(75);
 
 CREATE TEMP TABLE snap (label text, data jsonb);
 
@@ -257,6 +257,7 @@ SELECT id AS n1 FROM app_jobs.add_job(identifier := 'e', run_at := now() - inter
 SELECT id AS n2 FROM app_jobs.add_job(identifier := 'e', run_at := now() - interval '6 hours') \gset
 UPDATE app_jobs.jobs SET locked_by = 'live', locked_at = now() - interval '5 hours', attempts = 1
 WHERE id IN (:r1, :n1);
+UPDATE app_jobs.jobs SET attempts = 3 WHERE id = :n1;
 UPDATE app_jobs.jobs SET locked_by = 'gone', locked_at = now() - interval '5 hours', attempts = 1
 WHERE id IN (:u1, :n2);
 UPDATE app_jobs.job_queues SET locked_by = 'live', locked_at = now() - interval '5 hours'
@@ -270,7 +271,7 @@ SELECT is(
 );
 SELECT results_eq(
     format($$SELECT id, locked_by, attempts FROM app_jobs.jobs WHERE id IN (%s, %s) ORDER BY id$$, :r1, :n1),
-    format($$VALUES (%s::bigint, 'live'::text, 1), (%s, 'live', 1)$$, :r1, :n1),
+    format($$VALUES (%s::bigint, 'live'::text, 1), (%s, 'live', 3)$$, :r1, :n1),
     'the registered worker''s old claims are kept, attempts unchanged'
 );
 SELECT results_eq(
@@ -287,6 +288,12 @@ SELECT is(
     (SELECT array_agg(status ORDER BY job_id) FROM app_jobs.reap_dead_workers()),
     ARRAY['retrying', 'retrying'],
     'reaping the silent registered worker frees r1 and n1'
+);
+SELECT results_eq(
+    format($$SELECT id, attempts, run_at FROM app_jobs.jobs WHERE id IN (%s, %s) ORDER BY id$$, :r1, :n1),
+    format($$VALUES (%s::bigint, 1, now() - interval '5 hours' + exp(1) * interval '1 second'),
+                    (%s, 3, now() - interval '5 hours' + exp(3) * interval '1 second')$$, :r1, :n1),
+    'each backs off exp(attempts) s from the last heartbeat: exp(1) for r1, exp(3) for n1'
 );
 SELECT is(
     (SELECT array_agg(id ORDER BY id) FROM app_jobs.get_jobs('w9', ARRAY['e'], interval '4 hours', 10)),
@@ -324,6 +331,52 @@ SELECT lives_ok(
 );
 SELECT throws_ok(
     $$SELECT app_jobs.unregister_worker('')$$, 'PJ005', NULL, 'PJ005: unregister with an empty id'
+);
+
+-- 7. The admin functions' fixed 4-hour expiry must not override a heartbeat: a registered,
+-- heartbeating worker's claim is live however long it has run.
+DELETE FROM app_jobs.jobs;
+DELETE FROM snap;
+SELECT (app_jobs.register_worker('busy')).id AS registered \gset
+SELECT id AS b1 FROM app_jobs.add_job(identifier := 'long', queue_name := 'qbusy', run_at := now() - interval '6 hours') \gset
+SELECT id AS b2 FROM app_jobs.add_job(identifier := 'long', queue_name := 'qbusy', run_at := now() - interval '6 hours') \gset
+SELECT id AS b3 FROM app_jobs.add_job(identifier := 'long', run_at := now() - interval '6 hours') \gset
+SELECT id AS b4 FROM app_jobs.add_job(identifier := 'long', run_at := now() - interval '6 hours') \gset
+SELECT id AS b5 FROM app_jobs.add_job(identifier := 'long', run_at := now() - interval '6 hours', job_key := 'bk') \gset
+SELECT is(
+    (SELECT array_agg(id ORDER BY id) FROM app_jobs.get_jobs('busy', ARRAY['long'], batch_size := 10)),
+    ARRAY[:b1, :b3, :b4, :b5]::bigint[],
+    'busy claims b1 (qbusy), b3, b4 and b5 (keyed)'
+);
+UPDATE app_jobs.jobs SET locked_at = now() - interval '5 hours' WHERE locked_by = 'busy';
+UPDATE app_jobs.job_queues SET locked_at = now() - interval '5 hours' WHERE locked_by = 'busy';
+SELECT is(
+    (SELECT count(*)::integer FROM app_jobs.worker_heartbeat('busy')), 4,
+    'busy, running them for 5 hours, still heartbeats'
+);
+INSERT INTO snap SELECT 'busy', jsonb_agg(to_jsonb(j) ORDER BY j.id) FROM app_jobs.jobs AS j WHERE j.id <> :b5;
+SELECT is_empty(
+    format('SELECT * FROM app_jobs.complete_jobs(ARRAY[%s]::bigint[])', :b1),
+    'complete_jobs skips the live worker''s 5-hour-old claim'
+);
+SELECT is_empty(
+    format('SELECT * FROM app_jobs.permanently_fail_jobs(ARRAY[%s]::bigint[])', :b3),
+    'permanently_fail_jobs skips it'
+);
+SELECT is_empty(
+    format('SELECT * FROM app_jobs.reschedule_jobs(ARRAY[%s]::bigint[], attempts := 0)', :b4),
+    'reschedule_jobs skips it'
+);
+SELECT is(
+    (SELECT jsonb_agg(to_jsonb(j) ORDER BY j.id) FROM app_jobs.jobs AS j WHERE j.id <> :b5),
+    (SELECT data FROM snap WHERE label = 'busy'),
+    'the live worker''s jobs and the waiting b2 are unchanged'
+);
+SELECT (app_jobs.remove_job('bk')).id AS removed \gset
+SELECT is(
+    (SELECT row(locked_by, key, attempts)::text FROM app_jobs.jobs WHERE id = :b5),
+    row('busy'::text, NULL::text, 25)::text,
+    'remove_job on the live worker''s keyed claim only strips the key and retries (it keeps running)'
 );
 
 SELECT * FROM finish();

@@ -35,7 +35,7 @@ BEGIN
     END IF;
     INSERT INTO app_jobs.settings AS s (name, value)
     VALUES (set_setting.name, v_value)
-    ON CONFLICT (name) DO UPDATE SET value = excluded.value;
+    ON CONFLICT ON CONSTRAINT settings_pkey DO UPDATE SET value = excluded.value;
     RETURN v_value;
 END;
 $$;

@@ -9,7 +9,8 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     v_now timestamptz := now();
-    v_expired timestamptz := now() - coalesce(job_expiry, interval '4 hours');
+    v_expiry interval := coalesce(job_expiry, interval '4 hours');
+    v_expired timestamptz := now() - v_expiry;
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
@@ -18,6 +19,11 @@ BEGIN
             USING ERRCODE = 'PJ006';
     END IF;
 
+    PERFORM app_jobs.end_cancelled_claims(ARRAY(
+        SELECT e.id FROM app_jobs.jobs AS e
+        WHERE e.locked_at < v_expired AND e.cancel_requested_at IS NOT NULL
+            AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+    ));
     -- Locks older than job_expiry whose holder never registered (no heartbeat to go
     -- by) belong to workers presumed dead: free them. Registered workers' jobs are
     -- freed by reap_dead_workers when their heartbeat stops.
@@ -26,7 +32,7 @@ BEGIN
     WHERE j.id IN (
         SELECT e.id FROM app_jobs.jobs AS e
         WHERE e.locked_at < v_expired AND e.attempts < e.max_attempts
-            AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = e.locked_by)
+            AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
         FOR UPDATE SKIP LOCKED
     );
 
@@ -45,13 +51,7 @@ BEGIN
                 OR EXISTS (
                     SELECT 1 FROM app_jobs.job_queues AS q
                     WHERE q.queue_name = j.queue_name
-                        AND (
-                            q.locked_at IS NULL
-                            OR q.locked_at < v_expired
-                            AND NOT EXISTS (
-                                SELECT 1 FROM app_jobs.workers AS w WHERE w.id = q.locked_by
-                            )
-                        )
+                        AND app_jobs.lock_is_free(q.locked_at, q.locked_by, v_expiry)
                 )
                 -- Only the head of a named queue: never overtake an earlier job
                 -- whose row another session happens to hold for a moment.
@@ -80,11 +80,7 @@ BEGIN
         SELECT q.queue_name
         FROM app_jobs.job_queues AS q
         WHERE q.queue_name IN (SELECT f.queue_name FROM first_per_queue AS f)
-            AND (
-                q.locked_at IS NULL
-                OR q.locked_at < v_expired
-                AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = q.locked_by)
-            )
+            AND app_jobs.lock_is_free(q.locked_at, q.locked_by, v_expiry)
         ORDER BY q.queue_name
         FOR UPDATE SKIP LOCKED
     ),

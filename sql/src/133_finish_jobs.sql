@@ -1,6 +1,7 @@
 -- Record a worker's batch of outcomes in one transaction. Each element of outcomes is
--- {"id", "attempt", "outcome": completed|failed|cancelled, "error", "error_data",
--- "result"}; a claim the worker no longer holds (job id, worker, attempt) is 'fenced'.
+-- {"id", "attempt", "outcome": completed|failed|cancelled (default: failed when there is
+-- an error), "error", "error_data", "result"}; a claim the worker no longer holds (job
+-- id, worker, attempt) is 'fenced'.
 CREATE FUNCTION app_jobs.finish_jobs(
     worker_id text,
     outcomes jsonb
@@ -47,10 +48,13 @@ BEGIN
         SELECT
             (o.e ->> 'id')::bigint AS id,
             (o.e ->> 'attempt')::integer AS attempt,
-            coalesce(o.e ->> 'outcome', 'completed') AS outcome,
+            coalesce(
+                o.e ->> 'outcome',
+                CASE WHEN o.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
+            ) AS outcome,
             o.e ->> 'error' AS error,
-            o.e -> 'error_data' AS error_data,
-            o.e -> 'result' AS result
+            nullif(o.e -> 'error_data', 'null'::jsonb) AS error_data,
+            nullif(o.e -> 'result', 'null'::jsonb) AS result
         FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS o (e, n)
         LEFT JOIN app_jobs.jobs AS j ON (o.e ->> 'id')::bigint = j.id
         ORDER BY j.queue_name NULLS FIRST, o.n

@@ -4,7 +4,7 @@ LANGUAGE sql VOLATILE
 AS $$
     DELETE FROM app_jobs.jobs AS j
     WHERE j.id = ANY(job_ids)
-        AND (j.locked_at IS NULL OR j.locked_at < now() - interval '4 hours')
+        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
     RETURNING *;
 $$;
 

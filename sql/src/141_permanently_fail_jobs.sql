@@ -10,7 +10,7 @@ AS $$
         last_error = coalesce(error_message, 'Manually marked as failed'),
         attempts = j.max_attempts
     WHERE j.id = ANY(job_ids)
-        AND (j.locked_at IS NULL OR j.locked_at < now() - interval '4 hours')
+        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
     RETURNING *;
 $$;
 

@@ -20,7 +20,7 @@ BEGIN
         attempts = coalesce(reschedule_jobs.attempts, j.attempts),
         max_attempts = coalesce(reschedule_jobs.max_attempts, j.max_attempts)
     WHERE j.id = ANY(job_ids)
-        AND (j.locked_at IS NULL OR j.locked_at < now() - interval '4 hours')
+        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
     RETURNING j.*;
 END;
 $$;

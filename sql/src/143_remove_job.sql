@@ -7,7 +7,7 @@ DECLARE
 BEGIN
     DELETE FROM app_jobs.jobs AS j
     WHERE j.key = job_key
-        AND (j.locked_at IS NULL OR j.locked_at < now() - interval '4 hours')
+        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
     RETURNING * INTO v_job;
     IF FOUND THEN
         RETURN v_job;

@@ -7,6 +7,12 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs.end_cancelled_claims(ARRAY(
+        SELECT j.id FROM app_jobs.jobs AS j
+        WHERE j.locked_by = release_jobs.worker_id
+            AND j.cancel_requested_at IS NOT NULL
+            AND (release_jobs.job_ids IS NULL OR j.id = ANY(release_jobs.job_ids))
+    ));
 
     WITH released AS (
         UPDATE app_jobs.jobs AS j

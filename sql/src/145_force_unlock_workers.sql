@@ -2,6 +2,11 @@
 CREATE FUNCTION app_jobs.force_unlock_workers(worker_ids text[]) RETURNS void
 LANGUAGE sql VOLATILE
 AS $$
+    SELECT app_jobs.end_cancelled_claims(ARRAY(
+        SELECT j.id FROM app_jobs.jobs AS j
+        WHERE j.locked_by = ANY(worker_ids) AND j.cancel_requested_at IS NOT NULL
+    ));
+
     UPDATE app_jobs.jobs AS j
     SET locked_at = NULL, locked_by = NULL
     WHERE j.locked_by = ANY(worker_ids);

@@ -12,6 +12,10 @@ DECLARE
     v_worker app_jobs.workers;
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
+    IF length(worker_id) > 256 THEN
+        RAISE EXCEPTION 'worker_id must be at most 256 characters, got %', length(worker_id)
+            USING ERRCODE = 'PJ005';
+    END IF;
     IF heartbeat_interval IS NULL OR heartbeat_interval <= interval '0' THEN
         RAISE EXCEPTION 'heartbeat_interval must be positive, got %',
             coalesce(heartbeat_interval::text, 'NULL')

@@ -45,7 +45,8 @@ BEGIN
 END;
 $$;
 
--- Give a failed or retrying job a fresh set of attempts, to run now.
+-- Give a failed or retrying job a fresh set of attempts, to run now (its past errors
+-- stay in job_history).
 CREATE FUNCTION app_jobs.retry_job(job_id bigint) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -58,7 +59,7 @@ BEGIN
     END IF;
     PERFORM app_jobs.check_not_running(v_job);
     UPDATE app_jobs.jobs AS j
-    SET attempts = 0, run_at = now()
+    SET attempts = 0, run_at = now(), last_error = NULL
     WHERE j.id = v_job.id
     RETURNING * INTO v_job;
     RETURN v_job;
