@@ -76,9 +76,23 @@ class Job:
 
         Safe from async handlers and threads; the worker sends the latest value.
         """
-        if not isinstance(progress, int) or not 0 <= progress <= 100:
+        if type(progress) is bool or not isinstance(progress, int) or not 0 <= progress <= 100:
             raise ValueError(f"progress must be an int from 0 to 100, got {progress!r}")
+        # Checked here, in the handler: the worker sends every job's progress in one
+        # statement, which a bad stage would make fail for all of them.
+        if stage is not None and not isinstance(stage, str):
+            raise TypeError(f"stage must be a str or None, got {type(stage).__name__}")
+        if stage is not None and ("\x00" in stage or not _is_utf8(stage)):
+            raise ValueError("stage cannot contain NUL characters or lone surrogates")
         self.control.report_progress(progress, stage)
 
     def describe(self) -> str:
         return f"{self.task_identifier}#{self.id} attempt {self.attempts}/{self.max_attempts}"
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

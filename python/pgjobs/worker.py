@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import threading
@@ -449,10 +450,12 @@ class Worker:
         reason = job.control.stop_reason
         if reason == "fenced":
             return None
+        if reason == "cancel":
+            # Before the return value: a handler that saw job.cancelled and returned early
+            # was cancelled, not completed (whichever of its return and our stop poll won).
+            return Outcome(job, "cancelled", error="cancelled on request")
         if inner.done() and not inner.cancelled() and inner.exception() is None:
             return Outcome(job, "completed", result=_jsonable(inner.result()))
-        if reason == "cancel":
-            return Outcome(job, "cancelled", error="cancelled on request")
         if reason == "timeout":
             return Outcome(
                 job, "failed", error=f"timed out after {timeout:g} s",
@@ -623,18 +626,39 @@ def _error_text(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     head = f"{type(exc).__name__}: {exc}"
     body = text if len(text) <= MAX_ERROR_TEXT else text[-MAX_ERROR_TEXT:]
-    return f"{head}\n{body}"
+    return _storable(f"{head}\n{body}")
 
 
 def _traceback_text(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return text[-MAX_ERROR_TEXT:]
+    return _storable(text[-MAX_ERROR_TEXT:])
+
+
+def _storable(text: str) -> str:
+    """Escape NUL and lone surrogates, which PostgreSQL text and jsonb cannot hold: one
+    such character would make the database reject the worker's whole batch of outcomes."""
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# A \u0000 escape in JSON text (not an escaped backslash followed by "u0000").
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _jsonable(value: Any) -> Any:
-    """The handler's return value as JSON; what json cannot encode is stored as text."""
+    """The handler's return value as JSON; what jsonb cannot hold is stored as its repr.
+
+    Besides what json cannot encode, that is NaN/Infinity (not JSON), NUL characters and
+    lone surrogates (not storable): the database would reject the worker's whole batch.
+    """
     try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
+        if not _JSON_NUL.search(text):
+            return value
+    except (TypeError, ValueError, RecursionError):
+        pass
+    try:
+        return _storable(repr(value))
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not lose the outcome
+        return f"<{type(value).__name__} object>"
