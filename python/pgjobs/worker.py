@@ -475,14 +475,22 @@ class Worker:
         self._progress.pop(job.id, None)
 
     async def _flush_outcomes(self) -> None:
-        """Deliver every owed outcome in one statement; keep them all if it fails."""
+        """Deliver every owed outcome in one statement; keep them all if the connection
+        fails. If the database refuses the batch itself, deliver one by one, and an
+        outcome it still refuses becomes a plain failure, so no claim stays stuck."""
         if not self._owed:
             return
         batch = list(self._owed)
-        cur = await self._conn.execute(
-            sql.FINISH_JOBS, (self.worker_id, Jsonb([o.as_json() for o in batch]))
-        )
-        rows = await cur.fetchall()
+        try:
+            rows = await self._finish(batch)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            log.error("worker %s: outcome batch refused (%s); delivering one by one",
+                      self.worker_id, first_line(exc))
+            rows = []
+            for outcome in batch:
+                rows += await self._finish_alone(outcome)
         del self._owed[: len(batch)]
         for row in rows:
             if row["status"] == "fenced":
@@ -492,6 +500,24 @@ class Worker:
                     "its outcome changed nothing", row["job_id"], row["attempt"],
                     extra={"event": "job_fenced", "job_id": row["job_id"]},
                 )
+
+    async def _finish(self, batch: list[Outcome]) -> list[dict[str, Any]]:
+        cur = await self._conn.execute(
+            sql.FINISH_JOBS, (self.worker_id, Jsonb([o.as_json() for o in batch]))
+        )
+        return await cur.fetchall()
+
+    async def _finish_alone(self, outcome: Outcome) -> list[dict[str, Any]]:
+        try:
+            return await self._finish([outcome])
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            log.error("job %s: outcome refused (%s); recording a plain failure",
+                      outcome.job.describe(), first_line(exc))
+            plain = Outcome(outcome.job, "failed",
+                            error=f"outcome could not be stored: {first_line(exc)}")
+            return await self._finish([plain])
 
     async def _flush_progress(self) -> None:
         """Send the latest progress of each running job that reported some."""
