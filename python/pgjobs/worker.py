@@ -492,9 +492,18 @@ class Worker:
             for outcome in batch:
                 rows += await self._finish_alone(outcome)
         del self._owed[: len(batch)]
+        sent = {o.job.id: o.outcome for o in batch}
         for row in rows:
             if row["status"] == "fenced":
                 self.stats.fenced += 1
+                # Logged as completed/failed when the handler returned; it did not count.
+                outcome = sent.get(row["job_id"])
+                if outcome == "completed":
+                    self.stats.completed -= 1
+                elif outcome == "failed":
+                    self.stats.failed -= 1
+                elif outcome == "cancelled":
+                    self.stats.cancelled -= 1
                 log.warning(
                     "job %s attempt %s: this worker no longer held the claim (fenced); "
                     "its outcome changed nothing", row["job_id"], row["attempt"],
