@@ -12,7 +12,7 @@ from .client import add_job, add_job_async, add_jobs, add_jobs_async
 from .job import Job
 from .tasks import registered, task
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "Job",
