@@ -159,7 +159,9 @@ AS $$
     SELECT coalesce(
         current_setting('pgjobs.ignore_enqueues', TRUE) = 'all'
         OR p_identifier = ANY(
-            string_to_array(current_setting('pgjobs.ignore_enqueues', TRUE), ',')
+            regexp_split_to_array(
+                trim(current_setting('pgjobs.ignore_enqueues', TRUE)), '\s*,\s*'
+            )
         ),
         FALSE
     );
@@ -201,6 +203,7 @@ DECLARE
     v_deps bigint[];
     v_pending bigint[];
     v_failed bigint;
+    v_failed_status text;
     v_missing bigint;
 BEGIN
     IF app_jobs.enqueue_ignored(identifier) THEN
@@ -239,15 +242,23 @@ BEGIN
             SELECT j.id FROM app_jobs.jobs AS j
             WHERE j.id = ANY(v_deps) AND (j.locked_at IS NOT NULL OR j.attempts < j.max_attempts)
         );
-        SELECT d INTO v_failed FROM unnest(v_deps) AS d
-        WHERE NOT d = ANY(v_pending)
-            AND (
-                EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d)
-                OR (
-                    SELECT h.status FROM app_jobs.job_history AS h
-                    WHERE h.job_id = d ORDER BY h.finished_at DESC, h.id DESC LIMIT 1
-                ) <> 'completed'
-            )
+        -- A dependency that already stopped without completing: failed for good (still
+        -- in jobs), or failed / cancelled according to its latest history record.
+        SELECT f.id, f.status INTO v_failed, v_failed_status
+        FROM (
+            SELECT
+                d AS id,
+                CASE
+                    WHEN EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d) THEN 'failed'
+                    ELSE (
+                        SELECT h.status FROM app_jobs.job_history AS h
+                        WHERE h.job_id = d ORDER BY h.finished_at DESC, h.id DESC LIMIT 1
+                    )
+                END AS status
+            FROM unnest(v_deps) AS d
+            WHERE NOT d = ANY(v_pending)
+        ) AS f
+        WHERE f.status <> 'completed'
         LIMIT 1;
         SELECT d INTO v_missing FROM unnest(v_deps) AS d
         WHERE NOT EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d)
@@ -270,7 +281,7 @@ BEGIN
         INSERT INTO app_jobs.job_dependencies (job_id, depends_on)
         SELECT v_job.id, d FROM unnest(v_pending) AS d;
         IF v_failed IS NOT NULL THEN
-            RETURN app_jobs.cancel_dependent(v_job.id, v_failed, 'failed');
+            RETURN app_jobs.cancel_dependent(v_job.id, v_failed, v_failed_status);
         END IF;
         RETURN v_job;
     END IF;
@@ -426,45 +437,66 @@ BEGIN
     -- name order. Locking a queue row before its jobs could deadlock with add_job,
     -- which holds a job row when its trigger counts the job into the queue.
     RETURN QUERY
-    WITH candidates AS (
-        SELECT j.id, j.queue_name, j.task_identifier, j.priority, j.run_at
-        FROM app_jobs.jobs AS j
-        WHERE j.is_available
-            AND j.run_at <= v_now
-            AND (task_identifiers IS NULL OR j.task_identifier = ANY(task_identifiers))
-            AND (
-                v_allow IS NULL
-                OR NOT v_allow ? j.task_identifier
-                OR (v_allow ->> j.task_identifier)::integer > 0
-            )
-            AND (
-                j.queue_name IS NULL
-                OR EXISTS (
-                    SELECT 1
-                    FROM app_jobs.job_queues AS q
-                    WHERE q.queue_name = j.queue_name
-                        AND q.running_count < app_jobs.queue_concurrency(q.queue_name)
-                        -- Among the first free-slot jobs of its queue: never overtake
-                        -- an earlier job whose row another session holds for a moment.
-                        AND (
-                            SELECT count(*)
-                            FROM (
-                                SELECT 1
-                                FROM app_jobs.jobs AS e
-                                WHERE e.queue_name = j.queue_name
-                                    AND e.is_available
-                                    AND e.run_at <= v_now
-                                    AND (e.priority, e.run_at, e.id)
-                                    < (j.priority, j.run_at, j.id)
-                                LIMIT app_jobs.queue_concurrency(q.queue_name)
-                                - q.running_count
-                            ) AS earlier
-                        ) < app_jobs.queue_concurrency(q.queue_name) - q.running_count
+    WITH task_groups AS (
+        -- One group for the tasks without a rate limit (up to the whole batch), one per
+        -- rate-limited task with tokens left (up to its tokens), so a limited task
+        -- cannot crowd the others out of a batch.
+        SELECT NULL::text AS task, batch_size AS cap
+        UNION ALL
+        SELECT a.key, least(a.value::integer, batch_size)
+        FROM jsonb_each_text(coalesce(v_allow, '{}'::jsonb)) AS a
+        WHERE a.value::integer > 0
+    ),
+
+    locked AS (
+        SELECT c.*
+        FROM task_groups AS g
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.queue_name, j.task_identifier, j.priority, j.run_at
+            FROM app_jobs.jobs AS j
+            WHERE j.is_available
+                AND j.run_at <= v_now
+                AND (task_identifiers IS NULL OR j.task_identifier = ANY(task_identifiers))
+                AND CASE
+                    WHEN g.task IS NULL THEN v_allow IS NULL OR NOT v_allow ? j.task_identifier
+                    ELSE j.task_identifier = g.task
+                END
+                AND (
+                    j.queue_name IS NULL
+                    OR EXISTS (
+                        SELECT 1
+                        FROM app_jobs.job_queues AS q
+                        WHERE q.queue_name = j.queue_name
+                            AND q.running_count < app_jobs.queue_concurrency(q.queue_name)
+                            -- Among the first free-slot jobs of its queue: never overtake
+                            -- an earlier job whose row another session holds for a moment.
+                            AND (
+                                SELECT count(*)
+                                FROM (
+                                    SELECT 1
+                                    FROM app_jobs.jobs AS e
+                                    WHERE e.queue_name = j.queue_name
+                                        AND e.is_available
+                                        AND e.run_at <= v_now
+                                        AND (e.priority, e.run_at, e.id)
+                                        < (j.priority, j.run_at, j.id)
+                                    LIMIT app_jobs.queue_concurrency(q.queue_name)
+                                    - q.running_count
+                                ) AS earlier
+                            ) < app_jobs.queue_concurrency(q.queue_name) - q.running_count
+                    )
                 )
-            )
-        ORDER BY j.priority, j.run_at, j.id
+            ORDER BY j.priority, j.run_at, j.id
+            LIMIT g.cap
+            FOR UPDATE OF j SKIP LOCKED
+        ) AS c
+    ),
+
+    candidates AS (
+        SELECT l.id, l.queue_name, l.task_identifier, l.priority, l.run_at
+        FROM locked AS l
+        ORDER BY l.priority, l.run_at, l.id
         LIMIT batch_size
-        FOR UPDATE OF j SKIP LOCKED
     ),
 
     -- The queues that still have free slots once locked (the lock re-reads the row).
@@ -891,33 +923,256 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     v_policy app_jobs.task_settings;
-    v_delay interval;
+    v_seconds double precision;
+    v_base double precision;
 BEGIN
     SELECT * INTO v_policy FROM app_jobs.task_settings AS ts
     WHERE ts.task_identifier = p_task;
-    IF NOT FOUND OR v_policy.retry_kind = 'exponential' AND v_policy.retry_base IS NULL THEN
-        v_delay := exp(least(p_attempts, 10)) * interval '1 second';
+    v_base := coalesce(extract(EPOCH FROM v_policy.retry_base), 1);
+    IF v_policy.task_identifier IS NULL OR v_policy.retry_kind = 'exponential' AND v_policy.retry_base IS NULL THEN
+        v_seconds := exp(least(p_attempts, 10));
     ELSIF v_policy.retry_kind = 'exponential' THEN
-        v_delay := v_policy.retry_base * power(2, least(greatest(p_attempts, 1) - 1, 30));
+        v_seconds := v_base * power(2, least(greatest(p_attempts, 1) - 1, 60));
     ELSIF v_policy.retry_kind = 'linear' THEN
-        v_delay := coalesce(v_policy.retry_base, interval '1 second') * greatest(p_attempts, 1);
+        v_seconds := v_base * greatest(p_attempts, 1);
     ELSIF v_policy.retry_kind = 'fixed' THEN
-        v_delay := coalesce(v_policy.retry_base, interval '1 second');
+        v_seconds := v_base;
     ELSE
-        v_delay := coalesce(
-            v_policy.retry_delays[least(greatest(p_attempts, 1), cardinality(v_policy.retry_delays))],
-            interval '0'
-        );
+        v_seconds := coalesce(extract(EPOCH FROM v_policy.retry_delays[
+            least(greatest(p_attempts, 1), cardinality(v_policy.retry_delays))
+        ]), 0);
     END IF;
     IF v_policy.retry_cap IS NOT NULL THEN
-        v_delay := least(v_delay, v_policy.retry_cap);
+        v_seconds := least(v_seconds, extract(EPOCH FROM v_policy.retry_cap));
     END IF;
     IF v_policy.retry_jitter > 0 THEN
-        v_delay := v_delay * (1 + v_policy.retry_jitter * (2 * random() - 1));
+        v_seconds := v_seconds * (1 + v_policy.retry_jitter * (2 * random() - 1));
     END IF;
-    RETURN v_delay;
+    -- Seconds, computed in floating point so a long schedule cannot overflow an
+    -- interval; anything beyond a century is a century.
+    RETURN make_interval(secs => least(v_seconds, 100 * 365.25 * 86400));
 END;
 $$;
+
+-- sql/src/138_stop_jobs.sql
+-- End jobs by hand (admin functions): p_status completed or cancelled deletes them,
+-- failed keeps them with their attempts used up; each goes through job_stopped
+-- (history, events, dependents, bundle). Jobs a live worker holds are skipped; a job
+-- that had already failed for good is only deleted (it stopped once already).
+CREATE FUNCTION app_jobs.stop_jobs(
+    p_job_ids bigint[],
+    p_status text,
+    p_error text DEFAULT NULL
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+    v_stopped_before boolean;
+BEGIN
+    -- Job rows first, then bundles, then queues in name order (as everywhere).
+    PERFORM 1 FROM app_jobs.jobs AS j
+    WHERE j.id = ANY(p_job_ids)
+    ORDER BY j.id
+    FOR UPDATE;
+    PERFORM app_jobs.lock_bundles(ARRAY(
+        SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.id = ANY(p_job_ids)
+    ));
+    FOR v_job IN
+        SELECT * FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(p_job_ids)
+            AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
+        ORDER BY j.queue_name NULLS FIRST, j.id
+    LOOP
+        v_stopped_before := v_job.locked_at IS NULL AND v_job.attempts >= v_job.max_attempts;
+        IF p_status = 'failed' THEN
+            CONTINUE WHEN v_stopped_before;
+            UPDATE app_jobs.jobs AS j
+            SET last_error = p_error, attempts = j.max_attempts, locked_at = NULL, locked_by = NULL
+            WHERE j.id = v_job.id
+            RETURNING * INTO v_job;
+        ELSE
+            DELETE FROM app_jobs.job_dependencies AS d WHERE d.job_id = v_job.id;
+            DELETE FROM app_jobs.jobs AS j WHERE j.id = v_job.id RETURNING * INTO v_job;
+            v_job.last_error := coalesce(p_error, v_job.last_error);
+        END IF;
+        IF NOT v_stopped_before THEN
+            PERFORM app_jobs.job_stopped(v_job, p_status, NULL, NULL);
+        END IF;
+        RETURN NEXT v_job;
+    END LOOP;
+END;
+$$;
+
+-- sql/src/140_complete_jobs.sql
+-- Remove jobs by id as done, skipping jobs a live worker holds.
+CREATE OR REPLACE FUNCTION app_jobs.complete_jobs(job_ids bigint[]) RETURNS SETOF app_jobs.jobs
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT * FROM app_jobs.stop_jobs(job_ids, 'completed');
+$$;
+
+COMMENT ON FUNCTION app_jobs.complete_jobs IS
+'Admin: delete jobs by id unless a worker holds them';
+
+-- sql/src/141_permanently_fail_jobs.sql
+-- Mark jobs by id as failed for good, skipping jobs a live worker holds.
+CREATE OR REPLACE FUNCTION app_jobs.permanently_fail_jobs(
+    job_ids bigint[],
+    error_message text DEFAULT NULL
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT * FROM app_jobs.stop_jobs(
+        job_ids, 'failed', coalesce(error_message, 'Manually marked as failed')
+    );
+$$;
+
+COMMENT ON FUNCTION app_jobs.permanently_fail_jobs IS
+'Admin: stop jobs from ever running again, keeping them for inspection';
+
+-- sql/src/143_remove_job.sql
+-- Delete the job with a key, or strip the key from it if a worker holds it.
+CREATE OR REPLACE FUNCTION app_jobs.remove_job(job_key text) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+BEGIN
+    SELECT * INTO v_job FROM app_jobs.stop_jobs(
+        ARRAY(SELECT j.id FROM app_jobs.jobs AS j WHERE j.key = job_key), 'cancelled', 'removed'
+    );
+    IF v_job.id IS NOT NULL THEN
+        RETURN v_job;
+    END IF;
+
+    -- Running: let it finish, but never retry it and free its key.
+    UPDATE app_jobs.jobs AS j
+    SET key = NULL, attempts = j.max_attempts
+    WHERE j.key = job_key
+    RETURNING * INTO v_job;
+    RETURN v_job;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.remove_job IS
+'Remove the job that has job_key; a running one is only stopped from retrying';
+
+-- sql/src/161_manage_jobs.sql
+-- Jobs waiting to run (now or later), in claim order.
+CREATE OR REPLACE FUNCTION app_jobs.waiting_jobs(
+    task_identifiers text[] DEFAULT NULL,
+    max_rows integer DEFAULT 100
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE sql STABLE
+AS $$
+    SELECT j.*
+    FROM app_jobs.jobs AS j
+    WHERE j.is_available
+        AND (task_identifiers IS NULL OR j.task_identifier = ANY(task_identifiers))
+    ORDER BY j.priority, j.run_at, j.id
+    LIMIT max_rows;
+$$;
+
+COMMENT ON FUNCTION app_jobs.waiting_jobs IS 'Admin: jobs waiting to run, in claim order';
+
+-- Jobs that failed for good (attempts used up), newest first.
+CREATE OR REPLACE FUNCTION app_jobs.failed_jobs(
+    task_identifiers text[] DEFAULT NULL,
+    max_rows integer DEFAULT 100
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE sql STABLE
+AS $$
+    SELECT j.*
+    FROM app_jobs.jobs AS j
+    WHERE j.locked_at IS NULL AND j.attempts >= j.max_attempts
+        AND (task_identifiers IS NULL OR j.task_identifier = ANY(task_identifiers))
+    ORDER BY j.updated_at DESC, j.id DESC
+    LIMIT max_rows;
+$$;
+
+COMMENT ON FUNCTION app_jobs.failed_jobs IS 'Admin: permanently failed jobs, newest first';
+
+-- Raise PJ020 when a job is running: management functions leave those to their worker.
+CREATE OR REPLACE FUNCTION app_jobs.check_not_running(p_job app_jobs.jobs) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF p_job.locked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'job % is running (held by %); cancel it instead',
+            p_job.id, p_job.locked_by
+            USING ERRCODE = 'PJ020';
+    END IF;
+END;
+$$;
+
+-- Give a failed or retrying job a fresh set of attempts, to run now (its past errors
+-- stay in job_history).
+CREATE OR REPLACE FUNCTION app_jobs.retry_job(job_id bigint) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+BEGIN
+    SELECT * INTO v_job FROM app_jobs.jobs AS j WHERE j.id = retry_job.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    PERFORM app_jobs.check_not_running(v_job);
+    UPDATE app_jobs.jobs AS j
+    SET attempts = 0, run_at = now(), last_error = NULL
+    WHERE j.id = v_job.id
+    RETURNING * INTO v_job;
+    RETURN v_job;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.retry_job IS
+'Admin: reset a failed or retrying job (attempts 0, run now); PJ020 if it is running';
+
+-- Delete one job that is not running; returns it (NULL when there is none).
+CREATE OR REPLACE FUNCTION app_jobs.delete_job(job_id bigint) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+BEGIN
+    SELECT * INTO v_job FROM app_jobs.jobs AS j WHERE j.id = delete_job.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    PERFORM app_jobs.check_not_running(v_job);
+    SELECT * INTO v_job FROM app_jobs.stop_jobs(ARRAY[v_job.id], 'cancelled', 'deleted');
+    RETURN v_job;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.delete_job IS
+'Admin: delete one job unless it is running (PJ020); it counts as cancelled';
+
+-- Delete finished work older than older_than: history rows and permanently failed jobs.
+CREATE OR REPLACE FUNCTION app_jobs.delete_finished_jobs(
+    older_than interval DEFAULT '0'
+) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_history integer;
+    v_failed integer;
+BEGIN
+    DELETE FROM app_jobs.job_history AS h
+    WHERE h.finished_at <= now() - coalesce(older_than, interval '0');
+    GET DIAGNOSTICS v_history = ROW_COUNT;
+    DELETE FROM app_jobs.jobs AS j
+    WHERE j.locked_at IS NULL AND j.attempts >= j.max_attempts
+        AND j.updated_at <= now() - coalesce(older_than, interval '0');
+    GET DIAGNOSTICS v_failed = ROW_COUNT;
+    RETURN v_history + v_failed;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.delete_finished_jobs IS
+'Admin: delete history and permanently failed jobs finished before now() - older_than';
 
 -- sql/src/150_workers.sql
 -- Register (or re-register) a worker process; it must then heartbeat every interval.
@@ -1147,10 +1402,14 @@ AS $$
     FOR UPDATE;
 $$;
 
--- Count one stopped job of a bundle; when it was the last, stop the bundle: outcome,
+-- Count one stopped job of a bundle (none for a NULL status); when it was the last (or
+-- the bundle is empty), stop the bundle: outcome,
 -- the follow-up job (payload: bundle id, outcome, counts, the follow-up's own payload)
 -- and a jobs:bundle_stopped event.
-CREATE FUNCTION app_jobs.bundle_job_stopped(p_bundle_id bigint, p_status text) RETURNS void
+CREATE FUNCTION app_jobs.bundle_job_stopped(
+    p_bundle_id bigint,
+    p_status text
+) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
@@ -1160,9 +1419,11 @@ DECLARE
 BEGIN
     UPDATE app_jobs.job_bundles AS b
     SET
-        completed_count = b.completed_count + (p_status = 'completed')::integer,
-        failed_count = b.failed_count + (p_status = 'failed')::integer,
-        cancelled_count = b.cancelled_count + (p_status = 'cancelled')::integer
+        completed_count = b.completed_count
+        + (p_status IS NOT DISTINCT FROM 'completed')::integer,
+        failed_count = b.failed_count + (p_status IS NOT DISTINCT FROM 'failed')::integer,
+        cancelled_count = b.cancelled_count
+        + (p_status IS NOT DISTINCT FROM 'cancelled')::integer
     WHERE b.id = p_bundle_id AND b.stopped_at IS NULL
     RETURNING * INTO v_bundle;
     IF NOT FOUND
@@ -1245,10 +1506,21 @@ BEGIN
         AND (
             jsonb_typeof(followup) IS DISTINCT FROM 'object'
             OR jsonb_typeof(followup -> 'identifier') IS DISTINCT FROM 'string'
+            OR length(followup ->> 'identifier') NOT BETWEEN 1 AND 126
+            OR coalesce(jsonb_typeof(followup -> 'queue_name'), 'null') NOT IN ('string', 'null')
+            OR length(followup ->> 'queue_name') NOT BETWEEN 1 AND 126
+            OR coalesce(followup ->> 'priority', '0') !~ '^-?\d{1,9}$'
+            OR coalesce(followup ->> 'max_attempts', '1') !~ '^\d{1,9}$'
+            OR (followup ->> 'max_attempts')::integer < 1
         ) THEN
-        RAISE EXCEPTION 'followup must be an object with a string "identifier", got %',
-            followup
-            USING ERRCODE = 'PJ026';
+        RAISE EXCEPTION 'bad followup spec %', followup
+            USING ERRCODE = 'PJ026',
+            HINT = 'followup: {"identifier": 1-126 characters, "payload": any, '
+            || '"queue_name": 1-126 characters, "priority": integer, "max_attempts": >= 1}';
+    END IF;
+    IF length(origin) NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'origin must be 1 to 256 characters, got %', length(origin)
+            USING ERRCODE = 'PJ022';
     END IF;
     IF bundle_type IS NULL OR length(bundle_type) NOT BETWEEN 1 AND 126 THEN
         RAISE EXCEPTION 'bundle_type must be 1 to 126 characters'
@@ -1280,6 +1552,8 @@ BEGIN
         END IF;
         UPDATE app_jobs.jobs AS j SET bundle_id = v_bundle.id WHERE j.id = v_job.id;
     END LOOP;
+    -- Every job ignored (test helpers): the bundle stops at once.
+    PERFORM app_jobs.bundle_job_stopped(v_bundle.id, NULL);
     SELECT * INTO v_bundle FROM app_jobs.job_bundles AS b WHERE b.id = v_bundle.id;
     RETURN v_bundle;
 END;
@@ -1287,6 +1561,28 @@ $$;
 
 COMMENT ON FUNCTION app_jobs.add_bundle IS
 'Create a bundle of jobs atomically; its follow-up job runs once all of them stopped';
+
+-- A bundle job that had failed for good and is given new attempts (retry_job,
+-- reschedule_jobs, a key upsert) is no longer counted as failed.
+CREATE FUNCTION app_jobs.tg_bundle_job_revived() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    UPDATE app_jobs.job_bundles AS b
+    SET failed_count = b.failed_count - 1
+    WHERE b.id = new.bundle_id AND b.stopped_at IS NULL AND b.failed_count > 0;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER _600_bundle_job_revived
+AFTER UPDATE OF attempts, max_attempts ON app_jobs.jobs
+FOR EACH ROW WHEN (
+    new.bundle_id IS NOT NULL
+    AND old.locked_at IS NULL AND old.attempts >= old.max_attempts
+    AND new.attempts < new.max_attempts
+)
+EXECUTE FUNCTION app_jobs.tg_bundle_job_revived();
 
 -- sql/src/190_flow_settings.sql
 -- Set a task's retry policy, default max_attempts and timeout, and start-rate limit

@@ -343,7 +343,7 @@ SELECT functions_are(
         'setting', 'finish_claim', 'claim_status', 'check_not_running',
         'lock_is_free', 'end_cancelled_claims',
         'queue_concurrency', 'enqueue_ignored', 'job_stopped', 'notify_job_stopped',
-        'cancel_dependent', 'lock_bundles', 'bundle_job_stopped', 'retry_delay'
+        'cancel_dependent', 'lock_bundles', 'bundle_job_stopped', 'retry_delay', 'stop_jobs', 'tg_bundle_job_revived'
     ],
     'app_jobs has exactly the known functions'
 );
@@ -371,9 +371,10 @@ SELECT triggers_are(
     'app_jobs', 'jobs',
     ARRAY[
         '_100_timestamps', '_500_increase_job_queue_count',
-        '_500_decrease_job_queue_count', '_500_move_job_queue_count', '_900_notify_worker'
+        '_500_decrease_job_queue_count', '_500_move_job_queue_count',
+        '_600_bundle_job_revived', '_900_notify_worker'
     ],
-    'jobs has exactly its five triggers'
+    'jobs has exactly its six triggers'
 );
 SELECT trigger_is('app_jobs', tbl, tg, 'app_jobs', fn, format('%s.%s calls %s', tbl, tg, fn))
 FROM (VALUES

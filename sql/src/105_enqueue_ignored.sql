@@ -6,7 +6,9 @@ AS $$
     SELECT coalesce(
         current_setting('pgjobs.ignore_enqueues', TRUE) = 'all'
         OR p_identifier = ANY(
-            string_to_array(current_setting('pgjobs.ignore_enqueues', TRUE), ',')
+            regexp_split_to_array(
+                trim(current_setting('pgjobs.ignore_enqueues', TRUE)), '\s*,\s*'
+            )
         ),
         FALSE
     );

@@ -29,6 +29,7 @@ DECLARE
     v_deps bigint[];
     v_pending bigint[];
     v_failed bigint;
+    v_failed_status text;
     v_missing bigint;
 BEGIN
     IF app_jobs.enqueue_ignored(identifier) THEN
@@ -67,15 +68,23 @@ BEGIN
             SELECT j.id FROM app_jobs.jobs AS j
             WHERE j.id = ANY(v_deps) AND (j.locked_at IS NOT NULL OR j.attempts < j.max_attempts)
         );
-        SELECT d INTO v_failed FROM unnest(v_deps) AS d
-        WHERE NOT d = ANY(v_pending)
-            AND (
-                EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d)
-                OR (
-                    SELECT h.status FROM app_jobs.job_history AS h
-                    WHERE h.job_id = d ORDER BY h.finished_at DESC, h.id DESC LIMIT 1
-                ) <> 'completed'
-            )
+        -- A dependency that already stopped without completing: failed for good (still
+        -- in jobs), or failed / cancelled according to its latest history record.
+        SELECT f.id, f.status INTO v_failed, v_failed_status
+        FROM (
+            SELECT
+                d AS id,
+                CASE
+                    WHEN EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d) THEN 'failed'
+                    ELSE (
+                        SELECT h.status FROM app_jobs.job_history AS h
+                        WHERE h.job_id = d ORDER BY h.finished_at DESC, h.id DESC LIMIT 1
+                    )
+                END AS status
+            FROM unnest(v_deps) AS d
+            WHERE NOT d = ANY(v_pending)
+        ) AS f
+        WHERE f.status <> 'completed'
         LIMIT 1;
         SELECT d INTO v_missing FROM unnest(v_deps) AS d
         WHERE NOT EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d)
@@ -98,7 +107,7 @@ BEGIN
         INSERT INTO app_jobs.job_dependencies (job_id, depends_on)
         SELECT v_job.id, d FROM unnest(v_pending) AS d;
         IF v_failed IS NOT NULL THEN
-            RETURN app_jobs.cancel_dependent(v_job.id, v_failed, 'failed');
+            RETURN app_jobs.cancel_dependent(v_job.id, v_failed, v_failed_status);
         END IF;
         RETURN v_job;
     END IF;

@@ -69,45 +69,66 @@ BEGIN
     -- name order. Locking a queue row before its jobs could deadlock with add_job,
     -- which holds a job row when its trigger counts the job into the queue.
     RETURN QUERY
-    WITH candidates AS (
-        SELECT j.id, j.queue_name, j.task_identifier, j.priority, j.run_at
-        FROM app_jobs.jobs AS j
-        WHERE j.is_available
-            AND j.run_at <= v_now
-            AND (task_identifiers IS NULL OR j.task_identifier = ANY(task_identifiers))
-            AND (
-                v_allow IS NULL
-                OR NOT v_allow ? j.task_identifier
-                OR (v_allow ->> j.task_identifier)::integer > 0
-            )
-            AND (
-                j.queue_name IS NULL
-                OR EXISTS (
-                    SELECT 1
-                    FROM app_jobs.job_queues AS q
-                    WHERE q.queue_name = j.queue_name
-                        AND q.running_count < app_jobs.queue_concurrency(q.queue_name)
-                        -- Among the first free-slot jobs of its queue: never overtake
-                        -- an earlier job whose row another session holds for a moment.
-                        AND (
-                            SELECT count(*)
-                            FROM (
-                                SELECT 1
-                                FROM app_jobs.jobs AS e
-                                WHERE e.queue_name = j.queue_name
-                                    AND e.is_available
-                                    AND e.run_at <= v_now
-                                    AND (e.priority, e.run_at, e.id)
-                                    < (j.priority, j.run_at, j.id)
-                                LIMIT app_jobs.queue_concurrency(q.queue_name)
-                                - q.running_count
-                            ) AS earlier
-                        ) < app_jobs.queue_concurrency(q.queue_name) - q.running_count
+    WITH task_groups AS (
+        -- One group for the tasks without a rate limit (up to the whole batch), one per
+        -- rate-limited task with tokens left (up to its tokens), so a limited task
+        -- cannot crowd the others out of a batch.
+        SELECT NULL::text AS task, batch_size AS cap
+        UNION ALL
+        SELECT a.key, least(a.value::integer, batch_size)
+        FROM jsonb_each_text(coalesce(v_allow, '{}'::jsonb)) AS a
+        WHERE a.value::integer > 0
+    ),
+
+    locked AS (
+        SELECT c.*
+        FROM task_groups AS g
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.queue_name, j.task_identifier, j.priority, j.run_at
+            FROM app_jobs.jobs AS j
+            WHERE j.is_available
+                AND j.run_at <= v_now
+                AND (task_identifiers IS NULL OR j.task_identifier = ANY(task_identifiers))
+                AND CASE
+                    WHEN g.task IS NULL THEN v_allow IS NULL OR NOT v_allow ? j.task_identifier
+                    ELSE j.task_identifier = g.task
+                END
+                AND (
+                    j.queue_name IS NULL
+                    OR EXISTS (
+                        SELECT 1
+                        FROM app_jobs.job_queues AS q
+                        WHERE q.queue_name = j.queue_name
+                            AND q.running_count < app_jobs.queue_concurrency(q.queue_name)
+                            -- Among the first free-slot jobs of its queue: never overtake
+                            -- an earlier job whose row another session holds for a moment.
+                            AND (
+                                SELECT count(*)
+                                FROM (
+                                    SELECT 1
+                                    FROM app_jobs.jobs AS e
+                                    WHERE e.queue_name = j.queue_name
+                                        AND e.is_available
+                                        AND e.run_at <= v_now
+                                        AND (e.priority, e.run_at, e.id)
+                                        < (j.priority, j.run_at, j.id)
+                                    LIMIT app_jobs.queue_concurrency(q.queue_name)
+                                    - q.running_count
+                                ) AS earlier
+                            ) < app_jobs.queue_concurrency(q.queue_name) - q.running_count
+                    )
                 )
-            )
-        ORDER BY j.priority, j.run_at, j.id
+            ORDER BY j.priority, j.run_at, j.id
+            LIMIT g.cap
+            FOR UPDATE OF j SKIP LOCKED
+        ) AS c
+    ),
+
+    candidates AS (
+        SELECT l.id, l.queue_name, l.task_identifier, l.priority, l.run_at
+        FROM locked AS l
+        ORDER BY l.priority, l.run_at, l.id
         LIMIT batch_size
-        FOR UPDATE OF j SKIP LOCKED
     ),
 
     -- The queues that still have free slots once locked (the lock re-reads the row).

@@ -5,30 +5,33 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     v_policy app_jobs.task_settings;
-    v_delay interval;
+    v_seconds double precision;
+    v_base double precision;
 BEGIN
     SELECT * INTO v_policy FROM app_jobs.task_settings AS ts
     WHERE ts.task_identifier = p_task;
-    IF NOT FOUND OR v_policy.retry_kind = 'exponential' AND v_policy.retry_base IS NULL THEN
-        v_delay := exp(least(p_attempts, 10)) * interval '1 second';
+    v_base := coalesce(extract(EPOCH FROM v_policy.retry_base), 1);
+    IF v_policy.task_identifier IS NULL OR v_policy.retry_kind = 'exponential' AND v_policy.retry_base IS NULL THEN
+        v_seconds := exp(least(p_attempts, 10));
     ELSIF v_policy.retry_kind = 'exponential' THEN
-        v_delay := v_policy.retry_base * power(2, least(greatest(p_attempts, 1) - 1, 30));
+        v_seconds := v_base * power(2, least(greatest(p_attempts, 1) - 1, 60));
     ELSIF v_policy.retry_kind = 'linear' THEN
-        v_delay := coalesce(v_policy.retry_base, interval '1 second') * greatest(p_attempts, 1);
+        v_seconds := v_base * greatest(p_attempts, 1);
     ELSIF v_policy.retry_kind = 'fixed' THEN
-        v_delay := coalesce(v_policy.retry_base, interval '1 second');
+        v_seconds := v_base;
     ELSE
-        v_delay := coalesce(
-            v_policy.retry_delays[least(greatest(p_attempts, 1), cardinality(v_policy.retry_delays))],
-            interval '0'
-        );
+        v_seconds := coalesce(extract(EPOCH FROM v_policy.retry_delays[
+            least(greatest(p_attempts, 1), cardinality(v_policy.retry_delays))
+        ]), 0);
     END IF;
     IF v_policy.retry_cap IS NOT NULL THEN
-        v_delay := least(v_delay, v_policy.retry_cap);
+        v_seconds := least(v_seconds, extract(EPOCH FROM v_policy.retry_cap));
     END IF;
     IF v_policy.retry_jitter > 0 THEN
-        v_delay := v_delay * (1 + v_policy.retry_jitter * (2 * random() - 1));
+        v_seconds := v_seconds * (1 + v_policy.retry_jitter * (2 * random() - 1));
     END IF;
-    RETURN v_delay;
+    -- Seconds, computed in floating point so a long schedule cannot overflow an
+    -- interval; anything beyond a century is a century.
+    RETURN make_interval(secs => least(v_seconds, 100 * 365.25 * 86400));
 END;
 $$;

@@ -8,10 +8,14 @@ AS $$
     FOR UPDATE;
 $$;
 
--- Count one stopped job of a bundle; when it was the last, stop the bundle: outcome,
+-- Count one stopped job of a bundle (none for a NULL status); when it was the last (or
+-- the bundle is empty), stop the bundle: outcome,
 -- the follow-up job (payload: bundle id, outcome, counts, the follow-up's own payload)
 -- and a jobs:bundle_stopped event.
-CREATE FUNCTION app_jobs.bundle_job_stopped(p_bundle_id bigint, p_status text) RETURNS void
+CREATE FUNCTION app_jobs.bundle_job_stopped(
+    p_bundle_id bigint,
+    p_status text
+) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
@@ -21,9 +25,11 @@ DECLARE
 BEGIN
     UPDATE app_jobs.job_bundles AS b
     SET
-        completed_count = b.completed_count + (p_status = 'completed')::integer,
-        failed_count = b.failed_count + (p_status = 'failed')::integer,
-        cancelled_count = b.cancelled_count + (p_status = 'cancelled')::integer
+        completed_count = b.completed_count
+        + (p_status IS NOT DISTINCT FROM 'completed')::integer,
+        failed_count = b.failed_count + (p_status IS NOT DISTINCT FROM 'failed')::integer,
+        cancelled_count = b.cancelled_count
+        + (p_status IS NOT DISTINCT FROM 'cancelled')::integer
     WHERE b.id = p_bundle_id AND b.stopped_at IS NULL
     RETURNING * INTO v_bundle;
     IF NOT FOUND
@@ -106,10 +112,21 @@ BEGIN
         AND (
             jsonb_typeof(followup) IS DISTINCT FROM 'object'
             OR jsonb_typeof(followup -> 'identifier') IS DISTINCT FROM 'string'
+            OR length(followup ->> 'identifier') NOT BETWEEN 1 AND 126
+            OR coalesce(jsonb_typeof(followup -> 'queue_name'), 'null') NOT IN ('string', 'null')
+            OR length(followup ->> 'queue_name') NOT BETWEEN 1 AND 126
+            OR coalesce(followup ->> 'priority', '0') !~ '^-?\d{1,9}$'
+            OR coalesce(followup ->> 'max_attempts', '1') !~ '^\d{1,9}$'
+            OR (followup ->> 'max_attempts')::integer < 1
         ) THEN
-        RAISE EXCEPTION 'followup must be an object with a string "identifier", got %',
-            followup
-            USING ERRCODE = 'PJ026';
+        RAISE EXCEPTION 'bad followup spec %', followup
+            USING ERRCODE = 'PJ026',
+            HINT = 'followup: {"identifier": 1-126 characters, "payload": any, '
+            || '"queue_name": 1-126 characters, "priority": integer, "max_attempts": >= 1}';
+    END IF;
+    IF length(origin) NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'origin must be 1 to 256 characters, got %', length(origin)
+            USING ERRCODE = 'PJ022';
     END IF;
     IF bundle_type IS NULL OR length(bundle_type) NOT BETWEEN 1 AND 126 THEN
         RAISE EXCEPTION 'bundle_type must be 1 to 126 characters'
@@ -141,6 +158,8 @@ BEGIN
         END IF;
         UPDATE app_jobs.jobs AS j SET bundle_id = v_bundle.id WHERE j.id = v_job.id;
     END LOOP;
+    -- Every job ignored (test helpers): the bundle stops at once.
+    PERFORM app_jobs.bundle_job_stopped(v_bundle.id, NULL);
     SELECT * INTO v_bundle FROM app_jobs.job_bundles AS b WHERE b.id = v_bundle.id;
     RETURN v_bundle;
 END;
@@ -148,3 +167,25 @@ $$;
 
 COMMENT ON FUNCTION app_jobs.add_bundle IS
 'Create a bundle of jobs atomically; its follow-up job runs once all of them stopped';
+
+-- A bundle job that had failed for good and is given new attempts (retry_job,
+-- reschedule_jobs, a key upsert) is no longer counted as failed.
+CREATE FUNCTION app_jobs.tg_bundle_job_revived() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    UPDATE app_jobs.job_bundles AS b
+    SET failed_count = b.failed_count - 1
+    WHERE b.id = new.bundle_id AND b.stopped_at IS NULL AND b.failed_count > 0;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER _600_bundle_job_revived
+AFTER UPDATE OF attempts, max_attempts ON app_jobs.jobs
+FOR EACH ROW WHEN (
+    new.bundle_id IS NOT NULL
+    AND old.locked_at IS NULL AND old.attempts >= old.max_attempts
+    AND new.attempts < new.max_attempts
+)
+EXECUTE FUNCTION app_jobs.tg_bundle_job_revived();
