@@ -37,9 +37,16 @@ class JobFailed(Exception):
 
 def listen(conn: Any, timeout: float | None = None) -> Iterator[Event]:
     """Yield job and bundle events on `conn` (a psycopg Connection in autocommit mode)
-    as they are committed; stops after `timeout` seconds without one (None: never)."""
+    as they are committed; stops after `timeout` seconds without one (None: never).
+
+    Listening starts when listen() is called, not at the first next(): events committed
+    in between are not lost."""
     for statement in sql.LISTEN_STOPPED:
         conn.execute(statement)
+    return _events(conn, timeout)
+
+
+def _events(conn: Any, timeout: float | None) -> Iterator[Event]:
     while True:
         got = False
         for note in conn.notifies(timeout=timeout, stop_after=1):

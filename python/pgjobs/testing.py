@@ -15,11 +15,13 @@ import inspect
 import json
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from psycopg import pq
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -39,13 +41,20 @@ class RunReport:
 @contextmanager
 def ignore_enqueues(conn: Any, *tasks: str) -> Iterator[None]:
     """Within the block, add_job on `conn` drops jobs of `tasks` (all tasks when none
-    is named) and returns NULL; the session's previous setting comes back after."""
+    is named) and returns NULL; the session's previous setting comes back after.
+
+    The setting is made with set_config: on a transactional connection, rolling back
+    the transaction that made it undoes it."""
     previous = conn.execute(sql.GET_IGNORE_ENQUEUES).fetchone()[0]
     conn.execute(sql.SET_IGNORE_ENQUEUES, (",".join(tasks) if tasks else "all",))
     try:
         yield
     finally:
-        conn.execute(sql.SET_IGNORE_ENQUEUES, (previous or "",))
+        # A failed transaction accepts no statement: restoring now would raise
+        # InFailedSqlTransaction and hide the error that got us here. Its rollback
+        # undoes the setting if this transaction made it.
+        if conn.info.transaction_status != pq.TransactionStatus.INERROR:
+            conn.execute(sql.SET_IGNORE_ENQUEUES, (previous or "",))
 
 
 def run_jobs(
@@ -93,7 +102,7 @@ def _run(handler: Handler, job: Job) -> dict[str, Any]:
     try:
         value = handler(job.payload, job)
         if inspect.isawaitable(value):
-            value = asyncio.run(_await(value))
+            value = _resolve(value)
     except Exception as exc:  # noqa: BLE001 - a handler's failure is data
         return {**base, "outcome": "failed", "error": f"{type(exc).__name__}: {exc}",
                 "error_data": {"type": type(exc).__name__,
@@ -103,6 +112,17 @@ def _run(handler: Handler, job: Job) -> dict[str, Any]:
 
 async def _await(value: Any) -> Any:
     return await value
+
+
+def _resolve(value: Any) -> Any:
+    """Await an async handler's result; from async code (an event loop running in this
+    thread, where asyncio.run refuses to start), on a loop in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_await(value))
+    with ThreadPoolExecutor(1, thread_name_prefix="pgjobs-testing") as pool:
+        return pool.submit(asyncio.run, _await(value)).result()
 
 
 def _json_or_repr(value: Any) -> Any:
