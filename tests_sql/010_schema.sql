@@ -1,12 +1,16 @@
--- Schema: extension, tables (jobs, queues, schedules, workers, job_history, settings), columns, keys, claim index, functions (signatures, parameter names, return types), job_status view, triggers, pg_dump config.
+-- Schema: extension, tables (jobs, queues, schedules, workers, job_history, settings, job_dependencies, job_bundles, task_settings, queue_settings), columns, keys, claim index, functions (signatures, parameter names, return types), job_status view, triggers, pg_dump config.
 BEGIN;
-SELECT plan(229);
+SELECT plan(305);
 
 SELECT has_extension('pgjobs', 'extension pgjobs is installed');
 SELECT has_schema('app_jobs', 'schema app_jobs exists');
 SELECT tables_are(
-    'app_jobs', ARRAY['jobs', 'job_queues', 'scheduled_jobs', 'workers', 'job_history', 'settings'],
-    'app_jobs holds exactly the six tables'
+    'app_jobs',
+    ARRAY[
+        'jobs', 'job_queues', 'scheduled_jobs', 'workers', 'job_history', 'settings',
+        'job_dependencies', 'job_bundles', 'task_settings', 'queue_settings'
+    ],
+    'app_jobs holds exactly the ten tables'
 );
 SELECT has_view('app_jobs', 'job_status', 'view app_jobs.job_status exists');
 SELECT views_are('app_jobs', ARRAY['job_status'], 'app_jobs has exactly the job_status view');
@@ -34,10 +38,14 @@ FROM (VALUES
     ('jobs', 'stage', 'text'),
     ('jobs', 'cancel_requested_at', 'timestamp with time zone'),
     ('jobs', 'timeout', 'interval'),
+    ('jobs', 'origin', 'text'),
+    ('jobs', 'bundle_id', 'bigint'),
+    ('jobs', 'blocked_by', 'integer'),
     ('job_queues', 'queue_name', 'text'),
     ('job_queues', 'job_count', 'integer'),
     ('job_queues', 'locked_at', 'timestamp with time zone'),
     ('job_queues', 'locked_by', 'text'),
+    ('job_queues', 'running_count', 'integer'),
     ('scheduled_jobs', 'id', 'bigint'),
     ('scheduled_jobs', 'database_id', 'uuid'),
     ('scheduled_jobs', 'queue_name', 'text'),
@@ -78,18 +86,80 @@ FROM (VALUES
     ('job_history', 'created_at', 'timestamp with time zone'),
     ('job_history', 'started_at', 'timestamp with time zone'),
     ('job_history', 'finished_at', 'timestamp with time zone'),
+    ('job_history', 'origin', 'text'),
+    ('job_history', 'bundle_id', 'bigint'),
+    ('job_dependencies', 'job_id', 'bigint'),
+    ('job_dependencies', 'depends_on', 'bigint'),
+    ('job_bundles', 'id', 'bigint'),
+    ('job_bundles', 'database_id', 'uuid'),
+    ('job_bundles', 'bundle_type', 'text'),
+    ('job_bundles', 'origin', 'text'),
+    ('job_bundles', 'job_count', 'integer'),
+    ('job_bundles', 'completed_count', 'integer'),
+    ('job_bundles', 'failed_count', 'integer'),
+    ('job_bundles', 'cancelled_count', 'integer'),
+    ('job_bundles', 'followup', 'jsonb'),
+    ('job_bundles', 'followup_job_id', 'bigint'),
+    ('job_bundles', 'outcome', 'text'),
+    ('job_bundles', 'created_at', 'timestamp with time zone'),
+    ('job_bundles', 'stopped_at', 'timestamp with time zone'),
+    ('task_settings', 'task_identifier', 'text'),
+    ('task_settings', 'retry_kind', 'text'),
+    ('task_settings', 'retry_base', 'interval'),
+    ('task_settings', 'retry_cap', 'interval'),
+    ('task_settings', 'retry_jitter', 'double precision'),
+    ('task_settings', 'retry_delays', 'interval[]'),
+    ('task_settings', 'max_attempts', 'integer'),
+    ('task_settings', 'timeout', 'interval'),
+    ('task_settings', 'rate_limit', 'integer'),
+    ('task_settings', 'rate_interval', 'interval'),
+    ('task_settings', 'rate_burst', 'integer'),
+    ('task_settings', 'tokens', 'double precision'),
+    ('task_settings', 'refilled_at', 'timestamp with time zone'),
+    ('queue_settings', 'queue_name', 'text'),
+    ('queue_settings', 'max_concurrency', 'integer'),
     ('settings', 'name', 'text'),
     ('settings', 'value', 'text')
 ) AS v (t, c, ty);
 
--- The new tables hold exactly these columns (a column added without a test fails here).
+-- The tables hold exactly these columns (a column added without a test fails here).
+SELECT columns_are('app_jobs', 'jobs', ARRAY[
+    'id', 'database_id', 'queue_name', 'task_identifier', 'payload', 'priority', 'run_at',
+    'attempts', 'max_attempts', 'key', 'last_error', 'locked_at', 'locked_by', 'created_at',
+    'updated_at', 'progress', 'stage', 'cancel_requested_at', 'timeout', 'origin',
+    'bundle_id', 'blocked_by', 'is_available'
+], 'jobs has exactly its columns');
+SELECT is(
+    (SELECT attname::text FROM pg_attribute
+     WHERE attrelid = 'app_jobs.jobs'::regclass AND attnum > 0 AND NOT attisdropped
+     ORDER BY attnum DESC LIMIT 1),
+    'is_available',
+    'is_available is the last column of jobs (SELECT * / RETURNING * order)'
+);
+SELECT columns_are('app_jobs', 'job_queues', ARRAY[
+    'queue_name', 'job_count', 'locked_at', 'locked_by', 'running_count'
+], 'job_queues has exactly its columns');
+SELECT columns_are('app_jobs', 'job_dependencies', ARRAY['job_id', 'depends_on'],
+    'job_dependencies has exactly its columns');
+SELECT columns_are('app_jobs', 'job_bundles', ARRAY[
+    'id', 'database_id', 'bundle_type', 'origin', 'job_count', 'completed_count',
+    'failed_count', 'cancelled_count', 'followup', 'followup_job_id', 'outcome',
+    'created_at', 'stopped_at'
+], 'job_bundles has exactly its columns');
+SELECT columns_are('app_jobs', 'task_settings', ARRAY[
+    'task_identifier', 'retry_kind', 'retry_base', 'retry_cap', 'retry_jitter',
+    'retry_delays', 'max_attempts', 'timeout', 'rate_limit', 'rate_interval', 'rate_burst',
+    'tokens', 'refilled_at'
+], 'task_settings has exactly its columns');
+SELECT columns_are('app_jobs', 'queue_settings', ARRAY['queue_name', 'max_concurrency'],
+    'queue_settings has exactly its columns');
 SELECT columns_are('app_jobs', 'workers', ARRAY[
     'id', 'host', 'pid', 'tasks', 'heartbeat_interval', 'started_at', 'last_heartbeat'
 ], 'workers has exactly its columns');
 SELECT columns_are('app_jobs', 'job_history', ARRAY[
     'id', 'job_id', 'database_id', 'task_identifier', 'queue_name', 'key', 'payload',
     'priority', 'status', 'attempts', 'max_attempts', 'result', 'last_error', 'error_data',
-    'worker_id', 'created_at', 'started_at', 'finished_at'
+    'worker_id', 'created_at', 'started_at', 'finished_at', 'origin', 'bundle_id'
 ], 'job_history has exactly its columns');
 SELECT columns_are('app_jobs', 'settings', ARRAY['name', 'value'], 'settings has exactly its columns');
 
@@ -97,7 +167,7 @@ SELECT columns_are('app_jobs', 'settings', ARRAY['name', 'value'], 'settings has
 SELECT col_not_null('app_jobs', 'jobs', c, format('jobs.%s is NOT NULL', c))
 FROM unnest(ARRAY[
     'task_identifier', 'payload', 'priority', 'run_at', 'attempts',
-    'max_attempts', 'created_at', 'updated_at'
+    'max_attempts', 'created_at', 'updated_at', 'blocked_by', 'is_available'
 ]) AS c;
 
 SELECT col_is_pk('app_jobs', 'jobs', 'id', 'jobs.id is the primary key');
@@ -106,6 +176,33 @@ SELECT col_is_pk('app_jobs', 'scheduled_jobs', 'id', 'scheduled_jobs.id is the p
 SELECT col_is_pk('app_jobs', 'workers', 'id', 'workers.id is the primary key');
 SELECT col_is_pk('app_jobs', 'job_history', 'id', 'job_history.id is the primary key');
 SELECT col_is_pk('app_jobs', 'settings', 'name', 'settings.name is the primary key');
+SELECT col_is_pk(
+    'app_jobs', 'job_dependencies', ARRAY['job_id', 'depends_on'],
+    'job_dependencies primary key is (job_id, depends_on)'
+);
+SELECT col_is_pk('app_jobs', 'job_bundles', 'id', 'job_bundles.id is the primary key');
+SELECT col_is_pk(
+    'app_jobs', 'task_settings', 'task_identifier', 'task_settings.task_identifier is the primary key'
+);
+SELECT col_is_pk(
+    'app_jobs', 'queue_settings', 'queue_name', 'queue_settings.queue_name is the primary key'
+);
+SELECT has_index(
+    'app_jobs', 'job_dependencies', 'job_dependencies_depends_on_idx', 'depends_on',
+    'index on job_dependencies.depends_on'
+);
+SELECT col_default_is('app_jobs', 'jobs', 'blocked_by', 0, 'jobs.blocked_by defaults to 0');
+SELECT col_default_is(
+    'app_jobs', 'job_queues', 'running_count', 0, 'job_queues.running_count defaults to 0'
+);
+SELECT col_default_is(
+    'app_jobs', 'queue_settings', 'max_concurrency', 1, 'queue_settings.max_concurrency defaults to 1'
+);
+SELECT col_not_null('app_jobs', 'job_queues', 'running_count', 'job_queues.running_count is NOT NULL');
+SELECT col_not_null('app_jobs', 'job_bundles', c, format('job_bundles.%s is NOT NULL', c))
+FROM unnest(ARRAY[
+    'bundle_type', 'job_count', 'completed_count', 'failed_count', 'cancelled_count', 'created_at'
+]) AS c;
 SELECT col_not_null('app_jobs', 'workers', c, format('workers.%s is NOT NULL', c))
 FROM unnest(ARRAY['heartbeat_interval', 'started_at', 'last_heartbeat']) AS c;
 SELECT col_not_null('app_jobs', 'job_history', c, format('job_history.%s is NOT NULL', c))
@@ -114,7 +211,7 @@ FROM unnest(ARRAY[
     'max_attempts', 'created_at', 'finished_at'
 ]) AS c;
 SELECT col_is_null('app_jobs', 'jobs', c, format('jobs.%s is nullable', c))
-FROM unnest(ARRAY['progress', 'stage', 'cancel_requested_at', 'timeout']) AS c;
+FROM unnest(ARRAY['progress', 'stage', 'cancel_requested_at', 'timeout', 'origin', 'bundle_id']) AS c;
 SELECT has_index(
     'app_jobs', 'workers', 'workers_last_heartbeat_idx', 'last_heartbeat',
     'index on workers.last_heartbeat'
@@ -147,6 +244,14 @@ SELECT matches(
     'WHERE is_available$',
     'claim index is partial: WHERE is_available'
 );
+SELECT matches(
+    pg_get_expr(d.adbin, d.adrelid),
+    'blocked_by = 0',
+    'is_available also requires blocked_by = 0'
+)
+FROM pg_attrdef AS d
+JOIN pg_attribute AS a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+WHERE d.adrelid = 'app_jobs.jobs'::regclass AND a.attname = 'is_available';
 SELECT has_index('app_jobs', 'jobs', 'jobs_locked_by_idx', 'index on jobs.locked_by');
 SELECT has_index('app_jobs', 'jobs', 'jobs_locked_at_idx', 'index on jobs.locked_at');
 
@@ -158,10 +263,21 @@ CREATE TEMP TABLE fn (name text, args text[], ret text, argnames text[]) ON COMM
 INSERT INTO fn VALUES
     ('add_job',
      ARRAY['uuid', 'text', 'json', 'text', 'text', 'timestamp with time zone', 'integer', 'integer',
-           'interval'],
+           'interval', 'text', 'text', 'bigint[]'],
      'app_jobs.jobs',
      ARRAY['db_id', 'identifier', 'payload', 'job_key', 'queue_name', 'run_at',
-           'max_attempts', 'priority', 'timeout']),
+           'max_attempts', 'priority', 'timeout', 'job_key_mode', 'origin', 'depends_on']),
+    ('add_bundle', ARRAY['text', 'jsonb', 'text', 'jsonb', 'uuid'], 'app_jobs.job_bundles',
+     ARRAY['bundle_type', 'jobs', 'origin', 'followup', 'db_id']),
+    ('set_task_settings',
+     ARRAY['text', 'text', 'interval', 'interval', 'double precision', 'interval[]', 'integer',
+           'interval', 'integer', 'interval', 'integer'],
+     'app_jobs.task_settings',
+     ARRAY['task_identifier', 'retry_kind', 'retry_base', 'retry_cap', 'retry_jitter',
+           'retry_delays', 'max_attempts', 'timeout', 'rate_limit', 'rate_interval',
+           'rate_burst']),
+    ('set_queue_concurrency', ARRAY['text', 'integer'], 'integer',
+     ARRAY['queue_name', 'max_concurrency']),
     ('get_job', ARRAY['text', 'text[]', 'interval'], 'app_jobs.jobs',
      ARRAY['worker_id', 'task_identifiers', 'job_expiry']),
     ('get_jobs', ARRAY['text', 'text[]', 'interval', 'integer'], 'SETOF app_jobs.jobs',
@@ -224,8 +340,10 @@ SELECT functions_are(
         'change_job_queue_count', 'tg_move_job_queue_count', 'cron_value', 'cron_field',
         'schedule_spec', 'local_slot_instant', 'schedule_next_run', 'run_due_scheduled_jobs',
         'tg_scheduled_jobs_next_run', 'spec_next_run',
-        'setting', 'record_history', 'finish_claim', 'claim_status', 'check_not_running',
-        'lock_is_free', 'end_cancelled_claims'
+        'setting', 'finish_claim', 'claim_status', 'check_not_running',
+        'lock_is_free', 'end_cancelled_claims',
+        'queue_concurrency', 'enqueue_ignored', 'job_stopped', 'notify_job_stopped',
+        'cancel_dependent', 'lock_bundles', 'bundle_job_stopped', 'retry_delay', 'stop_jobs', 'tg_bundle_job_revived'
     ],
     'app_jobs has exactly the known functions'
 );
@@ -253,9 +371,10 @@ SELECT triggers_are(
     'app_jobs', 'jobs',
     ARRAY[
         '_100_timestamps', '_500_increase_job_queue_count',
-        '_500_decrease_job_queue_count', '_500_move_job_queue_count', '_900_notify_worker'
+        '_500_decrease_job_queue_count', '_500_move_job_queue_count',
+        '_600_bundle_job_revived', '_900_notify_worker'
     ],
-    'jobs has exactly its five triggers'
+    'jobs has exactly its six triggers'
 );
 SELECT trigger_is('app_jobs', tbl, tg, 'app_jobs', fn, format('%s.%s calls %s', tbl, tg, fn))
 FROM (VALUES
@@ -272,7 +391,10 @@ SELECT triggers_are(
 );
 SELECT triggers_are('app_jobs', 'job_queues', ARRAY[]::name[], 'job_queues has no triggers');
 SELECT triggers_are('app_jobs', t, ARRAY[]::name[], format('%s has no triggers', t))
-FROM unnest(ARRAY['workers', 'job_history', 'settings']) AS t;
+FROM unnest(ARRAY[
+    'workers', 'job_history', 'settings', 'job_dependencies', 'job_bundles', 'task_settings',
+    'queue_settings'
+]) AS t;
 
 -- Version and pg_dump registration.
 SELECT is(
@@ -291,9 +413,10 @@ SELECT set_eq(
         'app_jobs.jobs', 'app_jobs.jobs_id_seq', 'app_jobs.job_queues',
         'app_jobs.scheduled_jobs', 'app_jobs.scheduled_jobs_id_seq',
         'app_jobs.workers', 'app_jobs.job_history', 'app_jobs.job_history_id_seq',
-        'app_jobs.settings'
+        'app_jobs.settings', 'app_jobs.job_dependencies', 'app_jobs.job_bundles',
+        'app_jobs.job_bundles_id_seq', 'app_jobs.task_settings', 'app_jobs.queue_settings'
     ],
-    'queue, worker, history and settings tables and sequences are dumped by pg_dump'
+    'queue, worker, history, settings, dependency, bundle and flow-settings tables and sequences are dumped by pg_dump'
 );
 
 SELECT * FROM finish();

@@ -1,6 +1,6 @@
 -- get_job: claim order (priority asc, run_at, id), task_identifiers filter, future run_at, claimed row contents, named-queue serialization, expired-lock reclaim (default, NULL and custom job_expiry).
 BEGIN;
-SELECT plan(55);
+SELECT plan(56);
 
 CREATE TEMP TABLE claimed (n serial, task text, id bigint);
 
@@ -152,19 +152,22 @@ SELECT is(
     (app_jobs.get_job('w5')).id, :q2::bigint, 'after the failure the q1 job can be claimed again'
 );
 SELECT is((SELECT attempts FROM app_jobs.jobs WHERE id = :q2), 2, 'it is on its second attempt');
--- Queue lock held by another (live) worker, while the queue's own job is unlocked.
+-- A queue whose job another (live) session runs, with a second job waiting.
 DELETE FROM app_jobs.jobs;
+SELECT id AS q4 FROM app_jobs.add_job(identifier := 'qj', queue_name := 'q3') \gset
 SELECT id AS q5 FROM app_jobs.add_job(identifier := 'qj', queue_name := 'q3') \gset
-UPDATE app_jobs.job_queues SET locked_by = 'other', locked_at = now() - interval '1 hour'
-WHERE queue_name = 'q3';
-SELECT ok(app_jobs.get_job('w6') IS NULL, 'a queue locked by a live worker blocks its jobs');
-UPDATE app_jobs.job_queues SET locked_at = now() - interval '5 hours' WHERE queue_name = 'q3';
+SELECT is((app_jobs.get_job('other')).id, :q4::bigint, 'another session runs the first q3 job');
+UPDATE app_jobs.jobs SET locked_at = now() - interval '1 hour' WHERE id = :q4;
+SELECT ok(app_jobs.get_job('w6') IS NULL, 'a queue whose job runs blocks its other jobs');
+UPDATE app_jobs.jobs SET locked_at = now() - interval '5 hours' WHERE id = :q4;
 SELECT is(
-    (app_jobs.get_job('w6')).id, :q5::bigint, 'a queue lock older than job_expiry does not block'
+    (app_jobs.get_job('w6')).id, :q4::bigint,
+    'a run older than job_expiry no longer blocks: its job is freed and claimed again first'
 );
 SELECT is(
-    (SELECT ROW(locked_by, locked_at)::text FROM app_jobs.job_queues WHERE queue_name = 'q3'),
-    ROW('w6', now())::text,
+    (SELECT ROW(locked_by, locked_at, running_count)::text
+     FROM app_jobs.job_queues WHERE queue_name = 'q3'),
+    ROW('w6', now(), 1)::text,
     'and the queue is taken over by the new worker'
 );
 

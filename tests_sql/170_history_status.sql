@@ -237,15 +237,15 @@ SELECT id AS pf FROM app_jobs.add_job(identifier := 'pf', max_attempts := 1) \gs
 UPDATE app_jobs.jobs SET attempts = 1 WHERE id = :pf;
 UPDATE app_jobs.job_history SET finished_at = now() - interval '3 days' WHERE job_id = :cancelled;
 SELECT is(
-    (SELECT count(*)::integer FROM app_jobs.job_history), 5,
-    'five history rows before (failed, completed, cancelled, revived twice)'
+    (SELECT count(*)::integer FROM app_jobs.job_history), 6,
+    'six history rows before (failed, completed, cancelled, revived twice, deleted)'
 );
 SELECT is(app_jobs.delete_finished_jobs('1 day'), 1, 'delete_finished_jobs(1 day): the 3-day-old row');
 SELECT is(
     (SELECT count(*)::integer FROM app_jobs.jobs WHERE id = :pf), 1,
     'the job that failed just now stays'
 );
-SELECT is(app_jobs.delete_finished_jobs(), 5, 'delete_finished_jobs(): the four other history rows and pf');
+SELECT is(app_jobs.delete_finished_jobs(), 6, 'delete_finished_jobs(): the five other history rows and pf');
 SELECT is_empty($$SELECT * FROM app_jobs.job_history$$, 'history is empty');
 SELECT results_eq(
     $$SELECT id FROM app_jobs.jobs ORDER BY id$$,

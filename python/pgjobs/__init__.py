@@ -8,18 +8,27 @@
     pgjobs.add_job(conn, "send_email", {"to": "a@example.com"})
 """
 
-from .client import add_job, add_job_async, add_jobs, add_jobs_async
+from . import testing
+from .client import add_bundle, add_job, add_job_async, add_jobs, add_jobs_async
+from .events import Event, JobFailed, listen, listen_async, wait_for_job
 from .job import Job
 from .tasks import registered, task
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
+    "Event",
     "Job",
+    "JobFailed",
+    "add_bundle",
     "add_job",
     "add_job_async",
     "add_jobs",
     "add_jobs_async",
+    "listen",
+    "listen_async",
     "registered",
     "task",
+    "testing",
+    "wait_for_job",
 ]

@@ -55,7 +55,10 @@ SELECT id FROM app_jobs.add_job(
     run_at := %(run_at)s::timestamptz,
     max_attempts := %(max_attempts)s,
     priority := %(priority)s,
-    timeout := %(timeout)s::interval
+    timeout := %(timeout)s::interval,
+    job_key_mode := coalesce(%(job_key_mode)s, 'replace'),
+    origin := %(origin)s,
+    depends_on := %(depends_on)s::bigint[]
 )
 """
 
@@ -103,3 +106,24 @@ SELECT id FROM app_jobs.reschedule_jobs(%s::bigint[], run_at := now(), attempts 
 """
 
 REMOVE_JOBS = "SELECT id FROM app_jobs.complete_jobs(%s::bigint[])"
+
+ADD_BUNDLE = """
+SELECT id FROM app_jobs.add_bundle(
+    bundle_type := %(bundle_type)s,
+    jobs := %(jobs)s,
+    origin := %(origin)s,
+    followup := %(followup)s,
+    db_id := coalesce(%(db_id)s::uuid,
+                      nullif(current_setting('jwt.claims.database_id', true), '')::uuid)
+)
+"""
+
+JOB_OUTCOME = """
+SELECT status, result, last_error FROM app_jobs.job_status WHERE id = %s
+"""
+
+LISTEN_STOPPED = ('LISTEN "jobs:stopped"', 'LISTEN "jobs:bundle_stopped"')
+
+SET_IGNORE_ENQUEUES = "SELECT set_config('pgjobs.ignore_enqueues', %s, false)"
+
+GET_IGNORE_ENQUEUES = "SELECT current_setting('pgjobs.ignore_enqueues', true)"

@@ -15,13 +15,16 @@ CREATE TABLE app_jobs.jobs (
     locked_by text,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
-    is_available boolean NOT NULL GENERATED ALWAYS AS (
-        locked_at IS NULL AND attempts < max_attempts
-    ) STORED,
     progress integer,
     stage text,
     cancel_requested_at timestamptz,
     timeout interval,
+    origin text,
+    bundle_id bigint,
+    blocked_by integer NOT NULL DEFAULT 0,
+    is_available boolean NOT NULL GENERATED ALWAYS AS (
+        locked_at IS NULL AND attempts < max_attempts AND blocked_by = 0
+    ) STORED,
     CONSTRAINT jobs_key_key UNIQUE (key),
     CONSTRAINT jobs_task_identifier_check CHECK (
         length(task_identifier) BETWEEN 1 AND 126
@@ -32,7 +35,9 @@ CREATE TABLE app_jobs.jobs (
     CONSTRAINT jobs_key_check CHECK (length(key) BETWEEN 1 AND 512),
     CONSTRAINT jobs_max_attempts_check CHECK (max_attempts >= 1),
     CONSTRAINT jobs_progress_check CHECK (progress BETWEEN 0 AND 100),
-    CONSTRAINT jobs_timeout_check CHECK (timeout > interval '0')
+    CONSTRAINT jobs_timeout_check CHECK (timeout > interval '0'),
+    CONSTRAINT jobs_origin_check CHECK (length(origin) BETWEEN 1 AND 256),
+    CONSTRAINT jobs_blocked_by_check CHECK (blocked_by >= 0)
 );
 
 COMMENT ON TABLE app_jobs.jobs IS
@@ -46,8 +51,12 @@ COMMENT ON COLUMN app_jobs.jobs.cancel_requested_at IS
 'Set by cancel_job on a running job: its worker cancels the handler; never retried';
 COMMENT ON COLUMN app_jobs.jobs.timeout IS
 'Longest an attempt may run before the worker cancels it (NULL: the task default)';
+COMMENT ON COLUMN app_jobs.jobs.origin IS 'Free text: where the job came from';
+COMMENT ON COLUMN app_jobs.jobs.bundle_id IS 'The bundle (app_jobs.job_bundles) it belongs to';
+COMMENT ON COLUMN app_jobs.jobs.blocked_by IS
+'How many of the jobs it depends on have not completed yet';
 COMMENT ON COLUMN app_jobs.jobs.is_available IS
-'Unlocked and attempts left: the rows the claim index covers';
+'Unlocked, attempts left, no pending dependency: the rows the claim index covers';
 
 -- Claim order, restricted to rows a worker could take.
 CREATE INDEX jobs_claim_idx ON app_jobs.jobs (priority, run_at, id)

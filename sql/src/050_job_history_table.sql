@@ -18,6 +18,8 @@ CREATE TABLE app_jobs.job_history (
     created_at timestamptz NOT NULL,
     started_at timestamptz,
     finished_at timestamptz NOT NULL DEFAULT now(),
+    origin text,
+    bundle_id bigint,
     CONSTRAINT job_history_status_check CHECK (
         status IN ('completed', 'failed', 'cancelled')
     )

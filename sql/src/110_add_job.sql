@@ -1,4 +1,7 @@
--- Enqueue a job, or replace the waiting job that has the same key.
+-- Enqueue a job; with job_key, job_key_mode says what happens to a job holding the key:
+-- replace (default) updates a waiting one, preserve_run_at does so but keeps its run_at,
+-- unsafe_dedupe leaves it untouched and returns it. depends_on: ids of jobs that must
+-- complete first (a failed or cancelled one cancels this job).
 CREATE FUNCTION app_jobs.add_job(
     db_id uuid DEFAULT nullif(
         current_setting('jwt.claims.database_id', TRUE), ''
@@ -8,31 +11,140 @@ CREATE FUNCTION app_jobs.add_job(
     job_key text DEFAULT NULL,
     queue_name text DEFAULT NULL,
     run_at timestamptz DEFAULT now(),
-    max_attempts integer DEFAULT 25,
+    max_attempts integer DEFAULT NULL,
     priority integer DEFAULT 0,
-    timeout interval DEFAULT NULL
+    timeout interval DEFAULT NULL,
+    job_key_mode text DEFAULT 'replace',
+    origin text DEFAULT NULL,
+    depends_on bigint[] DEFAULT NULL
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     v_job app_jobs.jobs;
+    v_mode text := coalesce(job_key_mode, 'replace');
+    v_task app_jobs.task_settings;
+    v_max_attempts integer;
+    v_timeout interval;
+    v_deps bigint[];
+    v_pending bigint[];
+    v_failed bigint;
+    v_failed_status text;
+    v_missing bigint;
 BEGIN
+    IF app_jobs.enqueue_ignored(identifier) THEN
+        RETURN NULL;
+    END IF;
     PERFORM app_jobs.check_job_spec(identifier, queue_name, job_key, max_attempts);
     IF timeout <= interval '0' THEN
         RAISE EXCEPTION 'timeout must be positive, got %', timeout
             USING ERRCODE = 'PJ017';
     END IF;
+    IF v_mode NOT IN ('replace', 'preserve_run_at', 'unsafe_dedupe') THEN
+        RAISE EXCEPTION 'job_key_mode must be replace, preserve_run_at or unsafe_dedupe, got %',
+            v_mode
+            USING ERRCODE = 'PJ021';
+    END IF;
+    IF length(origin) NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'origin must be 1 to 256 characters, got %', length(origin)
+            USING ERRCODE = 'PJ022';
+    END IF;
+
+    SELECT * INTO v_task FROM app_jobs.task_settings AS ts
+    WHERE ts.task_identifier = add_job.identifier;
+    v_max_attempts := coalesce(max_attempts, v_task.max_attempts, 25);
+    v_timeout := coalesce(timeout, v_task.timeout);
+
+    IF cardinality(depends_on) > 0 THEN
+        IF job_key IS NOT NULL THEN
+            RAISE EXCEPTION 'depends_on cannot be combined with job_key'
+                USING ERRCODE = 'PJ023';
+        END IF;
+        v_deps := ARRAY(SELECT DISTINCT d FROM unnest(depends_on) AS d WHERE d IS NOT NULL);
+        -- Hold the dependencies until commit: one finishing now waits for this job to
+        -- exist, so it either counts here as finished or finds this job to unblock.
+        PERFORM 1 FROM app_jobs.jobs AS j WHERE j.id = ANY(v_deps) ORDER BY j.id FOR SHARE;
+        v_pending := ARRAY(
+            SELECT j.id FROM app_jobs.jobs AS j
+            WHERE j.id = ANY(v_deps) AND (j.locked_at IS NOT NULL OR j.attempts < j.max_attempts)
+        );
+        -- A dependency that already stopped without completing: failed for good (still
+        -- in jobs), or failed / cancelled according to its latest history record.
+        SELECT f.id, f.status INTO v_failed, v_failed_status
+        FROM (
+            SELECT
+                d AS id,
+                CASE
+                    WHEN EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d) THEN 'failed'
+                    ELSE (
+                        SELECT h.status FROM app_jobs.job_history AS h
+                        WHERE h.job_id = d ORDER BY h.finished_at DESC, h.id DESC LIMIT 1
+                    )
+                END AS status
+            FROM unnest(v_deps) AS d
+            WHERE NOT d = ANY(v_pending)
+        ) AS f
+        WHERE f.status <> 'completed'
+        LIMIT 1;
+        SELECT d INTO v_missing FROM unnest(v_deps) AS d
+        WHERE NOT EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d)
+            AND NOT EXISTS (SELECT 1 FROM app_jobs.job_history AS h WHERE h.job_id = d)
+        LIMIT 1;
+        IF v_missing IS NOT NULL THEN
+            RAISE EXCEPTION 'depends_on names job %, which does not exist', v_missing
+                USING ERRCODE = 'PJ023',
+                HINT = 'A dependency must be a live job or one kept in job_history.';
+        END IF;
+
+        INSERT INTO app_jobs.jobs AS j (
+            database_id, task_identifier, payload, queue_name, run_at,
+            max_attempts, priority, timeout, origin, blocked_by
+        ) VALUES (
+            db_id, identifier, coalesce(payload, '{}'::json), queue_name,
+            coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), v_timeout,
+            add_job.origin, cardinality(v_pending)
+        ) RETURNING * INTO v_job;
+        INSERT INTO app_jobs.job_dependencies (job_id, depends_on)
+        SELECT v_job.id, d FROM unnest(v_pending) AS d;
+        IF v_failed IS NOT NULL THEN
+            RETURN app_jobs.cancel_dependent(v_job.id, v_failed, v_failed_status);
+        END IF;
+        RETURN v_job;
+    END IF;
 
     IF job_key IS NULL THEN
         INSERT INTO app_jobs.jobs (
             database_id, task_identifier, payload, queue_name, run_at,
-            max_attempts, priority, timeout
+            max_attempts, priority, timeout, origin
         ) VALUES (
             db_id, identifier, coalesce(payload, '{}'::json), queue_name,
-            coalesce(run_at, now()), coalesce(max_attempts, 25),
-            coalesce(priority, 0), add_job.timeout
+            coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), v_timeout,
+            add_job.origin
         ) RETURNING * INTO v_job;
         RETURN v_job;
+    END IF;
+
+    -- unsafe_dedupe: whatever job holds the key (waiting or running) is the answer.
+    IF v_mode = 'unsafe_dedupe' THEN
+        LOOP
+            INSERT INTO app_jobs.jobs AS j (
+                database_id, task_identifier, payload, queue_name, run_at,
+                max_attempts, priority, key, timeout, origin
+            ) VALUES (
+                db_id, identifier, coalesce(payload, '{}'::json), queue_name,
+                coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), job_key,
+                v_timeout, add_job.origin
+            )
+            ON CONFLICT (key) DO NOTHING
+            RETURNING * INTO v_job;
+            IF FOUND THEN
+                RETURN v_job;
+            END IF;
+            SELECT * INTO v_job FROM app_jobs.jobs AS j WHERE j.key = job_key;
+            IF FOUND THEN
+                RETURN v_job;
+            END IF;
+        END LOOP;
     END IF;
 
     -- A waiting job with this key is replaced; a running one keeps running
@@ -42,21 +154,22 @@ BEGIN
     LOOP
         INSERT INTO app_jobs.jobs AS j (
             database_id, task_identifier, payload, queue_name, run_at,
-            max_attempts, priority, key, timeout
+            max_attempts, priority, key, timeout, origin
         ) VALUES (
             db_id, identifier, coalesce(payload, '{}'::json), queue_name,
-            coalesce(run_at, now()), coalesce(max_attempts, 25),
-            coalesce(priority, 0), job_key, add_job.timeout
+            coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), job_key,
+            v_timeout, add_job.origin
         )
         ON CONFLICT (key) DO UPDATE SET
             database_id = excluded.database_id,
             task_identifier = excluded.task_identifier,
             payload = excluded.payload,
             queue_name = excluded.queue_name,
-            run_at = excluded.run_at,
+            run_at = CASE WHEN v_mode = 'preserve_run_at' THEN j.run_at ELSE excluded.run_at END,
             max_attempts = excluded.max_attempts,
             priority = excluded.priority,
             timeout = excluded.timeout,
+            origin = excluded.origin,
             attempts = 0,
             last_error = NULL,
             progress = NULL,
@@ -76,4 +189,4 @@ END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.add_job IS
-'Enqueue a job; with job_key, replace the waiting job that has that key';
+'Enqueue a job; with job_key, replace (or keep, per job_key_mode) the job holding the key';

@@ -1,4 +1,5 @@
--- Claim up to batch_size available jobs for a worker, at most one per named queue.
+-- Claim up to batch_size available jobs for a worker, within each named queue's
+-- concurrency (one at a time unless queue_settings says more) and each task's rate limit.
 CREATE FUNCTION app_jobs.get_jobs(
     worker_id text,
     task_identifiers text[] DEFAULT NULL,
@@ -11,6 +12,10 @@ DECLARE
     v_now timestamptz := now();
     v_expiry interval := coalesce(job_expiry, interval '4 hours');
     v_expired timestamptz := now() - v_expiry;
+    v_clock timestamptz := clock_timestamp();
+    v_bucket record;
+    v_tokens double precision;
+    v_allow jsonb;
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
@@ -36,69 +41,151 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     );
 
+    -- Rate-limited tasks: refill each token bucket and note how many starts it allows.
+    -- The rows stay locked (in task order) until commit, so claimers of a limited task
+    -- take turns and the limit holds across any number of workers.
+    FOR v_bucket IN
+        SELECT ts.*
+        FROM app_jobs.task_settings AS ts
+        WHERE ts.rate_limit IS NOT NULL
+            AND (task_identifiers IS NULL OR ts.task_identifier = ANY(task_identifiers))
+        ORDER BY ts.task_identifier
+        FOR UPDATE
+    LOOP
+        v_tokens := least(
+            coalesce(v_bucket.rate_burst, v_bucket.rate_limit),
+            coalesce(v_bucket.tokens, 0)
+            + greatest(extract(EPOCH FROM v_clock - v_bucket.refilled_at), 0)
+            / extract(EPOCH FROM v_bucket.rate_interval) * v_bucket.rate_limit
+        );
+        UPDATE app_jobs.task_settings AS ts
+        SET tokens = v_tokens, refilled_at = greatest(ts.refilled_at, v_clock)
+        WHERE ts.task_identifier = v_bucket.task_identifier;
+        v_allow := coalesce(v_allow, '{}'::jsonb)
+            || jsonb_build_object(v_bucket.task_identifier, floor(v_tokens)::integer);
+    END LOOP;
+
     -- Lock order, shared by every function here: job rows first, then queue rows in
     -- name order. Locking a queue row before its jobs could deadlock with add_job,
     -- which holds a job row when its trigger counts the job into the queue.
     RETURN QUERY
-    WITH candidates AS (
-        SELECT j.id, j.queue_name, j.priority, j.run_at
-        FROM app_jobs.jobs AS j
-        WHERE j.is_available
-            AND j.run_at <= v_now
-            AND (task_identifiers IS NULL OR j.task_identifier = ANY(task_identifiers))
-            AND (
-                j.queue_name IS NULL
-                OR EXISTS (
-                    SELECT 1 FROM app_jobs.job_queues AS q
-                    WHERE q.queue_name = j.queue_name
-                        AND app_jobs.lock_is_free(q.locked_at, q.locked_by, v_expiry)
+    WITH task_groups AS (
+        -- One group for the tasks without a rate limit (up to the whole batch), one per
+        -- rate-limited task with tokens left (up to its tokens), so a limited task
+        -- cannot crowd the others out of a batch.
+        SELECT NULL::text AS task, batch_size AS cap
+        UNION ALL
+        SELECT a.key, least(a.value::integer, batch_size)
+        FROM jsonb_each_text(coalesce(v_allow, '{}'::jsonb)) AS a
+        WHERE a.value::integer > 0
+    ),
+
+    locked AS (
+        SELECT c.*
+        FROM task_groups AS g
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.queue_name, j.task_identifier, j.priority, j.run_at
+            FROM app_jobs.jobs AS j
+            WHERE j.is_available
+                AND j.run_at <= v_now
+                AND (task_identifiers IS NULL OR j.task_identifier = ANY(task_identifiers))
+                AND CASE
+                    WHEN g.task IS NULL THEN v_allow IS NULL OR NOT v_allow ? j.task_identifier
+                    ELSE j.task_identifier = g.task
+                END
+                AND (
+                    j.queue_name IS NULL
+                    OR EXISTS (
+                        SELECT 1
+                        FROM app_jobs.job_queues AS q
+                        WHERE q.queue_name = j.queue_name
+                            AND q.running_count < app_jobs.queue_concurrency(q.queue_name)
+                            -- Among the first free-slot jobs of its queue: never overtake
+                            -- an earlier job whose row another session holds for a moment.
+                            AND (
+                                SELECT count(*)
+                                FROM (
+                                    SELECT 1
+                                    FROM app_jobs.jobs AS e
+                                    WHERE e.queue_name = j.queue_name
+                                        AND e.is_available
+                                        AND e.run_at <= v_now
+                                        AND (e.priority, e.run_at, e.id)
+                                        < (j.priority, j.run_at, j.id)
+                                    LIMIT app_jobs.queue_concurrency(q.queue_name)
+                                    - q.running_count
+                                ) AS earlier
+                            ) < app_jobs.queue_concurrency(q.queue_name) - q.running_count
+                    )
                 )
-                -- Only the head of a named queue: never overtake an earlier job
-                -- whose row another session happens to hold for a moment.
-                AND NOT EXISTS (
-                    SELECT 1 FROM app_jobs.jobs AS e
-                    WHERE e.queue_name = j.queue_name
-                        AND e.is_available
-                        AND e.run_at <= v_now
-                        AND (e.priority, e.run_at, e.id) < (j.priority, j.run_at, j.id)
-                )
-            )
-        ORDER BY j.priority, j.run_at, j.id
+            ORDER BY j.priority, j.run_at, j.id
+            LIMIT g.cap
+            FOR UPDATE OF j SKIP LOCKED
+        ) AS c
+    ),
+
+    candidates AS (
+        SELECT l.id, l.queue_name, l.task_identifier, l.priority, l.run_at
+        FROM locked AS l
+        ORDER BY l.priority, l.run_at, l.id
         LIMIT batch_size
-        FOR UPDATE OF j SKIP LOCKED
     ),
 
-    first_per_queue AS (
-        SELECT DISTINCT ON (c.queue_name) c.id, c.queue_name
-        FROM candidates AS c
-        WHERE c.queue_name IS NOT NULL
-        ORDER BY c.queue_name, c.priority, c.run_at, c.id
-    ),
-
-    -- The queues still free once locked (the lock re-reads the newest row version).
+    -- The queues that still have free slots once locked (the lock re-reads the row).
     free_queues AS (
-        SELECT q.queue_name
+        SELECT
+            q.queue_name,
+            app_jobs.queue_concurrency(q.queue_name) - q.running_count AS free_slots
         FROM app_jobs.job_queues AS q
-        WHERE q.queue_name IN (SELECT f.queue_name FROM first_per_queue AS f)
-            AND app_jobs.lock_is_free(q.locked_at, q.locked_by, v_expiry)
+        WHERE q.queue_name IN (SELECT c.queue_name FROM candidates AS c)
+            AND q.running_count < app_jobs.queue_concurrency(q.queue_name)
         ORDER BY q.queue_name
         FOR UPDATE SKIP LOCKED
     ),
 
+    ranked AS (
+        SELECT
+            c.id,
+            c.queue_name,
+            c.task_identifier,
+            row_number() OVER (
+                PARTITION BY c.queue_name ORDER BY c.priority, c.run_at, c.id
+            ) AS queue_rank,
+            row_number() OVER (
+                PARTITION BY c.task_identifier ORDER BY c.priority, c.run_at, c.id
+            ) AS task_rank
+        FROM candidates AS c
+    ),
+
     chosen AS (
-        SELECT c.id, c.queue_name FROM candidates AS c WHERE c.queue_name IS NULL
-        UNION ALL
-        SELECT f.id, f.queue_name
-        FROM first_per_queue AS f
-        INNER JOIN free_queues AS fq ON f.queue_name = fq.queue_name
+        SELECT r.id, r.queue_name, r.task_identifier
+        FROM ranked AS r
+        LEFT JOIN free_queues AS fq ON r.queue_name = fq.queue_name
+        WHERE (r.queue_name IS NULL OR r.queue_rank <= fq.free_slots)
+            AND (
+                v_allow IS NULL
+                OR NOT v_allow ? r.task_identifier
+                OR r.task_rank <= (v_allow ->> r.task_identifier)::integer
+            )
     ),
 
     locked_queues AS (
         UPDATE app_jobs.job_queues AS q
         SET locked_by = worker_id, locked_at = v_now
-        FROM free_queues AS fq
-        WHERE q.queue_name = fq.queue_name
+        WHERE q.queue_name IN (SELECT c.queue_name FROM chosen AS c)
         RETURNING q.queue_name
+    ),
+
+    spent_tokens AS (
+        UPDATE app_jobs.task_settings AS ts
+        SET tokens = ts.tokens - n.started
+        FROM (
+            SELECT c.task_identifier, count(*) AS started
+            FROM chosen AS c
+            GROUP BY c.task_identifier
+        ) AS n
+        WHERE ts.task_identifier = n.task_identifier AND ts.rate_limit IS NOT NULL
+        RETURNING ts.task_identifier
     ),
 
     claimed AS (
@@ -111,7 +198,7 @@ BEGIN
         RETURNING j.*
     )
 
-    -- locked_queues runs to completion although nothing reads it.
+    -- locked_queues and spent_tokens run to completion although nothing reads them.
     SELECT cl.*
     FROM claimed AS cl
     ORDER BY cl.priority, cl.run_at, cl.id;

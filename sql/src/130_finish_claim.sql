@@ -1,5 +1,5 @@
 -- End one claim, fenced by (job id, worker, attempt): completed or cancelled jobs leave
--- the table, failed ones retry with backoff (from p_failed_at) until max_attempts. A
+-- the table, failed ones retry after retry_delay (from p_failed_at) until max_attempts. A
 -- worker that no longer holds the claim changes nothing and gets NULL.
 CREATE FUNCTION app_jobs.finish_claim(
     p_worker_id text,
@@ -27,17 +27,18 @@ BEGIN
         RETURN NULL;
     END IF;
     v_started_at := v_job.locked_at;
+    PERFORM app_jobs.lock_bundles(ARRAY[v_job.bundle_id]);
 
     IF p_outcome = 'completed' THEN
         DELETE FROM app_jobs.jobs AS j WHERE j.id = p_job_id RETURNING * INTO v_job;
-        PERFORM app_jobs.record_history(
+        PERFORM app_jobs.job_stopped(
             v_job, 'completed', p_worker_id, v_started_at, p_result
         );
     ELSIF p_outcome = 'cancelled' OR v_job.cancel_requested_at IS NOT NULL THEN
         -- A cancelled job is never retried, whatever its handler did.
         DELETE FROM app_jobs.jobs AS j WHERE j.id = p_job_id RETURNING * INTO v_job;
         v_job.last_error := coalesce(p_error, 'cancelled');
-        PERFORM app_jobs.record_history(
+        PERFORM app_jobs.job_stopped(
             v_job, 'cancelled', p_worker_id, v_started_at, NULL, p_error_data
         );
     ELSE
@@ -45,23 +46,21 @@ BEGIN
         SET
             last_error = p_error,
             run_at = greatest(p_failed_at, j.run_at)
-            + exp(least(j.attempts, 10)) * interval '1 second',
+            + app_jobs.retry_delay(j.task_identifier, j.attempts),
             locked_by = NULL,
             locked_at = NULL
         WHERE j.id = p_job_id
         RETURNING * INTO v_job;
         IF v_job.attempts >= v_job.max_attempts THEN
-            PERFORM app_jobs.record_history(
+            PERFORM app_jobs.job_stopped(
                 v_job, 'failed', p_worker_id, v_started_at, NULL, p_error_data
             );
+        ELSE
+            PERFORM app_jobs.notify_job_stopped(v_job, 'failed', TRUE);
         END IF;
     END IF;
-
-    IF v_job.queue_name IS NOT NULL THEN
-        UPDATE app_jobs.job_queues AS q
-        SET locked_by = NULL, locked_at = NULL
-        WHERE q.queue_name = v_job.queue_name AND q.locked_by = p_worker_id;
-    END IF;
+    -- The queue's running count (and its lock holder, once none runs) follows the job
+    -- row through the _500_move_job_queue_count trigger.
     RETURN v_job;
 END;
 $$;

@@ -35,14 +35,19 @@ BEGIN
             || '"result": json}';
     END IF;
 
-    -- Lock order shared with get_jobs and add_job: every job row first, then queue
-    -- rows in name order, so a batch cannot deadlock with either.
+    -- Lock order shared with get_jobs and add_job: every job row first, then bundle
+    -- rows, then queue rows in name order, so a batch cannot deadlock with either.
     PERFORM 1
     FROM app_jobs.jobs AS j
     WHERE j.id IN (SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(outcomes) AS e)
         AND j.locked_by = finish_jobs.worker_id
     ORDER BY j.id
     FOR UPDATE;
+    PERFORM app_jobs.lock_bundles(ARRAY(
+        SELECT j.bundle_id FROM app_jobs.jobs AS j
+        WHERE j.id IN (SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(outcomes) AS e)
+            AND j.locked_by = finish_jobs.worker_id AND j.bundle_id IS NOT NULL
+    ));
 
     FOR v_item IN
         SELECT

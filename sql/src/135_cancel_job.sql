@@ -20,9 +20,11 @@ BEGIN
     IF v_job.attempts >= v_job.max_attempts THEN
         RETURN 'failed';
     END IF;
+    PERFORM app_jobs.lock_bundles(ARRAY[v_job.bundle_id]);
+    DELETE FROM app_jobs.job_dependencies AS d WHERE d.job_id = v_job.id;
     DELETE FROM app_jobs.jobs AS j WHERE j.id = v_job.id RETURNING * INTO v_job;
     v_job.last_error := 'cancelled';
-    PERFORM app_jobs.record_history(v_job, 'cancelled', NULL, NULL);
+    PERFORM app_jobs.job_stopped(v_job, 'cancelled', NULL, NULL);
     RETURN 'cancelled';
 END;
 $$;

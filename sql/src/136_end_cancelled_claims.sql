@@ -10,11 +10,14 @@ BEGIN
     IF cardinality(p_job_ids) IS NULL OR cardinality(p_job_ids) = 0 THEN
         RETURN 0;
     END IF;
-    -- Job rows first, then queues in name order (as everywhere).
+    -- Job rows first, then bundles, then queues in name order (as everywhere).
     PERFORM 1 FROM app_jobs.jobs AS j
     WHERE j.id = ANY(p_job_ids)
     ORDER BY j.id
     FOR UPDATE;
+    PERFORM app_jobs.lock_bundles(ARRAY(
+        SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.id = ANY(p_job_ids)
+    ));
     FOR v_job IN
         SELECT * FROM app_jobs.jobs AS j
         WHERE j.id = ANY(p_job_ids)

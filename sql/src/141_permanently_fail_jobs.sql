@@ -5,13 +5,9 @@ CREATE FUNCTION app_jobs.permanently_fail_jobs(
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE sql VOLATILE
 AS $$
-    UPDATE app_jobs.jobs AS j
-    SET
-        last_error = coalesce(error_message, 'Manually marked as failed'),
-        attempts = j.max_attempts
-    WHERE j.id = ANY(job_ids)
-        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
-    RETURNING *;
+    SELECT * FROM app_jobs.stop_jobs(
+        job_ids, 'failed', coalesce(error_message, 'Manually marked as failed')
+    );
 $$;
 
 COMMENT ON FUNCTION app_jobs.permanently_fail_jobs IS

@@ -5,11 +5,10 @@ AS $$
 DECLARE
     v_job app_jobs.jobs;
 BEGIN
-    DELETE FROM app_jobs.jobs AS j
-    WHERE j.key = job_key
-        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
-    RETURNING * INTO v_job;
-    IF FOUND THEN
+    SELECT * INTO v_job FROM app_jobs.stop_jobs(
+        ARRAY(SELECT j.id FROM app_jobs.jobs AS j WHERE j.key = job_key), 'cancelled', 'removed'
+    );
+    IF v_job.id IS NOT NULL THEN
         RETURN v_job;
     END IF;
 

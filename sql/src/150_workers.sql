@@ -111,11 +111,14 @@ BEGIN
             'worker %s stopped heartbeating at %s (presumed dead)',
             v_worker.id, v_worker.last_heartbeat
         );
-        -- Job rows first, then queues in name order (as everywhere).
+        -- Job rows first, then bundles, then queues in name order (as everywhere).
         PERFORM 1 FROM app_jobs.jobs AS j
         WHERE j.locked_by = v_worker.id
         ORDER BY j.id
         FOR UPDATE;
+        PERFORM app_jobs.lock_bundles(ARRAY(
+            SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.locked_by = v_worker.id
+        ));
         FOR v_job IN
             SELECT * FROM app_jobs.jobs AS j
             WHERE j.locked_by = v_worker.id

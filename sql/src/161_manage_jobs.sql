@@ -81,16 +81,18 @@ BEGIN
         RETURN NULL;
     END IF;
     PERFORM app_jobs.check_not_running(v_job);
-    DELETE FROM app_jobs.jobs AS j WHERE j.id = v_job.id;
+    SELECT * INTO v_job FROM app_jobs.stop_jobs(ARRAY[v_job.id], 'cancelled', 'deleted');
     RETURN v_job;
 END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.delete_job IS
-'Admin: delete one job unless it is running (PJ020)';
+'Admin: delete one job unless it is running (PJ020); it counts as cancelled';
 
 -- Delete finished work older than older_than: history rows and permanently failed jobs.
-CREATE FUNCTION app_jobs.delete_finished_jobs(older_than interval DEFAULT '0') RETURNS integer
+CREATE FUNCTION app_jobs.delete_finished_jobs(
+    older_than interval DEFAULT '0'
+) RETURNS integer
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE

@@ -10,6 +10,7 @@ SELECT
         WHEN j.locked_at IS NOT NULL THEN 'running'
         WHEN j.attempts >= j.max_attempts THEN 'failed'
         WHEN j.attempts > 0 OR j.last_error IS NOT NULL THEN 'retrying'
+        WHEN j.blocked_by > 0 THEN 'blocked'
         WHEN j.run_at > now() THEN 'scheduled'
         ELSE 'waiting'
     END AS status,
@@ -25,7 +26,9 @@ SELECT
     j.locked_by AS worker_id,
     j.created_at,
     j.locked_at AS started_at,
-    NULL::timestamptz AS finished_at
+    NULL::timestamptz AS finished_at,
+    j.origin,
+    j.bundle_id
 FROM app_jobs.jobs AS j
 UNION ALL
 SELECT f.*
@@ -48,7 +51,9 @@ FROM (
         h.worker_id,
         h.created_at,
         h.started_at,
-        h.finished_at
+        h.finished_at,
+        h.origin,
+        h.bundle_id
     FROM app_jobs.job_history AS h
     LEFT JOIN app_jobs.jobs AS live ON h.job_id = live.id
     WHERE live.id IS NULL
@@ -56,4 +61,4 @@ FROM (
 ) AS f;
 
 COMMENT ON VIEW app_jobs.job_status IS
-'Each job once: waiting, scheduled, running, retrying, failed, cancelled or completed';
+'Each job once: waiting, scheduled, blocked, running, retrying, failed, cancelled, completed';

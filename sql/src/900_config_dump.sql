@@ -13,6 +13,11 @@ BEGIN
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_history', '');
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_history_id_seq', '');
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.settings', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_dependencies', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_bundles', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_bundles_id_seq', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.task_settings', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.queue_settings', '');
     END IF;
 END;
 $$;

@@ -1,0 +1,1845 @@
+-- pgjobs 0.3.0 -> 0.4.0: bundles, dependencies, job-stopped events, origin, job-key
+-- modes, per-task retry policy / defaults / rate limits, queue concurrency, test helpers.
+
+ALTER TABLE app_jobs.jobs
+ADD COLUMN origin text,
+ADD COLUMN bundle_id bigint,
+ADD COLUMN blocked_by integer NOT NULL DEFAULT 0,
+ADD CONSTRAINT jobs_origin_check CHECK (length(origin) BETWEEN 1 AND 256),
+ADD CONSTRAINT jobs_blocked_by_check CHECK (blocked_by >= 0);
+
+-- is_available now also waits for dependencies: rebuild it (and the indexes on it).
+ALTER TABLE app_jobs.jobs DROP COLUMN is_available;
+ALTER TABLE app_jobs.jobs ADD COLUMN is_available boolean NOT NULL GENERATED ALWAYS AS (
+    locked_at IS NULL AND attempts < max_attempts AND blocked_by = 0
+) STORED;
+
+COMMENT ON COLUMN app_jobs.jobs.origin IS 'Free text: where the job came from';
+COMMENT ON COLUMN app_jobs.jobs.bundle_id IS 'The bundle (app_jobs.job_bundles) it belongs to';
+COMMENT ON COLUMN app_jobs.jobs.blocked_by IS
+'How many of the jobs it depends on have not completed yet';
+COMMENT ON COLUMN app_jobs.jobs.is_available IS
+'Unlocked, attempts left, no pending dependency: the rows the claim index covers';
+
+-- Claim order, restricted to rows a worker could take.
+CREATE INDEX jobs_claim_idx ON app_jobs.jobs (priority, run_at, id)
+WHERE is_available;
+
+
+-- Available jobs of named queues in claim order, to find each queue's head.
+CREATE INDEX jobs_queue_head_idx ON app_jobs.jobs (queue_name, priority, run_at, id)
+WHERE is_available AND queue_name IS NOT NULL;
+
+ALTER TABLE app_jobs.job_queues ADD COLUMN running_count integer NOT NULL DEFAULT 0;
+
+COMMENT ON COLUMN app_jobs.job_queues.running_count IS
+'Jobs of the queue running now; at most its max_concurrency (app_jobs.queue_settings)';
+
+UPDATE app_jobs.job_queues AS q
+SET running_count = r.running
+FROM (
+    SELECT
+        j.queue_name,
+        count(*)::integer AS running
+    FROM app_jobs.jobs AS j
+    WHERE j.queue_name IS NOT NULL AND j.locked_at IS NOT NULL
+    GROUP BY j.queue_name
+) AS r
+WHERE q.queue_name = r.queue_name;
+
+ALTER TABLE app_jobs.job_history
+ADD COLUMN origin text,
+ADD COLUMN bundle_id bigint;
+
+-- sql/src/070_job_dependencies_table.sql
+-- Which unfinished jobs a job waits for; a row goes when its dependency completes.
+CREATE TABLE app_jobs.job_dependencies (
+    job_id bigint NOT NULL,
+    depends_on bigint NOT NULL,
+    PRIMARY KEY (job_id, depends_on)
+);
+
+COMMENT ON TABLE app_jobs.job_dependencies IS
+'job_id runs only once every depends_on job completed; a failed one cancels it';
+
+-- Dependents of a job, looked up when it stops.
+CREATE INDEX job_dependencies_depends_on_idx ON app_jobs.job_dependencies (depends_on);
+
+-- sql/src/071_job_bundles_table.sql
+-- Groups of jobs created together and tracked as one; a follow-up job may run at the end.
+CREATE TABLE app_jobs.job_bundles (
+    id bigserial PRIMARY KEY,
+    database_id uuid,
+    bundle_type text NOT NULL,
+    origin text,
+    job_count integer NOT NULL,
+    completed_count integer NOT NULL DEFAULT 0,
+    failed_count integer NOT NULL DEFAULT 0,
+    cancelled_count integer NOT NULL DEFAULT 0,
+    followup jsonb,
+    followup_job_id bigint,
+    outcome text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    stopped_at timestamptz,
+    CONSTRAINT job_bundles_bundle_type_check CHECK (length(bundle_type) BETWEEN 1 AND 126),
+    CONSTRAINT job_bundles_job_count_check CHECK (job_count >= 0),
+    CONSTRAINT job_bundles_outcome_check CHECK (outcome IN ('completed', 'failed'))
+);
+
+COMMENT ON TABLE app_jobs.job_bundles IS
+'Bundles: stopped (stopped_at, outcome) once every job completed, failed or was cancelled';
+COMMENT ON COLUMN app_jobs.job_bundles.outcome IS
+'completed when every job completed, else failed; NULL while jobs remain';
+COMMENT ON COLUMN app_jobs.job_bundles.followup IS
+'Job enqueued when the bundle stops: {identifier, payload, queue_name, priority, ...}';
+
+-- sql/src/072_task_settings_table.sql
+-- Per-task defaults: retry policy, max_attempts, timeout and a start-rate limit.
+CREATE TABLE app_jobs.task_settings (
+    task_identifier text PRIMARY KEY,
+    retry_kind text NOT NULL DEFAULT 'exponential',
+    retry_base interval,
+    retry_cap interval,
+    retry_jitter double precision NOT NULL DEFAULT 0,
+    retry_delays interval[],
+    max_attempts integer,
+    timeout interval,
+    rate_limit integer,
+    rate_interval interval,
+    rate_burst integer,
+    tokens double precision,
+    refilled_at timestamptz,
+    CONSTRAINT task_settings_retry_kind_check CHECK (
+        retry_kind IN ('exponential', 'linear', 'fixed', 'list')
+    ),
+    CONSTRAINT task_settings_retry_jitter_check CHECK (retry_jitter BETWEEN 0 AND 1),
+    CONSTRAINT task_settings_max_attempts_check CHECK (max_attempts >= 1),
+    CONSTRAINT task_settings_timeout_check CHECK (timeout > interval '0'),
+    CONSTRAINT task_settings_rate_check CHECK (
+        (rate_limit IS NULL) = (rate_interval IS NULL)
+        AND rate_limit >= 1 AND rate_interval > interval '0'
+    ),
+    CONSTRAINT task_settings_rate_burst_check CHECK (rate_burst >= 1)
+);
+
+COMMENT ON TABLE app_jobs.task_settings IS
+'Per task: retry schedule, default max_attempts/timeout, token-bucket start rate limit';
+COMMENT ON COLUMN app_jobs.task_settings.tokens IS
+'Rate limit bucket: starts available now (refilled at rate_limit per rate_interval)';
+
+-- sql/src/073_queue_settings_table.sql
+-- Per named queue: how many of its jobs may run at once (1, a serial queue, by default).
+CREATE TABLE app_jobs.queue_settings (
+    queue_name text PRIMARY KEY,
+    max_concurrency integer NOT NULL DEFAULT 1,
+    CONSTRAINT queue_settings_max_concurrency_check CHECK (max_concurrency >= 1)
+);
+
+COMMENT ON TABLE app_jobs.queue_settings IS
+'Queues allowed more than one running job; absent means serial (1)';
+
+-- sql/src/104_queue_concurrency.sql
+-- How many jobs of a named queue may run at once (queue_settings, else 1).
+CREATE FUNCTION app_jobs.queue_concurrency(p_queue_name text) RETURNS integer
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(
+        (SELECT qs.max_concurrency FROM app_jobs.queue_settings AS qs
+            WHERE qs.queue_name = p_queue_name),
+        1
+    );
+$$;
+
+-- sql/src/105_enqueue_ignored.sql
+-- True when this session asked for enqueues of the task to be dropped (test helpers):
+-- pgjobs.ignore_enqueues is 'all' or a comma-separated list of task identifiers.
+CREATE FUNCTION app_jobs.enqueue_ignored(p_identifier text) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(
+        current_setting('pgjobs.ignore_enqueues', TRUE) = 'all'
+        OR p_identifier = ANY(
+            regexp_split_to_array(
+                trim(current_setting('pgjobs.ignore_enqueues', TRUE)), '\s*,\s*'
+            )
+        ),
+        FALSE
+    );
+$$;
+
+DROP FUNCTION app_jobs.add_job(
+    uuid, text, json, text, text, timestamptz, integer, integer, interval
+);
+
+-- sql/src/110_add_job.sql
+-- Enqueue a job; with job_key, job_key_mode says what happens to a job holding the key:
+-- replace (default) updates a waiting one, preserve_run_at does so but keeps its run_at,
+-- unsafe_dedupe leaves it untouched and returns it. depends_on: ids of jobs that must
+-- complete first (a failed or cancelled one cancels this job).
+CREATE FUNCTION app_jobs.add_job(
+    db_id uuid DEFAULT nullif(
+        current_setting('jwt.claims.database_id', TRUE), ''
+    )::uuid,
+    identifier text DEFAULT NULL,
+    payload json DEFAULT '{}'::json,
+    job_key text DEFAULT NULL,
+    queue_name text DEFAULT NULL,
+    run_at timestamptz DEFAULT now(),
+    max_attempts integer DEFAULT NULL,
+    priority integer DEFAULT 0,
+    timeout interval DEFAULT NULL,
+    job_key_mode text DEFAULT 'replace',
+    origin text DEFAULT NULL,
+    depends_on bigint[] DEFAULT NULL
+) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+    v_mode text := coalesce(job_key_mode, 'replace');
+    v_task app_jobs.task_settings;
+    v_max_attempts integer;
+    v_timeout interval;
+    v_deps bigint[];
+    v_pending bigint[];
+    v_failed bigint;
+    v_failed_status text;
+    v_missing bigint;
+BEGIN
+    IF app_jobs.enqueue_ignored(identifier) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM app_jobs.check_job_spec(identifier, queue_name, job_key, max_attempts);
+    IF timeout <= interval '0' THEN
+        RAISE EXCEPTION 'timeout must be positive, got %', timeout
+            USING ERRCODE = 'PJ017';
+    END IF;
+    IF v_mode NOT IN ('replace', 'preserve_run_at', 'unsafe_dedupe') THEN
+        RAISE EXCEPTION 'job_key_mode must be replace, preserve_run_at or unsafe_dedupe, got %',
+            v_mode
+            USING ERRCODE = 'PJ021';
+    END IF;
+    IF length(origin) NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'origin must be 1 to 256 characters, got %', length(origin)
+            USING ERRCODE = 'PJ022';
+    END IF;
+
+    SELECT * INTO v_task FROM app_jobs.task_settings AS ts
+    WHERE ts.task_identifier = add_job.identifier;
+    v_max_attempts := coalesce(max_attempts, v_task.max_attempts, 25);
+    v_timeout := coalesce(timeout, v_task.timeout);
+
+    IF cardinality(depends_on) > 0 THEN
+        IF job_key IS NOT NULL THEN
+            RAISE EXCEPTION 'depends_on cannot be combined with job_key'
+                USING ERRCODE = 'PJ023';
+        END IF;
+        v_deps := ARRAY(SELECT DISTINCT d FROM unnest(depends_on) AS d WHERE d IS NOT NULL);
+        -- Hold the dependencies until commit: one finishing now waits for this job to
+        -- exist, so it either counts here as finished or finds this job to unblock.
+        PERFORM 1 FROM app_jobs.jobs AS j WHERE j.id = ANY(v_deps) ORDER BY j.id FOR SHARE;
+        v_pending := ARRAY(
+            SELECT j.id FROM app_jobs.jobs AS j
+            WHERE j.id = ANY(v_deps) AND (j.locked_at IS NOT NULL OR j.attempts < j.max_attempts)
+        );
+        -- A dependency that already stopped without completing: failed for good (still
+        -- in jobs), or failed / cancelled according to its latest history record.
+        SELECT f.id, f.status INTO v_failed, v_failed_status
+        FROM (
+            SELECT
+                d AS id,
+                CASE
+                    WHEN EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d) THEN 'failed'
+                    ELSE (
+                        SELECT h.status FROM app_jobs.job_history AS h
+                        WHERE h.job_id = d ORDER BY h.finished_at DESC, h.id DESC LIMIT 1
+                    )
+                END AS status
+            FROM unnest(v_deps) AS d
+            WHERE NOT d = ANY(v_pending)
+        ) AS f
+        WHERE f.status <> 'completed'
+        LIMIT 1;
+        SELECT d INTO v_missing FROM unnest(v_deps) AS d
+        WHERE NOT EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d)
+            AND NOT EXISTS (SELECT 1 FROM app_jobs.job_history AS h WHERE h.job_id = d)
+        LIMIT 1;
+        IF v_missing IS NOT NULL THEN
+            RAISE EXCEPTION 'depends_on names job %, which does not exist', v_missing
+                USING ERRCODE = 'PJ023',
+                HINT = 'A dependency must be a live job or one kept in job_history.';
+        END IF;
+
+        INSERT INTO app_jobs.jobs AS j (
+            database_id, task_identifier, payload, queue_name, run_at,
+            max_attempts, priority, timeout, origin, blocked_by
+        ) VALUES (
+            db_id, identifier, coalesce(payload, '{}'::json), queue_name,
+            coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), v_timeout,
+            add_job.origin, cardinality(v_pending)
+        ) RETURNING * INTO v_job;
+        INSERT INTO app_jobs.job_dependencies (job_id, depends_on)
+        SELECT v_job.id, d FROM unnest(v_pending) AS d;
+        IF v_failed IS NOT NULL THEN
+            RETURN app_jobs.cancel_dependent(v_job.id, v_failed, v_failed_status);
+        END IF;
+        RETURN v_job;
+    END IF;
+
+    IF job_key IS NULL THEN
+        INSERT INTO app_jobs.jobs (
+            database_id, task_identifier, payload, queue_name, run_at,
+            max_attempts, priority, timeout, origin
+        ) VALUES (
+            db_id, identifier, coalesce(payload, '{}'::json), queue_name,
+            coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), v_timeout,
+            add_job.origin
+        ) RETURNING * INTO v_job;
+        RETURN v_job;
+    END IF;
+
+    -- unsafe_dedupe: whatever job holds the key (waiting or running) is the answer.
+    IF v_mode = 'unsafe_dedupe' THEN
+        LOOP
+            INSERT INTO app_jobs.jobs AS j (
+                database_id, task_identifier, payload, queue_name, run_at,
+                max_attempts, priority, key, timeout, origin
+            ) VALUES (
+                db_id, identifier, coalesce(payload, '{}'::json), queue_name,
+                coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), job_key,
+                v_timeout, add_job.origin
+            )
+            ON CONFLICT (key) DO NOTHING
+            RETURNING * INTO v_job;
+            IF FOUND THEN
+                RETURN v_job;
+            END IF;
+            SELECT * INTO v_job FROM app_jobs.jobs AS j WHERE j.key = job_key;
+            IF FOUND THEN
+                RETURN v_job;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- A waiting job with this key is replaced; a running one keeps running
+    -- without its key (and without retries) while a new job takes the key.
+    -- The loop covers the races where another session moves the key between
+    -- our statements: every pass either returns or strips a running job.
+    LOOP
+        INSERT INTO app_jobs.jobs AS j (
+            database_id, task_identifier, payload, queue_name, run_at,
+            max_attempts, priority, key, timeout, origin
+        ) VALUES (
+            db_id, identifier, coalesce(payload, '{}'::json), queue_name,
+            coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), job_key,
+            v_timeout, add_job.origin
+        )
+        ON CONFLICT (key) DO UPDATE SET
+            database_id = excluded.database_id,
+            task_identifier = excluded.task_identifier,
+            payload = excluded.payload,
+            queue_name = excluded.queue_name,
+            run_at = CASE WHEN v_mode = 'preserve_run_at' THEN j.run_at ELSE excluded.run_at END,
+            max_attempts = excluded.max_attempts,
+            priority = excluded.priority,
+            timeout = excluded.timeout,
+            origin = excluded.origin,
+            attempts = 0,
+            last_error = NULL,
+            progress = NULL,
+            stage = NULL
+        WHERE j.locked_at IS NULL
+        RETURNING * INTO v_job;
+
+        IF FOUND THEN
+            RETURN v_job;
+        END IF;
+
+        UPDATE app_jobs.jobs AS j
+        SET key = NULL, attempts = j.max_attempts
+        WHERE j.key = job_key AND j.locked_at IS NOT NULL;
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.add_job IS
+'Enqueue a job; with job_key, replace (or keep, per job_key_mode) the job holding the key';
+
+-- sql/src/120_get_jobs.sql
+-- Claim up to batch_size available jobs for a worker, within each named queue's
+-- concurrency (one at a time unless queue_settings says more) and each task's rate limit.
+CREATE OR REPLACE FUNCTION app_jobs.get_jobs(
+    worker_id text,
+    task_identifiers text[] DEFAULT NULL,
+    job_expiry interval DEFAULT '4 hours',
+    batch_size integer DEFAULT 1
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_now timestamptz := now();
+    v_expiry interval := coalesce(job_expiry, interval '4 hours');
+    v_expired timestamptz := now() - v_expiry;
+    v_clock timestamptz := clock_timestamp();
+    v_bucket record;
+    v_tokens double precision;
+    v_allow jsonb;
+BEGIN
+    PERFORM app_jobs.check_worker_id(worker_id);
+    IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'batch_size must be 1 to 10000, got %',
+            coalesce(batch_size::text, 'NULL')
+            USING ERRCODE = 'PJ006';
+    END IF;
+
+    PERFORM app_jobs.end_cancelled_claims(ARRAY(
+        SELECT e.id FROM app_jobs.jobs AS e
+        WHERE e.locked_at < v_expired AND e.cancel_requested_at IS NOT NULL
+            AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+    ));
+    -- Locks older than job_expiry whose holder never registered (no heartbeat to go
+    -- by) belong to workers presumed dead: free them. Registered workers' jobs are
+    -- freed by reap_dead_workers when their heartbeat stops.
+    UPDATE app_jobs.jobs AS j
+    SET locked_at = NULL, locked_by = NULL
+    WHERE j.id IN (
+        SELECT e.id FROM app_jobs.jobs AS e
+        WHERE e.locked_at < v_expired AND e.attempts < e.max_attempts
+            AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+        FOR UPDATE SKIP LOCKED
+    );
+
+    -- Rate-limited tasks: refill each token bucket and note how many starts it allows.
+    -- The rows stay locked (in task order) until commit, so claimers of a limited task
+    -- take turns and the limit holds across any number of workers.
+    FOR v_bucket IN
+        SELECT ts.*
+        FROM app_jobs.task_settings AS ts
+        WHERE ts.rate_limit IS NOT NULL
+            AND (task_identifiers IS NULL OR ts.task_identifier = ANY(task_identifiers))
+        ORDER BY ts.task_identifier
+        FOR UPDATE
+    LOOP
+        v_tokens := least(
+            coalesce(v_bucket.rate_burst, v_bucket.rate_limit),
+            coalesce(v_bucket.tokens, 0)
+            + greatest(extract(EPOCH FROM v_clock - v_bucket.refilled_at), 0)
+            / extract(EPOCH FROM v_bucket.rate_interval) * v_bucket.rate_limit
+        );
+        UPDATE app_jobs.task_settings AS ts
+        SET tokens = v_tokens, refilled_at = greatest(ts.refilled_at, v_clock)
+        WHERE ts.task_identifier = v_bucket.task_identifier;
+        v_allow := coalesce(v_allow, '{}'::jsonb)
+            || jsonb_build_object(v_bucket.task_identifier, floor(v_tokens)::integer);
+    END LOOP;
+
+    -- Lock order, shared by every function here: job rows first, then queue rows in
+    -- name order. Locking a queue row before its jobs could deadlock with add_job,
+    -- which holds a job row when its trigger counts the job into the queue.
+    RETURN QUERY
+    WITH task_groups AS (
+        -- One group for the tasks without a rate limit (up to the whole batch), one per
+        -- rate-limited task with tokens left (up to its tokens), so a limited task
+        -- cannot crowd the others out of a batch.
+        SELECT NULL::text AS task, batch_size AS cap
+        UNION ALL
+        SELECT a.key, least(a.value::integer, batch_size)
+        FROM jsonb_each_text(coalesce(v_allow, '{}'::jsonb)) AS a
+        WHERE a.value::integer > 0
+    ),
+
+    locked AS (
+        SELECT c.*
+        FROM task_groups AS g
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.queue_name, j.task_identifier, j.priority, j.run_at
+            FROM app_jobs.jobs AS j
+            WHERE j.is_available
+                AND j.run_at <= v_now
+                AND (task_identifiers IS NULL OR j.task_identifier = ANY(task_identifiers))
+                AND CASE
+                    WHEN g.task IS NULL THEN v_allow IS NULL OR NOT v_allow ? j.task_identifier
+                    ELSE j.task_identifier = g.task
+                END
+                AND (
+                    j.queue_name IS NULL
+                    OR EXISTS (
+                        SELECT 1
+                        FROM app_jobs.job_queues AS q
+                        WHERE q.queue_name = j.queue_name
+                            AND q.running_count < app_jobs.queue_concurrency(q.queue_name)
+                            -- Among the first free-slot jobs of its queue: never overtake
+                            -- an earlier job whose row another session holds for a moment.
+                            AND (
+                                SELECT count(*)
+                                FROM (
+                                    SELECT 1
+                                    FROM app_jobs.jobs AS e
+                                    WHERE e.queue_name = j.queue_name
+                                        AND e.is_available
+                                        AND e.run_at <= v_now
+                                        AND (e.priority, e.run_at, e.id)
+                                        < (j.priority, j.run_at, j.id)
+                                    LIMIT app_jobs.queue_concurrency(q.queue_name)
+                                    - q.running_count
+                                ) AS earlier
+                            ) < app_jobs.queue_concurrency(q.queue_name) - q.running_count
+                    )
+                )
+            ORDER BY j.priority, j.run_at, j.id
+            LIMIT g.cap
+            FOR UPDATE OF j SKIP LOCKED
+        ) AS c
+    ),
+
+    candidates AS (
+        SELECT l.id, l.queue_name, l.task_identifier, l.priority, l.run_at
+        FROM locked AS l
+        ORDER BY l.priority, l.run_at, l.id
+        LIMIT batch_size
+    ),
+
+    -- The queues that still have free slots once locked (the lock re-reads the row).
+    free_queues AS (
+        SELECT
+            q.queue_name,
+            app_jobs.queue_concurrency(q.queue_name) - q.running_count AS free_slots
+        FROM app_jobs.job_queues AS q
+        WHERE q.queue_name IN (SELECT c.queue_name FROM candidates AS c)
+            AND q.running_count < app_jobs.queue_concurrency(q.queue_name)
+        ORDER BY q.queue_name
+        FOR UPDATE SKIP LOCKED
+    ),
+
+    ranked AS (
+        SELECT
+            c.id,
+            c.queue_name,
+            c.task_identifier,
+            row_number() OVER (
+                PARTITION BY c.queue_name ORDER BY c.priority, c.run_at, c.id
+            ) AS queue_rank,
+            row_number() OVER (
+                PARTITION BY c.task_identifier ORDER BY c.priority, c.run_at, c.id
+            ) AS task_rank
+        FROM candidates AS c
+    ),
+
+    chosen AS (
+        SELECT r.id, r.queue_name, r.task_identifier
+        FROM ranked AS r
+        LEFT JOIN free_queues AS fq ON r.queue_name = fq.queue_name
+        WHERE (r.queue_name IS NULL OR r.queue_rank <= fq.free_slots)
+            AND (
+                v_allow IS NULL
+                OR NOT v_allow ? r.task_identifier
+                OR r.task_rank <= (v_allow ->> r.task_identifier)::integer
+            )
+    ),
+
+    locked_queues AS (
+        UPDATE app_jobs.job_queues AS q
+        SET locked_by = worker_id, locked_at = v_now
+        WHERE q.queue_name IN (SELECT c.queue_name FROM chosen AS c)
+        RETURNING q.queue_name
+    ),
+
+    spent_tokens AS (
+        UPDATE app_jobs.task_settings AS ts
+        SET tokens = ts.tokens - n.started
+        FROM (
+            SELECT c.task_identifier, count(*) AS started
+            FROM chosen AS c
+            GROUP BY c.task_identifier
+        ) AS n
+        WHERE ts.task_identifier = n.task_identifier AND ts.rate_limit IS NOT NULL
+        RETURNING ts.task_identifier
+    ),
+
+    claimed AS (
+        UPDATE app_jobs.jobs AS j
+        SET
+            attempts = j.attempts + 1, locked_by = worker_id, locked_at = v_now,
+            progress = NULL, stage = NULL
+        FROM chosen AS c
+        WHERE j.id = c.id
+        RETURNING j.*
+    )
+
+    -- locked_queues and spent_tokens run to completion although nothing reads them.
+    SELECT cl.*
+    FROM claimed AS cl
+    ORDER BY cl.priority, cl.run_at, cl.id;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.get_jobs IS
+'Claim up to batch_size jobs (one per named queue) for worker_id';
+
+DROP FUNCTION app_jobs.record_history(
+    app_jobs.jobs, text, text, timestamptz, jsonb, jsonb
+);
+
+-- sql/src/125_job_stopped.sql
+-- Everything that follows a job reaching a final state (completed, failed for good,
+-- cancelled): its history row, the jobs:stopped event, its dependents (unblocked, or
+-- cancelled when it did not complete) and its bundle. The caller holds the job's row
+-- and its bundle's row.
+CREATE FUNCTION app_jobs.job_stopped(
+    p_job app_jobs.jobs,
+    p_status text,
+    p_worker_id text,
+    p_started_at timestamptz,
+    p_result jsonb DEFAULT NULL,
+    p_error_data jsonb DEFAULT NULL
+) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_dependent bigint;
+BEGIN
+    IF app_jobs.setting('history') <> 'off' THEN
+        INSERT INTO app_jobs.job_history (
+            job_id, database_id, task_identifier, queue_name, key, payload, priority,
+            status, attempts, max_attempts, result, last_error, error_data, worker_id,
+            created_at, started_at, origin, bundle_id
+        ) VALUES (
+            p_job.id, p_job.database_id, p_job.task_identifier, p_job.queue_name, p_job.key,
+            p_job.payload, p_job.priority, p_status, p_job.attempts, p_job.max_attempts,
+            p_result, p_job.last_error, p_error_data, p_worker_id,
+            p_job.created_at, p_started_at, p_job.origin, p_job.bundle_id
+        );
+    END IF;
+    PERFORM app_jobs.notify_job_stopped(p_job, p_status, FALSE);
+
+    IF p_status = 'completed' THEN
+        UPDATE app_jobs.jobs AS j
+        SET blocked_by = j.blocked_by - 1
+        WHERE j.id IN (
+            SELECT d.job_id FROM app_jobs.job_dependencies AS d WHERE d.depends_on = p_job.id
+        );
+        DELETE FROM app_jobs.job_dependencies AS d WHERE d.depends_on = p_job.id;
+    ELSE
+        FOR v_dependent IN
+            SELECT d.job_id FROM app_jobs.job_dependencies AS d
+            WHERE d.depends_on = p_job.id
+            ORDER BY d.job_id
+        LOOP
+            PERFORM app_jobs.cancel_dependent(v_dependent, p_job.id, p_status);
+        END LOOP;
+    END IF;
+
+    IF p_job.bundle_id IS NOT NULL THEN
+        PERFORM app_jobs.bundle_job_stopped(p_job.bundle_id, p_status);
+    END IF;
+END;
+$$;
+
+-- Tell listeners on jobs:stopped that a job stopped: ids and names only, never payload.
+CREATE FUNCTION app_jobs.notify_job_stopped(
+    p_job app_jobs.jobs,
+    p_outcome text,
+    p_will_retry boolean
+) RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT pg_catalog.pg_notify(
+        'jobs:stopped',
+        json_build_object(
+            'id', p_job.id, 'task', p_job.task_identifier, 'outcome', p_outcome,
+            'will_retry', p_will_retry, 'bundle_id', p_job.bundle_id,
+            'origin', left(p_job.origin, 256)
+        )::text
+    );
+$$;
+
+-- Cancel a job waiting on a dependency that failed or was cancelled; returns its row.
+CREATE FUNCTION app_jobs.cancel_dependent(
+    p_job_id bigint,
+    p_dependency_id bigint,
+    p_dependency_status text
+) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+BEGIN
+    DELETE FROM app_jobs.job_dependencies AS d WHERE d.job_id = p_job_id;
+    DELETE FROM app_jobs.jobs AS j WHERE j.id = p_job_id RETURNING * INTO v_job;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    v_job.last_error := format('dependency %s %s', p_dependency_id, p_dependency_status);
+    PERFORM app_jobs.lock_bundles(ARRAY[v_job.bundle_id]);
+    PERFORM app_jobs.job_stopped(
+        v_job, 'cancelled', NULL, NULL, NULL,
+        jsonb_build_object(
+            'reason', 'dependency', 'dependency_id', p_dependency_id,
+            'dependency_status', p_dependency_status
+        )
+    );
+    RETURN v_job;
+END;
+$$;
+
+-- sql/src/130_finish_claim.sql
+-- End one claim, fenced by (job id, worker, attempt): completed or cancelled jobs leave
+-- the table, failed ones retry after retry_delay (from p_failed_at) until max_attempts. A
+-- worker that no longer holds the claim changes nothing and gets NULL.
+CREATE OR REPLACE FUNCTION app_jobs.finish_claim(
+    p_worker_id text,
+    p_job_id bigint,
+    p_attempt integer,
+    p_outcome text,
+    p_error text DEFAULT NULL,
+    p_error_data jsonb DEFAULT NULL,
+    p_result jsonb DEFAULT NULL,
+    p_failed_at timestamptz DEFAULT now()
+) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+    v_started_at timestamptz;
+BEGIN
+    SELECT * INTO v_job
+    FROM app_jobs.jobs AS j
+    WHERE j.id = p_job_id
+        AND j.locked_by = p_worker_id
+        AND (p_attempt IS NULL OR j.attempts = p_attempt)
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    v_started_at := v_job.locked_at;
+    PERFORM app_jobs.lock_bundles(ARRAY[v_job.bundle_id]);
+
+    IF p_outcome = 'completed' THEN
+        DELETE FROM app_jobs.jobs AS j WHERE j.id = p_job_id RETURNING * INTO v_job;
+        PERFORM app_jobs.job_stopped(
+            v_job, 'completed', p_worker_id, v_started_at, p_result
+        );
+    ELSIF p_outcome = 'cancelled' OR v_job.cancel_requested_at IS NOT NULL THEN
+        -- A cancelled job is never retried, whatever its handler did.
+        DELETE FROM app_jobs.jobs AS j WHERE j.id = p_job_id RETURNING * INTO v_job;
+        v_job.last_error := coalesce(p_error, 'cancelled');
+        PERFORM app_jobs.job_stopped(
+            v_job, 'cancelled', p_worker_id, v_started_at, NULL, p_error_data
+        );
+    ELSE
+        UPDATE app_jobs.jobs AS j
+        SET
+            last_error = p_error,
+            run_at = greatest(p_failed_at, j.run_at)
+            + app_jobs.retry_delay(j.task_identifier, j.attempts),
+            locked_by = NULL,
+            locked_at = NULL
+        WHERE j.id = p_job_id
+        RETURNING * INTO v_job;
+        IF v_job.attempts >= v_job.max_attempts THEN
+            PERFORM app_jobs.job_stopped(
+                v_job, 'failed', p_worker_id, v_started_at, NULL, p_error_data
+            );
+        ELSE
+            PERFORM app_jobs.notify_job_stopped(v_job, 'failed', TRUE);
+        END IF;
+    END IF;
+    -- The queue's running count (and its lock holder, once none runs) follows the job
+    -- row through the _500_move_job_queue_count trigger.
+    RETURN v_job;
+END;
+$$;
+
+-- What a finished claim's row says happened: completed, retrying, failed or cancelled.
+CREATE OR REPLACE FUNCTION app_jobs.claim_status(p_job app_jobs.jobs, p_outcome text) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE
+        WHEN p_job.id IS NULL THEN 'fenced'
+        WHEN p_outcome = 'completed' THEN 'completed'
+        WHEN p_outcome = 'cancelled' OR p_job.cancel_requested_at IS NOT NULL THEN 'cancelled'
+        WHEN p_job.attempts >= p_job.max_attempts THEN 'failed'
+        ELSE 'retrying'
+    END;
+$$;
+
+-- sql/src/133_finish_jobs.sql
+-- Record a worker's batch of outcomes in one transaction. Each element of outcomes is
+-- {"id", "attempt", "outcome": completed|failed|cancelled (default: failed when there is
+-- an error), "error", "error_data", "result"}; a claim the worker no longer holds (job
+-- id, worker, attempt) is 'fenced'.
+CREATE OR REPLACE FUNCTION app_jobs.finish_jobs(
+    worker_id text,
+    outcomes jsonb
+) RETURNS TABLE (job_id bigint, attempt integer, status text)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_bad jsonb;
+    v_item record;
+    v_job app_jobs.jobs;
+BEGIN
+    PERFORM app_jobs.check_worker_id(worker_id);
+    IF jsonb_typeof(outcomes) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'outcomes must be a JSON array, got %',
+            coalesce(jsonb_typeof(outcomes), 'NULL')
+            USING ERRCODE = 'PJ016';
+    END IF;
+    SELECT e INTO v_bad
+    FROM jsonb_array_elements(outcomes) AS e
+    WHERE jsonb_typeof(e) IS DISTINCT FROM 'object'
+        OR coalesce(e ->> 'id', '') !~ '^\d{1,18}$'
+        OR coalesce(e ->> 'attempt', '0') !~ '^\d{1,9}$'
+        OR coalesce(e ->> 'outcome', 'completed') NOT IN ('completed', 'failed', 'cancelled')
+        OR (e ? 'error' AND jsonb_typeof(e -> 'error') NOT IN ('string', 'null'))
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'bad outcome %', v_bad
+            USING ERRCODE = 'PJ016',
+            HINT = 'each outcome is {"id": number, "attempt": number, "outcome": '
+            || '"completed"|"failed"|"cancelled", "error": text, "error_data": json, '
+            || '"result": json}';
+    END IF;
+
+    -- Lock order shared with get_jobs and add_job: every job row first, then bundle
+    -- rows, then queue rows in name order, so a batch cannot deadlock with either.
+    PERFORM 1
+    FROM app_jobs.jobs AS j
+    WHERE j.id IN (SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(outcomes) AS e)
+        AND j.locked_by = finish_jobs.worker_id
+    ORDER BY j.id
+    FOR UPDATE;
+    PERFORM app_jobs.lock_bundles(ARRAY(
+        SELECT j.bundle_id FROM app_jobs.jobs AS j
+        WHERE j.id IN (SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(outcomes) AS e)
+            AND j.locked_by = finish_jobs.worker_id AND j.bundle_id IS NOT NULL
+    ));
+
+    FOR v_item IN
+        SELECT
+            (o.e ->> 'id')::bigint AS id,
+            (o.e ->> 'attempt')::integer AS attempt,
+            coalesce(
+                o.e ->> 'outcome',
+                CASE WHEN o.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
+            ) AS outcome,
+            o.e ->> 'error' AS error,
+            nullif(o.e -> 'error_data', 'null'::jsonb) AS error_data,
+            nullif(o.e -> 'result', 'null'::jsonb) AS result
+        FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS o (e, n)
+        LEFT JOIN app_jobs.jobs AS j ON (o.e ->> 'id')::bigint = j.id
+        ORDER BY j.queue_name NULLS FIRST, o.n
+    LOOP
+        v_job := app_jobs.finish_claim(
+            worker_id, v_item.id, v_item.attempt, v_item.outcome,
+            v_item.error, v_item.error_data, v_item.result
+        );
+        job_id := v_item.id;
+        attempt := v_item.attempt;
+        status := app_jobs.claim_status(v_job, v_item.outcome);
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.finish_jobs IS
+'Worker batch: complete, fail or cancel each claim the worker still holds; others are fenced';
+
+-- sql/src/135_cancel_job.sql
+-- Cancel a job: a waiting one ends now; a running one gets a cancel request its worker
+-- acts on. Returns the job's status afterwards, NULL when there is no such job.
+CREATE OR REPLACE FUNCTION app_jobs.cancel_job(job_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+BEGIN
+    SELECT * INTO v_job FROM app_jobs.jobs AS j WHERE j.id = cancel_job.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF v_job.locked_at IS NOT NULL THEN
+        UPDATE app_jobs.jobs AS j
+        SET cancel_requested_at = coalesce(j.cancel_requested_at, now())
+        WHERE j.id = v_job.id;
+        PERFORM pg_catalog.pg_notify('jobs:cancel', v_job.id::text);
+        RETURN 'cancelling';
+    END IF;
+    IF v_job.attempts >= v_job.max_attempts THEN
+        RETURN 'failed';
+    END IF;
+    PERFORM app_jobs.lock_bundles(ARRAY[v_job.bundle_id]);
+    DELETE FROM app_jobs.job_dependencies AS d WHERE d.job_id = v_job.id;
+    DELETE FROM app_jobs.jobs AS j WHERE j.id = v_job.id RETURNING * INTO v_job;
+    v_job.last_error := 'cancelled';
+    PERFORM app_jobs.job_stopped(v_job, 'cancelled', NULL, NULL);
+    RETURN 'cancelled';
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.cancel_job IS
+'Cancel a waiting job now, or ask the worker running it to stop; never retried';
+
+-- sql/src/136_end_cancelled_claims.sql
+-- Claims being handed back whose job was asked to cancel end cancelled instead of
+-- returning to the queue (a cancelled job never runs again). Returns how many ended.
+CREATE OR REPLACE FUNCTION app_jobs.end_cancelled_claims(p_job_ids bigint[]) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+    v_count integer := 0;
+BEGIN
+    IF cardinality(p_job_ids) IS NULL OR cardinality(p_job_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    -- Job rows first, then bundles, then queues in name order (as everywhere).
+    PERFORM 1 FROM app_jobs.jobs AS j
+    WHERE j.id = ANY(p_job_ids)
+    ORDER BY j.id
+    FOR UPDATE;
+    PERFORM app_jobs.lock_bundles(ARRAY(
+        SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.id = ANY(p_job_ids)
+    ));
+    FOR v_job IN
+        SELECT * FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(p_job_ids)
+            AND j.locked_by IS NOT NULL
+            AND j.cancel_requested_at IS NOT NULL
+        ORDER BY j.queue_name NULLS FIRST, j.id
+    LOOP
+        PERFORM app_jobs.finish_claim(v_job.locked_by, v_job.id, NULL, 'cancelled');
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END;
+$$;
+
+-- sql/src/137_retry_delay.sql
+-- How long a task's job waits after failed attempt number p_attempts: the task's retry
+-- policy (task_settings), else the seed's exp(least(attempts, 10)) seconds.
+CREATE FUNCTION app_jobs.retry_delay(p_task text, p_attempts integer) RETURNS interval
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_policy app_jobs.task_settings;
+    v_seconds double precision;
+    v_base double precision;
+BEGIN
+    SELECT * INTO v_policy FROM app_jobs.task_settings AS ts
+    WHERE ts.task_identifier = p_task;
+    v_base := coalesce(extract(EPOCH FROM v_policy.retry_base), 1);
+    IF v_policy.task_identifier IS NULL OR v_policy.retry_kind = 'exponential' AND v_policy.retry_base IS NULL THEN
+        v_seconds := exp(least(p_attempts, 10));
+    ELSIF v_policy.retry_kind = 'exponential' THEN
+        v_seconds := v_base * power(2, least(greatest(p_attempts, 1) - 1, 60));
+    ELSIF v_policy.retry_kind = 'linear' THEN
+        v_seconds := v_base * greatest(p_attempts, 1);
+    ELSIF v_policy.retry_kind = 'fixed' THEN
+        v_seconds := v_base;
+    ELSE
+        v_seconds := coalesce(extract(EPOCH FROM v_policy.retry_delays[
+            least(greatest(p_attempts, 1), cardinality(v_policy.retry_delays))
+        ]), 0);
+    END IF;
+    IF v_policy.retry_cap IS NOT NULL THEN
+        v_seconds := least(v_seconds, extract(EPOCH FROM v_policy.retry_cap));
+    END IF;
+    IF v_policy.retry_jitter > 0 THEN
+        v_seconds := v_seconds * (1 + v_policy.retry_jitter * (2 * random() - 1));
+    END IF;
+    -- Seconds, computed in floating point so a long schedule cannot overflow an
+    -- interval; anything beyond a century is a century.
+    RETURN make_interval(secs => least(v_seconds, 100 * 365.25 * 86400));
+END;
+$$;
+
+-- sql/src/138_stop_jobs.sql
+-- End jobs by hand (admin functions): p_status completed or cancelled deletes them,
+-- failed keeps them with their attempts used up; each goes through job_stopped
+-- (history, events, dependents, bundle). Jobs a live worker holds are skipped; a job
+-- that had already failed for good is only deleted (it stopped once already).
+CREATE FUNCTION app_jobs.stop_jobs(
+    p_job_ids bigint[],
+    p_status text,
+    p_error text DEFAULT NULL
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+    v_stopped_before boolean;
+BEGIN
+    -- Job rows first, then bundles, then queues in name order (as everywhere).
+    PERFORM 1 FROM app_jobs.jobs AS j
+    WHERE j.id = ANY(p_job_ids)
+    ORDER BY j.id
+    FOR UPDATE;
+    PERFORM app_jobs.lock_bundles(ARRAY(
+        SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.id = ANY(p_job_ids)
+    ));
+    FOR v_job IN
+        SELECT * FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(p_job_ids)
+            AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
+        ORDER BY j.queue_name NULLS FIRST, j.id
+    LOOP
+        v_stopped_before := v_job.locked_at IS NULL AND v_job.attempts >= v_job.max_attempts;
+        IF p_status = 'failed' THEN
+            CONTINUE WHEN v_stopped_before;
+            UPDATE app_jobs.jobs AS j
+            SET last_error = p_error, attempts = j.max_attempts, locked_at = NULL, locked_by = NULL
+            WHERE j.id = v_job.id
+            RETURNING * INTO v_job;
+        ELSE
+            DELETE FROM app_jobs.job_dependencies AS d WHERE d.job_id = v_job.id;
+            DELETE FROM app_jobs.jobs AS j WHERE j.id = v_job.id RETURNING * INTO v_job;
+            v_job.last_error := coalesce(p_error, v_job.last_error);
+        END IF;
+        IF NOT v_stopped_before THEN
+            PERFORM app_jobs.job_stopped(v_job, p_status, NULL, NULL);
+        END IF;
+        RETURN NEXT v_job;
+    END LOOP;
+END;
+$$;
+
+-- sql/src/140_complete_jobs.sql
+-- Remove jobs by id as done, skipping jobs a live worker holds.
+CREATE OR REPLACE FUNCTION app_jobs.complete_jobs(job_ids bigint[]) RETURNS SETOF app_jobs.jobs
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT * FROM app_jobs.stop_jobs(job_ids, 'completed');
+$$;
+
+COMMENT ON FUNCTION app_jobs.complete_jobs IS
+'Admin: delete jobs by id unless a worker holds them';
+
+-- sql/src/141_permanently_fail_jobs.sql
+-- Mark jobs by id as failed for good, skipping jobs a live worker holds.
+CREATE OR REPLACE FUNCTION app_jobs.permanently_fail_jobs(
+    job_ids bigint[],
+    error_message text DEFAULT NULL
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT * FROM app_jobs.stop_jobs(
+        job_ids, 'failed', coalesce(error_message, 'Manually marked as failed')
+    );
+$$;
+
+COMMENT ON FUNCTION app_jobs.permanently_fail_jobs IS
+'Admin: stop jobs from ever running again, keeping them for inspection';
+
+-- sql/src/143_remove_job.sql
+-- Delete the job with a key, or strip the key from it if a worker holds it.
+CREATE OR REPLACE FUNCTION app_jobs.remove_job(job_key text) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+BEGIN
+    SELECT * INTO v_job FROM app_jobs.stop_jobs(
+        ARRAY(SELECT j.id FROM app_jobs.jobs AS j WHERE j.key = job_key), 'cancelled', 'removed'
+    );
+    IF v_job.id IS NOT NULL THEN
+        RETURN v_job;
+    END IF;
+
+    -- Running: let it finish, but never retry it and free its key.
+    UPDATE app_jobs.jobs AS j
+    SET key = NULL, attempts = j.max_attempts
+    WHERE j.key = job_key
+    RETURNING * INTO v_job;
+    RETURN v_job;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.remove_job IS
+'Remove the job that has job_key; a running one is only stopped from retrying';
+
+-- sql/src/161_manage_jobs.sql
+-- Jobs waiting to run (now or later), in claim order.
+CREATE OR REPLACE FUNCTION app_jobs.waiting_jobs(
+    task_identifiers text[] DEFAULT NULL,
+    max_rows integer DEFAULT 100
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE sql STABLE
+AS $$
+    SELECT j.*
+    FROM app_jobs.jobs AS j
+    WHERE j.is_available
+        AND (task_identifiers IS NULL OR j.task_identifier = ANY(task_identifiers))
+    ORDER BY j.priority, j.run_at, j.id
+    LIMIT max_rows;
+$$;
+
+COMMENT ON FUNCTION app_jobs.waiting_jobs IS 'Admin: jobs waiting to run, in claim order';
+
+-- Jobs that failed for good (attempts used up), newest first.
+CREATE OR REPLACE FUNCTION app_jobs.failed_jobs(
+    task_identifiers text[] DEFAULT NULL,
+    max_rows integer DEFAULT 100
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE sql STABLE
+AS $$
+    SELECT j.*
+    FROM app_jobs.jobs AS j
+    WHERE j.locked_at IS NULL AND j.attempts >= j.max_attempts
+        AND (task_identifiers IS NULL OR j.task_identifier = ANY(task_identifiers))
+    ORDER BY j.updated_at DESC, j.id DESC
+    LIMIT max_rows;
+$$;
+
+COMMENT ON FUNCTION app_jobs.failed_jobs IS 'Admin: permanently failed jobs, newest first';
+
+-- Raise PJ020 when a job is running: management functions leave those to their worker.
+CREATE OR REPLACE FUNCTION app_jobs.check_not_running(p_job app_jobs.jobs) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF p_job.locked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'job % is running (held by %); cancel it instead',
+            p_job.id, p_job.locked_by
+            USING ERRCODE = 'PJ020';
+    END IF;
+END;
+$$;
+
+-- Give a failed or retrying job a fresh set of attempts, to run now (its past errors
+-- stay in job_history).
+CREATE OR REPLACE FUNCTION app_jobs.retry_job(job_id bigint) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+BEGIN
+    SELECT * INTO v_job FROM app_jobs.jobs AS j WHERE j.id = retry_job.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    PERFORM app_jobs.check_not_running(v_job);
+    UPDATE app_jobs.jobs AS j
+    SET attempts = 0, run_at = now(), last_error = NULL
+    WHERE j.id = v_job.id
+    RETURNING * INTO v_job;
+    RETURN v_job;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.retry_job IS
+'Admin: reset a failed or retrying job (attempts 0, run now); PJ020 if it is running';
+
+-- Delete one job that is not running; returns it (NULL when there is none).
+CREATE OR REPLACE FUNCTION app_jobs.delete_job(job_id bigint) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+BEGIN
+    SELECT * INTO v_job FROM app_jobs.jobs AS j WHERE j.id = delete_job.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    PERFORM app_jobs.check_not_running(v_job);
+    SELECT * INTO v_job FROM app_jobs.stop_jobs(ARRAY[v_job.id], 'cancelled', 'deleted');
+    RETURN v_job;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.delete_job IS
+'Admin: delete one job unless it is running (PJ020); it counts as cancelled';
+
+-- Delete finished work older than older_than: history rows and permanently failed jobs.
+CREATE OR REPLACE FUNCTION app_jobs.delete_finished_jobs(
+    older_than interval DEFAULT '0'
+) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_history integer;
+    v_failed integer;
+BEGIN
+    DELETE FROM app_jobs.job_history AS h
+    WHERE h.finished_at <= now() - coalesce(older_than, interval '0');
+    GET DIAGNOSTICS v_history = ROW_COUNT;
+    DELETE FROM app_jobs.jobs AS j
+    WHERE j.locked_at IS NULL AND j.attempts >= j.max_attempts
+        AND j.updated_at <= now() - coalesce(older_than, interval '0');
+    GET DIAGNOSTICS v_failed = ROW_COUNT;
+    RETURN v_history + v_failed;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.delete_finished_jobs IS
+'Admin: delete history and permanently failed jobs finished before now() - older_than';
+
+-- sql/src/150_workers.sql
+-- Register (or re-register) a worker process; it must then heartbeat every interval.
+CREATE OR REPLACE FUNCTION app_jobs.register_worker(
+    worker_id text,
+    host text DEFAULT NULL,
+    pid integer DEFAULT NULL,
+    tasks text[] DEFAULT NULL,
+    heartbeat_interval interval DEFAULT '5 seconds'
+) RETURNS app_jobs.workers
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_worker app_jobs.workers;
+BEGIN
+    PERFORM app_jobs.check_worker_id(worker_id);
+    IF length(worker_id) > 256 THEN
+        RAISE EXCEPTION 'worker_id must be at most 256 characters, got %', length(worker_id)
+            USING ERRCODE = 'PJ005';
+    END IF;
+    IF heartbeat_interval IS NULL OR heartbeat_interval <= interval '0' THEN
+        RAISE EXCEPTION 'heartbeat_interval must be positive, got %',
+            coalesce(heartbeat_interval::text, 'NULL')
+            USING ERRCODE = 'PJ018';
+    END IF;
+    INSERT INTO app_jobs.workers AS w (id, host, pid, tasks, heartbeat_interval)
+    VALUES (worker_id, host, pid, tasks, heartbeat_interval)
+    ON CONFLICT (id) DO UPDATE SET
+        host = excluded.host,
+        pid = excluded.pid,
+        tasks = excluded.tasks,
+        heartbeat_interval = excluded.heartbeat_interval,
+        last_heartbeat = now()
+    RETURNING * INTO v_worker;
+    RETURN v_worker;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.register_worker IS
+'Register a worker process (id, host, pid, tasks) and the interval it heartbeats at';
+
+-- A worker's sign of life; returns the claims it still holds and which must stop.
+-- PJ019 when the worker is not registered (it was presumed dead and reaped).
+CREATE OR REPLACE FUNCTION app_jobs.worker_heartbeat(worker_id text)
+RETURNS TABLE (job_id bigint, attempt integer, cancel_requested boolean)
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM app_jobs.check_worker_id(worker_id);
+    UPDATE app_jobs.workers AS w SET last_heartbeat = now()
+    WHERE w.id = worker_heartbeat.worker_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'worker % is not registered (presumed dead and reaped?)', worker_id
+            USING ERRCODE = 'PJ019';
+    END IF;
+    RETURN QUERY
+    SELECT j.id, j.attempts, j.cancel_requested_at IS NOT NULL
+    FROM app_jobs.jobs AS j
+    WHERE j.locked_by = worker_heartbeat.worker_id
+    ORDER BY j.id;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.worker_heartbeat IS
+'Heartbeat: returns the jobs the worker holds and whether each was asked to cancel';
+
+-- A worker leaving cleanly: hand back what it holds and forget it.
+CREATE OR REPLACE FUNCTION app_jobs.unregister_worker(worker_id text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM app_jobs.release_jobs(worker_id);
+    DELETE FROM app_jobs.workers AS w WHERE w.id = unregister_worker.worker_id;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.unregister_worker IS
+'Release everything a stopping worker holds and remove its registration';
+
+-- Free the jobs of workers silent for dead_for: each running job counts a failed attempt
+-- (backoff from the last heartbeat), a cancel-requested one ends cancelled. Safe to run
+-- from every worker at once. PJ013 when dead_for is under 3 heartbeat intervals.
+CREATE OR REPLACE FUNCTION app_jobs.reap_dead_workers(dead_for interval DEFAULT '20 seconds')
+RETURNS TABLE (worker_id text, job_id bigint, status text)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_longest interval;
+    v_worker app_jobs.workers;
+    v_job app_jobs.jobs;
+    v_done app_jobs.jobs;
+    v_error text;
+BEGIN
+    SELECT max(w.heartbeat_interval) INTO v_longest FROM app_jobs.workers AS w;
+    IF dead_for IS NULL OR dead_for < 3 * coalesce(v_longest, interval '0')
+        OR dead_for <= interval '0' THEN
+        RAISE EXCEPTION 'dead_for must be positive and at least 3 heartbeat intervals, got %',
+            coalesce(dead_for::text, 'NULL')
+            USING ERRCODE = 'PJ013',
+            DETAIL = format(
+                'The longest heartbeat interval of a registered worker is %s.',
+                coalesce(v_longest::text, 'none')
+            );
+    END IF;
+
+    FOR v_worker IN
+        SELECT * FROM app_jobs.workers AS w
+        WHERE w.last_heartbeat < now() - dead_for
+        ORDER BY w.id
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        v_error := format(
+            'worker %s stopped heartbeating at %s (presumed dead)',
+            v_worker.id, v_worker.last_heartbeat
+        );
+        -- Job rows first, then bundles, then queues in name order (as everywhere).
+        PERFORM 1 FROM app_jobs.jobs AS j
+        WHERE j.locked_by = v_worker.id
+        ORDER BY j.id
+        FOR UPDATE;
+        PERFORM app_jobs.lock_bundles(ARRAY(
+            SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.locked_by = v_worker.id
+        ));
+        FOR v_job IN
+            SELECT * FROM app_jobs.jobs AS j
+            WHERE j.locked_by = v_worker.id
+            ORDER BY j.queue_name NULLS FIRST, j.id
+        LOOP
+            v_done := app_jobs.finish_claim(
+                v_worker.id, v_job.id, NULL, 'failed', v_error,
+                jsonb_build_object(
+                    'reason', 'worker_dead', 'worker_id', v_worker.id,
+                    'last_heartbeat', v_worker.last_heartbeat
+                ),
+                NULL, v_worker.last_heartbeat
+            );
+            worker_id := v_worker.id;
+            job_id := v_job.id;
+            status := app_jobs.claim_status(v_done, 'failed');
+            RETURN NEXT;
+        END LOOP;
+        UPDATE app_jobs.job_queues AS q
+        SET locked_by = NULL, locked_at = NULL
+        WHERE q.locked_by = v_worker.id;
+        DELETE FROM app_jobs.workers AS w WHERE w.id = v_worker.id;
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.reap_dead_workers IS
+'Rescue the jobs of workers silent for dead_for (>= 3 heartbeat intervals)';
+
+-- sql/src/170_job_status_view.sql
+-- Every job with its lifecycle status: live jobs from app_jobs.jobs, finished ones from
+-- app_jobs.job_history (the latest record of each job no longer live).
+CREATE OR REPLACE VIEW app_jobs.job_status AS
+SELECT
+    j.id,
+    j.task_identifier,
+    j.queue_name,
+    j.key,
+    CASE
+        WHEN j.locked_at IS NOT NULL THEN 'running'
+        WHEN j.attempts >= j.max_attempts THEN 'failed'
+        WHEN j.attempts > 0 OR j.last_error IS NOT NULL THEN 'retrying'
+        WHEN j.blocked_by > 0 THEN 'blocked'
+        WHEN j.run_at > now() THEN 'scheduled'
+        ELSE 'waiting'
+    END AS status,
+    j.attempts,
+    j.max_attempts,
+    j.priority,
+    j.run_at,
+    j.progress,
+    j.stage,
+    j.cancel_requested_at IS NOT NULL AS cancel_requested,
+    j.last_error,
+    NULL::jsonb AS result,
+    j.locked_by AS worker_id,
+    j.created_at,
+    j.locked_at AS started_at,
+    NULL::timestamptz AS finished_at,
+    j.origin,
+    j.bundle_id
+FROM app_jobs.jobs AS j
+UNION ALL
+SELECT f.*
+FROM (
+    SELECT DISTINCT ON (h.job_id)
+        h.job_id AS id,
+        h.task_identifier,
+        h.queue_name,
+        h.key,
+        h.status,
+        h.attempts,
+        h.max_attempts,
+        h.priority,
+        NULL::timestamptz AS run_at,
+        NULL::integer AS progress,
+        NULL::text AS stage,
+        FALSE AS cancel_requested,
+        h.last_error,
+        h.result,
+        h.worker_id,
+        h.created_at,
+        h.started_at,
+        h.finished_at,
+        h.origin,
+        h.bundle_id
+    FROM app_jobs.job_history AS h
+    LEFT JOIN app_jobs.jobs AS live ON h.job_id = live.id
+    WHERE live.id IS NULL
+    ORDER BY h.job_id ASC, h.finished_at DESC, h.id DESC
+) AS f;
+
+COMMENT ON VIEW app_jobs.job_status IS
+'Each job once: waiting, scheduled, blocked, running, retrying, failed, cancelled, completed';
+
+-- sql/src/180_bundles.sql
+-- Lock bundle rows in id order: after job rows, before queue rows (the shared order).
+CREATE FUNCTION app_jobs.lock_bundles(p_bundle_ids bigint[]) RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT 1 FROM app_jobs.job_bundles AS b
+    WHERE b.id = ANY(p_bundle_ids)
+    ORDER BY b.id
+    FOR UPDATE;
+$$;
+
+-- Count one stopped job of a bundle (none for a NULL status); when it was the last (or
+-- the bundle is empty), stop the bundle: outcome,
+-- the follow-up job (payload: bundle id, outcome, counts, the follow-up's own payload)
+-- and a jobs:bundle_stopped event.
+CREATE FUNCTION app_jobs.bundle_job_stopped(
+    p_bundle_id bigint,
+    p_status text
+) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_bundle app_jobs.job_bundles;
+    v_outcome text;
+    v_followup app_jobs.jobs;
+BEGIN
+    UPDATE app_jobs.job_bundles AS b
+    SET
+        completed_count = b.completed_count
+        + (p_status IS NOT DISTINCT FROM 'completed')::integer,
+        failed_count = b.failed_count + (p_status IS NOT DISTINCT FROM 'failed')::integer,
+        cancelled_count = b.cancelled_count
+        + (p_status IS NOT DISTINCT FROM 'cancelled')::integer
+    WHERE b.id = p_bundle_id AND b.stopped_at IS NULL
+    RETURNING * INTO v_bundle;
+    IF NOT FOUND
+        OR v_bundle.completed_count + v_bundle.failed_count + v_bundle.cancelled_count
+        < v_bundle.job_count THEN
+        RETURN;
+    END IF;
+
+    v_outcome := CASE
+        WHEN v_bundle.completed_count = v_bundle.job_count THEN 'completed' ELSE 'failed'
+    END;
+    IF v_bundle.followup IS NOT NULL THEN
+        v_followup := app_jobs.add_job(
+            db_id := v_bundle.database_id,
+            identifier := v_bundle.followup ->> 'identifier',
+            payload := json_build_object(
+                'bundle_id', v_bundle.id,
+                'bundle_type', v_bundle.bundle_type,
+                'outcome', v_outcome,
+                'completed', v_bundle.completed_count,
+                'failed', v_bundle.failed_count,
+                'cancelled', v_bundle.cancelled_count,
+                'payload', v_bundle.followup -> 'payload'
+            ),
+            queue_name := v_bundle.followup ->> 'queue_name',
+            priority := coalesce((v_bundle.followup ->> 'priority')::integer, 0),
+            max_attempts := (v_bundle.followup ->> 'max_attempts')::integer,
+            origin := v_bundle.origin
+        );
+    END IF;
+    UPDATE app_jobs.job_bundles AS b
+    SET outcome = v_outcome, stopped_at = now(), followup_job_id = v_followup.id
+    WHERE b.id = v_bundle.id;
+    PERFORM pg_catalog.pg_notify(
+        'jobs:bundle_stopped',
+        json_build_object(
+            'id', v_bundle.id, 'bundle_type', v_bundle.bundle_type,
+            'origin', v_bundle.origin, 'outcome', v_outcome,
+            'followup_job_id', v_followup.id
+        )::text
+    );
+END;
+$$;
+
+-- Create a bundle and its jobs in one go. jobs: a JSON array of job specs
+-- {identifier, payload, queue_name, run_at, max_attempts, priority, timeout};
+-- followup: an optional spec {identifier, payload, queue_name, priority, max_attempts}
+-- for the job enqueued once every job of the bundle stopped.
+CREATE FUNCTION app_jobs.add_bundle(
+    bundle_type text,
+    jobs jsonb,
+    origin text DEFAULT NULL,
+    followup jsonb DEFAULT NULL,
+    db_id uuid DEFAULT nullif(current_setting('jwt.claims.database_id', TRUE), '')::uuid
+) RETURNS app_jobs.job_bundles
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_bundle app_jobs.job_bundles;
+    v_bad jsonb;
+    v_spec jsonb;
+    v_job app_jobs.jobs;
+BEGIN
+    IF jsonb_typeof(jobs) IS DISTINCT FROM 'array' OR jsonb_array_length(jobs) = 0 THEN
+        RAISE EXCEPTION 'jobs must be a non-empty JSON array of job specs'
+            USING ERRCODE = 'PJ026';
+    END IF;
+    SELECT e INTO v_bad FROM jsonb_array_elements(jobs) AS e
+    WHERE jsonb_typeof(e) IS DISTINCT FROM 'object'
+        OR jsonb_typeof(e -> 'identifier') IS DISTINCT FROM 'string'
+        OR e ? 'job_key' OR e ? 'depends_on'
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'bad job spec in bundle: %', v_bad
+            USING ERRCODE = 'PJ026',
+            HINT = 'Each spec is an object with a string "identifier"; job_key and '
+            || 'depends_on are not allowed in bundles.';
+    END IF;
+    IF followup IS NOT NULL
+        AND (
+            jsonb_typeof(followup) IS DISTINCT FROM 'object'
+            OR jsonb_typeof(followup -> 'identifier') IS DISTINCT FROM 'string'
+            OR length(followup ->> 'identifier') NOT BETWEEN 1 AND 126
+            OR coalesce(jsonb_typeof(followup -> 'queue_name'), 'null') NOT IN ('string', 'null')
+            OR length(followup ->> 'queue_name') NOT BETWEEN 1 AND 126
+            OR coalesce(followup ->> 'priority', '0') !~ '^-?\d{1,9}$'
+            OR coalesce(followup ->> 'max_attempts', '1') !~ '^\d{1,9}$'
+            OR (followup ->> 'max_attempts')::integer < 1
+        ) THEN
+        RAISE EXCEPTION 'bad followup spec %', followup
+            USING ERRCODE = 'PJ026',
+            HINT = 'followup: {"identifier": 1-126 characters, "payload": any, '
+            || '"queue_name": 1-126 characters, "priority": integer, "max_attempts": >= 1}';
+    END IF;
+    IF length(origin) NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'origin must be 1 to 256 characters, got %', length(origin)
+            USING ERRCODE = 'PJ022';
+    END IF;
+    IF bundle_type IS NULL OR length(bundle_type) NOT BETWEEN 1 AND 126 THEN
+        RAISE EXCEPTION 'bundle_type must be 1 to 126 characters'
+            USING ERRCODE = 'PJ026';
+    END IF;
+
+    INSERT INTO app_jobs.job_bundles AS b (
+        database_id, bundle_type, origin, job_count, followup
+    ) VALUES (db_id, bundle_type, origin, jsonb_array_length(jobs), followup)
+    RETURNING * INTO v_bundle;
+
+    FOR v_spec IN SELECT e FROM jsonb_array_elements(jobs) AS e LOOP
+        v_job := app_jobs.add_job(
+            db_id := db_id,
+            identifier := v_spec ->> 'identifier',
+            payload := coalesce((v_spec -> 'payload')::json, '{}'::json),
+            queue_name := v_spec ->> 'queue_name',
+            run_at := coalesce((v_spec ->> 'run_at')::timestamptz, now()),
+            max_attempts := (v_spec ->> 'max_attempts')::integer,
+            priority := coalesce((v_spec ->> 'priority')::integer, 0),
+            timeout := (v_spec ->> 'timeout')::interval,
+            origin := coalesce(v_spec ->> 'origin', add_bundle.origin)
+        );
+        IF v_job.id IS NULL THEN
+            -- Enqueues of this task are being ignored (test helpers): one job fewer.
+            UPDATE app_jobs.job_bundles AS b SET job_count = b.job_count - 1
+            WHERE b.id = v_bundle.id;
+            CONTINUE;
+        END IF;
+        UPDATE app_jobs.jobs AS j SET bundle_id = v_bundle.id WHERE j.id = v_job.id;
+    END LOOP;
+    -- Every job ignored (test helpers): the bundle stops at once.
+    PERFORM app_jobs.bundle_job_stopped(v_bundle.id, NULL);
+    SELECT * INTO v_bundle FROM app_jobs.job_bundles AS b WHERE b.id = v_bundle.id;
+    RETURN v_bundle;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.add_bundle IS
+'Create a bundle of jobs atomically; its follow-up job runs once all of them stopped';
+
+-- A bundle job that had failed for good and is given new attempts (retry_job,
+-- reschedule_jobs, a key upsert) is no longer counted as failed.
+CREATE FUNCTION app_jobs.tg_bundle_job_revived() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    UPDATE app_jobs.job_bundles AS b
+    SET failed_count = b.failed_count - 1
+    WHERE b.id = new.bundle_id AND b.stopped_at IS NULL AND b.failed_count > 0;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER _600_bundle_job_revived
+AFTER UPDATE OF attempts, max_attempts ON app_jobs.jobs
+FOR EACH ROW WHEN (
+    new.bundle_id IS NOT NULL
+    AND old.locked_at IS NULL AND old.attempts >= old.max_attempts
+    AND new.attempts < new.max_attempts
+)
+EXECUTE FUNCTION app_jobs.tg_bundle_job_revived();
+
+-- sql/src/190_flow_settings.sql
+-- Set a task's retry policy, default max_attempts and timeout, and start-rate limit
+-- (rate_limit starts per rate_interval, bursts up to rate_burst); the whole row is
+-- replaced, so a setting left out goes back to its default. PJ024 on bad values.
+CREATE FUNCTION app_jobs.set_task_settings(
+    task_identifier text,
+    retry_kind text DEFAULT 'exponential',
+    retry_base interval DEFAULT NULL,
+    retry_cap interval DEFAULT NULL,
+    retry_jitter double precision DEFAULT 0,
+    retry_delays interval[] DEFAULT NULL,
+    max_attempts integer DEFAULT NULL,
+    timeout interval DEFAULT NULL,
+    rate_limit integer DEFAULT NULL,
+    rate_interval interval DEFAULT NULL,
+    rate_burst integer DEFAULT NULL
+) RETURNS app_jobs.task_settings
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_row app_jobs.task_settings;
+BEGIN
+    IF task_identifier IS NULL OR length(task_identifier) NOT BETWEEN 1 AND 126 THEN
+        RAISE EXCEPTION 'task identifier must be 1 to 126 characters'
+            USING ERRCODE = 'PJ001';
+    END IF;
+    IF coalesce(retry_kind, 'exponential') NOT IN ('exponential', 'linear', 'fixed', 'list')
+        OR retry_kind = 'list' AND coalesce(cardinality(retry_delays), 0) = 0
+        OR retry_base <= interval '0' OR retry_cap <= interval '0'
+        OR NOT coalesce(retry_jitter, 0) BETWEEN 0 AND 1
+        OR EXISTS (SELECT 1 FROM unnest(retry_delays) AS d WHERE d IS NULL OR d < interval '0')
+        OR max_attempts < 1 OR timeout <= interval '0'
+        OR (rate_limit IS NULL) <> (rate_interval IS NULL)
+        OR rate_limit < 1 OR rate_interval <= interval '0' OR rate_burst < 1
+        OR rate_burst IS NOT NULL AND rate_limit IS NULL THEN
+        RAISE EXCEPTION 'invalid task settings for %', task_identifier
+            USING ERRCODE = 'PJ024',
+            HINT = 'retry_kind: exponential, linear, fixed or list (list needs retry_delays); '
+            || 'intervals positive; retry_jitter 0 to 1; max_attempts >= 1; rate_limit '
+            || 'and rate_interval together, both positive; rate_burst >= 1.';
+    END IF;
+    INSERT INTO app_jobs.task_settings AS ts (
+        task_identifier, retry_kind, retry_base, retry_cap, retry_jitter, retry_delays,
+        max_attempts, timeout, rate_limit, rate_interval, rate_burst, tokens, refilled_at
+    ) VALUES (
+        set_task_settings.task_identifier, coalesce(set_task_settings.retry_kind, 'exponential'),
+        set_task_settings.retry_base, set_task_settings.retry_cap,
+        coalesce(set_task_settings.retry_jitter, 0), set_task_settings.retry_delays,
+        set_task_settings.max_attempts, set_task_settings.timeout,
+        set_task_settings.rate_limit, set_task_settings.rate_interval,
+        set_task_settings.rate_burst, 0, clock_timestamp()
+    )
+    ON CONFLICT ON CONSTRAINT task_settings_pkey DO UPDATE SET
+        retry_kind = excluded.retry_kind,
+        retry_base = excluded.retry_base,
+        retry_cap = excluded.retry_cap,
+        retry_jitter = excluded.retry_jitter,
+        retry_delays = excluded.retry_delays,
+        max_attempts = excluded.max_attempts,
+        timeout = excluded.timeout,
+        rate_limit = excluded.rate_limit,
+        rate_interval = excluded.rate_interval,
+        rate_burst = excluded.rate_burst,
+        -- An unchanged rate limit keeps its bucket; a new one starts empty.
+        tokens = CASE
+            WHEN (ts.rate_limit, ts.rate_interval) IS NOT DISTINCT FROM
+                (excluded.rate_limit, excluded.rate_interval) THEN ts.tokens
+            ELSE 0
+        END,
+        refilled_at = CASE
+            WHEN (ts.rate_limit, ts.rate_interval) IS NOT DISTINCT FROM
+                (excluded.rate_limit, excluded.rate_interval) THEN ts.refilled_at
+            ELSE clock_timestamp()
+        END
+    RETURNING * INTO v_row;
+    RETURN v_row;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.set_task_settings IS
+'Per task: retry policy, default max_attempts/timeout, rate limit (PJ024 on bad values)';
+
+-- Let a named queue run up to max_concurrency jobs at once (1, the default, is serial).
+CREATE FUNCTION app_jobs.set_queue_concurrency(
+    queue_name text,
+    max_concurrency integer
+) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    IF queue_name IS NULL OR length(queue_name) NOT BETWEEN 1 AND 126 THEN
+        RAISE EXCEPTION 'queue name must be 1 to 126 characters'
+            USING ERRCODE = 'PJ002';
+    END IF;
+    IF max_concurrency IS NULL OR max_concurrency < 1 THEN
+        RAISE EXCEPTION 'max_concurrency must be at least 1, got %',
+            coalesce(max_concurrency::text, 'NULL')
+            USING ERRCODE = 'PJ025';
+    END IF;
+    IF max_concurrency = 1 THEN
+        DELETE FROM app_jobs.queue_settings AS qs
+        WHERE qs.queue_name = set_queue_concurrency.queue_name;
+    ELSE
+        INSERT INTO app_jobs.queue_settings AS qs (queue_name, max_concurrency)
+        VALUES (set_queue_concurrency.queue_name, set_queue_concurrency.max_concurrency)
+        ON CONFLICT ON CONSTRAINT queue_settings_pkey
+        DO UPDATE SET max_concurrency = excluded.max_concurrency;
+    END IF;
+    RETURN max_concurrency;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.set_queue_concurrency IS
+'How many jobs of a named queue may run at once (PJ025 below 1)';
+
+DROP TRIGGER _500_move_job_queue_count ON app_jobs.jobs;
+
+DROP FUNCTION app_jobs.change_job_queue_count(text, integer);
+
+-- sql/src/210_tg_job_queue_count.sql (functions and the move trigger)
+-- Add deltas to a named queue's job and running counts; create the row at first use,
+-- drop it at zero jobs, and clear its lock holder once nothing of it runs.
+CREATE FUNCTION app_jobs.change_job_queue_count(
+    p_queue_name text,
+    p_delta integer,
+    p_running_delta integer DEFAULT 0
+) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    IF p_queue_name IS NULL THEN
+        RETURN;
+    END IF;
+    IF p_delta > 0 THEN
+        INSERT INTO app_jobs.job_queues AS q (queue_name, job_count, running_count)
+        VALUES (p_queue_name, p_delta, p_running_delta)
+        ON CONFLICT (queue_name) DO UPDATE SET
+            job_count = q.job_count + p_delta,
+            running_count = q.running_count + p_running_delta;
+        RETURN;
+    END IF;
+    UPDATE app_jobs.job_queues AS q
+    SET
+        job_count = q.job_count + p_delta,
+        running_count = q.running_count + p_running_delta,
+        locked_by = CASE WHEN q.running_count + p_running_delta > 0 THEN q.locked_by END,
+        locked_at = CASE WHEN q.running_count + p_running_delta > 0 THEN q.locked_at END
+    WHERE q.queue_name = p_queue_name
+    RETURNING q.job_count INTO v_count;
+    IF v_count <= 0 THEN
+        DELETE FROM app_jobs.job_queues AS q
+        WHERE q.queue_name = p_queue_name AND q.job_count <= 0;
+    END IF;
+END;
+$$;
+
+-- Count a statement's inserted jobs into their named queues, in queue-name order.
+CREATE OR REPLACE FUNCTION app_jobs.tg_increase_job_queue_count() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_queue record;
+BEGIN
+    FOR v_queue IN
+        SELECT
+            n.queue_name,
+            count(*)::integer AS jobs,
+            (count(*) FILTER (WHERE n.locked_at IS NOT NULL))::integer AS running
+        FROM new_jobs AS n
+        WHERE n.queue_name IS NOT NULL
+        GROUP BY n.queue_name
+        ORDER BY n.queue_name
+    LOOP
+        PERFORM app_jobs.change_job_queue_count(
+            v_queue.queue_name, v_queue.jobs, v_queue.running
+        );
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+-- Count a statement's deleted jobs out of their named queues, in queue-name order.
+CREATE OR REPLACE FUNCTION app_jobs.tg_decrease_job_queue_count() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_queue record;
+BEGIN
+    FOR v_queue IN
+        SELECT
+            o.queue_name,
+            count(*)::integer AS jobs,
+            (count(*) FILTER (WHERE o.locked_at IS NOT NULL))::integer AS running
+        FROM old_jobs AS o
+        WHERE o.queue_name IS NOT NULL
+        GROUP BY o.queue_name
+        ORDER BY o.queue_name
+    LOOP
+        PERFORM app_jobs.change_job_queue_count(
+            v_queue.queue_name, -v_queue.jobs, -v_queue.running
+        );
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+-- Move a job's counts between queues, or count it in or out of its queue's running
+-- jobs; two queue rows are taken in name order so opposite moves cannot deadlock.
+CREATE OR REPLACE FUNCTION app_jobs.tg_move_job_queue_count() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_old_running integer := (old.locked_at IS NOT NULL)::integer;
+    v_new_running integer := (new.locked_at IS NOT NULL)::integer;
+BEGIN
+    IF old.queue_name IS NOT DISTINCT FROM new.queue_name THEN
+        PERFORM app_jobs.change_job_queue_count(
+            new.queue_name, 0, v_new_running - v_old_running
+        );
+    ELSIF old.queue_name IS NOT NULL
+        AND (new.queue_name IS NULL OR old.queue_name < new.queue_name) THEN
+        PERFORM app_jobs.change_job_queue_count(old.queue_name, -1, -v_old_running);
+        PERFORM app_jobs.change_job_queue_count(new.queue_name, 1, v_new_running);
+    ELSE
+        PERFORM app_jobs.change_job_queue_count(new.queue_name, 1, v_new_running);
+        PERFORM app_jobs.change_job_queue_count(old.queue_name, -1, -v_old_running);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+
+CREATE TRIGGER _500_move_job_queue_count
+AFTER UPDATE OF queue_name, locked_at ON app_jobs.jobs
+FOR EACH ROW WHEN (
+    new.queue_name IS DISTINCT FROM old.queue_name
+    OR new.queue_name IS NOT NULL AND (new.locked_at IS NULL) <> (old.locked_at IS NULL)
+)
+EXECUTE FUNCTION app_jobs.tg_move_job_queue_count();
+
+-- Have pg_dump keep the new tables' contents.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pgjobs') THEN
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_dependencies', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_bundles', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_bundles_id_seq', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.task_settings', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.queue_settings', '');
+    END IF;
+END;
+$$;
+
+-- The version of the app_jobs objects, for installs without CREATE EXTENSION.
+CREATE OR REPLACE FUNCTION app_jobs.pgjobs_version() RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT '0.4.0'::text $$;
