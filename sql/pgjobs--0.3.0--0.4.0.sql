@@ -375,6 +375,8 @@ CREATE OR REPLACE FUNCTION app_jobs.get_jobs(
     batch_size integer DEFAULT 1
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
+-- JIT only slows these short queries down (and the planner's row guesses invite it).
+SET jit = off
 AS $$
 DECLARE
     v_now timestamptz := now();
@@ -653,6 +655,33 @@ AS $$
     );
 $$;
 
+-- Tell jobs:stopped listeners that a batch of jobs completed: one notification per
+-- chunk of events (a JSON array, each chunk well under NOTIFY's 8,000 bytes).
+CREATE FUNCTION app_jobs.notify_jobs_completed(
+    p_ids bigint[],
+    p_tasks text[],
+    p_origins text[]
+) RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT pg_catalog.pg_notify('jobs:stopped', c.events::text)
+    FROM (
+        SELECT json_agg(e.event ORDER BY e.n) AS events
+        FROM (
+            SELECT
+                x.n,
+                json_build_object(
+                    'id', x.id, 'task', x.task, 'outcome', 'completed',
+                    'will_retry', FALSE, 'bundle_id', NULL, 'origin', left(x.origin, 256)
+                ) AS event,
+                sum(octet_length(x.task) + coalesce(octet_length(left(x.origin, 256)), 0) + 120)
+                    OVER (ORDER BY x.n) AS running_bytes
+            FROM unnest(p_ids, p_tasks, p_origins) WITH ORDINALITY AS x (id, task, origin, n)
+        ) AS e
+        GROUP BY e.running_bytes::bigint / 6000
+    ) AS c;
+$$;
+
 -- Cancel a job waiting on a dependency that failed or was cancelled; returns its row.
 CREATE FUNCTION app_jobs.cancel_dependent(
     p_job_id bigint,
@@ -773,11 +802,19 @@ CREATE OR REPLACE FUNCTION app_jobs.finish_jobs(
     outcomes jsonb
 ) RETURNS TABLE (job_id bigint, attempt integer, status text)
 LANGUAGE plpgsql VOLATILE
+-- JIT only slows these short queries down (and the planner's row guesses invite it).
+SET jit = off
 AS $$
 DECLARE
     v_bad jsonb;
+    v_held bigint[];
+    v_queue record;
     v_item record;
     v_job app_jobs.jobs;
+    v_ids bigint[];
+    v_attempts integer[];
+    v_tasks text[];
+    v_origins text[];
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
     IF jsonb_typeof(outcomes) IS DISTINCT FROM 'array' THEN
@@ -803,42 +840,158 @@ BEGIN
 
     -- Lock order shared with get_jobs and add_job: every job row first, then bundle
     -- rows, then queue rows in name order, so a batch cannot deadlock with either.
-    PERFORM 1
-    FROM app_jobs.jobs AS j
-    WHERE j.id IN (SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(outcomes) AS e)
-        AND j.locked_by = finish_jobs.worker_id
-    ORDER BY j.id
-    FOR UPDATE;
+    -- A claim is held when the job is locked by this worker at the reported attempt;
+    -- an id listed twice is finished once (its later entries are fenced).
+    -- (Joins to the outcomes are LATERAL primary-key lookups, kept apart by LIMIT 1: the
+    -- planner cannot size a JSON array, and a misjudged join would scan the jobs table
+    -- once per outcome.)
+    v_held := ARRAY(
+        SELECT j.id
+        FROM (
+            SELECT DISTINCT ON ((x.e ->> 'id')::bigint)
+                (x.e ->> 'id')::bigint AS id,
+                (x.e ->> 'attempt')::integer AS attempt
+            FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
+            ORDER BY (x.e ->> 'id')::bigint, x.n
+        ) AS o
+        CROSS JOIN LATERAL (
+            SELECT j.id FROM app_jobs.jobs AS j
+            WHERE j.id = o.id
+                AND j.locked_by = finish_jobs.worker_id
+                AND (o.attempt IS NULL OR j.attempts = o.attempt)
+            FOR UPDATE
+        ) AS j
+        ORDER BY j.id
+    );
     PERFORM app_jobs.lock_bundles(ARRAY(
         SELECT j.bundle_id FROM app_jobs.jobs AS j
-        WHERE j.id IN (SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(outcomes) AS e)
-            AND j.locked_by = finish_jobs.worker_id AND j.bundle_id IS NOT NULL
+        WHERE j.id = ANY(v_held) AND j.bundle_id IS NOT NULL
     ));
 
-    FOR v_item IN
-        SELECT
-            (o.e ->> 'id')::bigint AS id,
-            (o.e ->> 'attempt')::integer AS attempt,
-            coalesce(
-                o.e ->> 'outcome',
-                CASE WHEN o.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
-            ) AS outcome,
-            o.e ->> 'error' AS error,
-            nullif(o.e -> 'error_data', 'null'::jsonb) AS error_data,
-            nullif(o.e -> 'result', 'null'::jsonb) AS result
-        FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS o (e, n)
-        LEFT JOIN app_jobs.jobs AS j ON (o.e ->> 'id')::bigint = j.id
-        ORDER BY j.queue_name NULLS FIRST, o.n
+    -- Queue by queue in name order (jobs without a queue first). Plain completions
+    -- (no bundle, no dependents, no cancel request) go in one set-based statement;
+    -- everything else through finish_claim, one job at a time.
+    FOR v_queue IN
+        SELECT DISTINCT j.queue_name FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(v_held)
+        ORDER BY j.queue_name NULLS FIRST
     LOOP
-        v_job := app_jobs.finish_claim(
-            worker_id, v_item.id, v_item.attempt, v_item.outcome,
-            v_item.error, v_item.error_data, v_item.result
-        );
-        job_id := v_item.id;
-        attempt := v_item.attempt;
-        status := app_jobs.claim_status(v_job, v_item.outcome);
-        RETURN NEXT;
+        WITH plain AS (
+            SELECT DISTINCT ON (o.id) o.id, o.attempt, o.result
+            FROM (
+                SELECT
+                    (x.e ->> 'id')::bigint AS id,
+                    (x.e ->> 'attempt')::integer AS attempt,
+                    nullif(x.e -> 'result', 'null'::jsonb) AS result,
+                    x.n
+                FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
+                WHERE coalesce(x.e ->> 'outcome', CASE
+                    WHEN x.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed'
+                END) = 'completed'
+            ) AS o
+            CROSS JOIN LATERAL (
+                SELECT j.id FROM app_jobs.jobs AS j
+                WHERE j.id = o.id
+                    AND j.queue_name IS NOT DISTINCT FROM v_queue.queue_name
+                    AND j.bundle_id IS NULL
+                    AND j.cancel_requested_at IS NULL
+                    AND NOT EXISTS (
+                        SELECT 1 FROM app_jobs.job_dependencies AS d WHERE d.depends_on = j.id
+                    )
+                LIMIT 1
+            ) AS j
+            WHERE o.id = ANY(v_held)
+            ORDER BY o.id, o.n
+        ),
+
+        done AS (
+            DELETE FROM app_jobs.jobs AS j
+            USING plain AS p
+            WHERE j.id = p.id
+            RETURNING j.*, p.attempt AS reported_attempt, p.result
+        ),
+
+        kept AS (
+            INSERT INTO app_jobs.job_history (
+                job_id, database_id, task_identifier, queue_name, key, payload, priority,
+                status, attempts, max_attempts, result, last_error, worker_id, created_at,
+                started_at, origin, bundle_id
+            )
+            SELECT
+                d.id, d.database_id, d.task_identifier, d.queue_name, d.key, d.payload,
+                d.priority, 'completed', d.attempts, d.max_attempts, d.result, d.last_error,
+                finish_jobs.worker_id, d.created_at, d.locked_at, d.origin, d.bundle_id
+            FROM done AS d
+            WHERE app_jobs.setting('history') <> 'off'
+        )
+
+        SELECT
+            coalesce(array_agg(d.id), '{}'),
+            coalesce(array_agg(d.reported_attempt), '{}'),
+            coalesce(array_agg(d.task_identifier), '{}'),
+            coalesce(array_agg(d.origin), '{}')
+        INTO v_ids, v_attempts, v_tasks, v_origins
+        FROM done AS d;
+
+        PERFORM app_jobs.notify_jobs_completed(v_ids, v_tasks, v_origins);
+        RETURN QUERY
+        SELECT c.id, c.attempt, 'completed'::text
+        FROM unnest(v_ids, v_attempts) AS c (id, attempt);
+
+        FOR v_item IN
+            SELECT DISTINCT ON (o.id)
+                o.id,
+                o.attempt,
+                o.outcome,
+                o.error,
+                o.error_data,
+                o.result
+            FROM (
+                SELECT
+                    (x.e ->> 'id')::bigint AS id,
+                    (x.e ->> 'attempt')::integer AS attempt,
+                    coalesce(
+                        x.e ->> 'outcome',
+                        CASE WHEN x.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
+                    ) AS outcome,
+                    x.e ->> 'error' AS error,
+                    nullif(x.e -> 'error_data', 'null'::jsonb) AS error_data,
+                    nullif(x.e -> 'result', 'null'::jsonb) AS result,
+                    x.n
+                FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
+            ) AS o
+            CROSS JOIN LATERAL (
+                SELECT j.id FROM app_jobs.jobs AS j
+                WHERE j.id = o.id AND j.queue_name IS NOT DISTINCT FROM v_queue.queue_name
+                LIMIT 1
+            ) AS j
+            WHERE o.id = ANY(v_held)
+            ORDER BY o.id, o.n
+        LOOP
+            v_job := app_jobs.finish_claim(
+                worker_id, v_item.id, v_item.attempt, v_item.outcome,
+                v_item.error, v_item.error_data, v_item.result
+            );
+            job_id := v_item.id;
+            attempt := v_item.attempt;
+            status := app_jobs.claim_status(v_job, v_item.outcome);
+            RETURN NEXT;
+        END LOOP;
     END LOOP;
+
+    -- Everything not held (another worker's, a stale attempt, gone, or a repeat).
+    RETURN QUERY
+    SELECT f.id, f.attempt, 'fenced'::text
+    FROM (
+        SELECT
+            (x.e ->> 'id')::bigint AS id,
+            (x.e ->> 'attempt')::integer AS attempt,
+            x.n,
+            row_number() OVER (PARTITION BY x.e ->> 'id' ORDER BY x.n) AS repeat
+        FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
+    ) AS f
+    WHERE f.repeat > 1 OR NOT f.id = ANY(v_held)
+    ORDER BY f.n;
 END;
 $$;
 
@@ -1258,6 +1411,8 @@ COMMENT ON FUNCTION app_jobs.unregister_worker IS
 CREATE OR REPLACE FUNCTION app_jobs.reap_dead_workers(dead_for interval DEFAULT '20 seconds')
 RETURNS TABLE (worker_id text, job_id bigint, status text)
 LANGUAGE plpgsql VOLATILE
+-- JIT only slows these short queries down (and the planner's row guesses invite it).
+SET jit = off
 AS $$
 DECLARE
     v_longest interval;
@@ -1390,6 +1545,114 @@ FROM (
 
 COMMENT ON VIEW app_jobs.job_status IS
 'Each job once: waiting, scheduled, blocked, running, retrying, failed, cancelled, completed';
+
+-- sql/src/510_run_due_scheduled_jobs.sql
+-- Enqueue the job of every due schedule slot exactly once; safe from many workers at once.
+CREATE OR REPLACE FUNCTION app_jobs.run_due_scheduled_jobs(
+    as_of timestamptz DEFAULT now()
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+-- JIT only slows these short queries down (and the planner's row guesses invite it).
+SET jit = off
+AS $$
+DECLARE
+    v_schedule app_jobs.scheduled_jobs;
+    v_spec jsonb;
+    v_backfill interval;
+    v_slots timestamptz[];
+    v_slot timestamptz;
+    v_next timestamptz;
+    v_job app_jobs.jobs;
+    v_due_schedules bigint[] := '{}';
+    v_due_slots timestamptz[] := '{}';
+    v_job_schedules bigint[] := '{}';
+    v_job_ids bigint[] := '{}';
+    v_due record;
+BEGIN
+    -- A schedule another session is ticking is skipped: that session runs its slots,
+    -- and moves next_run_at past them in the same transaction as the jobs.
+    FOR v_schedule IN
+        SELECT * FROM app_jobs.scheduled_jobs AS s
+        WHERE s.next_run_at <= as_of
+        ORDER BY s.next_run_at, s.id
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        -- Parse the schedule once; every slot below is computed from the parsed form.
+        v_spec := app_jobs.schedule_spec(v_schedule.schedule_info);
+        v_backfill := (v_spec ->> 'backfill')::interval;
+        v_slot := v_schedule.next_run_at;
+        IF v_backfill IS NULL THEN
+            -- Only the latest missed slot; start looking an hour back when far behind.
+            v_next := app_jobs.spec_next_run(v_spec, as_of - interval '1 hour');
+            IF v_next > v_slot AND v_next <= as_of THEN
+                v_slot := v_next;
+            END IF;
+            LOOP
+                v_next := app_jobs.spec_next_run(v_spec, v_slot);
+                EXIT WHEN v_next IS NULL OR v_next > as_of;
+                v_slot := v_next;
+            END LOOP;
+            v_slots := ARRAY[v_slot];
+        ELSE
+            -- Every missed slot within the backfill window.
+            IF v_slot < as_of - v_backfill THEN
+                v_slot := app_jobs.spec_next_run(
+                    v_spec, as_of - v_backfill - interval '1 microsecond'
+                );
+            END IF;
+            v_slots := '{}';
+            WHILE v_slot IS NOT NULL AND v_slot <= as_of LOOP
+                v_slots := v_slots || v_slot;
+                v_slot := app_jobs.spec_next_run(v_spec, v_slot);
+            END LOOP;
+        END IF;
+
+        v_due_schedules := v_due_schedules || array_fill(v_schedule.id, ARRAY[cardinality(v_slots)]);
+        v_due_slots := v_due_slots || v_slots;
+
+        UPDATE app_jobs.scheduled_jobs AS s
+        SET
+            last_scheduled = coalesce(v_slots[cardinality(v_slots)], s.last_scheduled),
+            next_run_at = app_jobs.spec_next_run(v_spec, as_of)
+        WHERE s.id = v_schedule.id;
+    END LOOP;
+
+    -- Enqueue in queue-name order: each job counts into its queue's row, and taking
+    -- queue rows in name order is what keeps this tick from deadlocking with add_job.
+    FOR v_due IN
+        SELECT s.*, d.slot
+        FROM unnest(v_due_schedules, v_due_slots) WITH ORDINALITY AS d (schedule_id, slot, n)
+        INNER JOIN app_jobs.scheduled_jobs AS s ON d.schedule_id = s.id
+        ORDER BY s.queue_name NULLS FIRST, d.n
+    LOOP
+        v_job := app_jobs.add_job(
+            db_id := v_due.database_id,
+            identifier := v_due.task_identifier,
+            payload := v_due.payload,
+            queue_name := v_due.queue_name,
+            run_at := v_due.slot,
+            max_attempts := v_due.max_attempts,
+            priority := v_due.priority
+        );
+        v_job_schedules := v_job_schedules || v_due.id;
+        v_job_ids := v_job_ids || v_job.id;
+        RETURN NEXT v_job;
+    END LOOP;
+
+    -- Each schedule remembers the job of its latest slot.
+    UPDATE app_jobs.scheduled_jobs AS s
+    SET last_scheduled_id = latest.job_id
+    FROM (
+        SELECT DISTINCT ON (e.schedule_id) e.schedule_id, e.job_id
+        FROM unnest(v_job_schedules, v_job_ids) WITH ORDINALITY AS e (schedule_id, job_id, n)
+        ORDER BY e.schedule_id, e.n DESC
+    ) AS latest
+    WHERE s.id = latest.schedule_id;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.run_due_scheduled_jobs IS
+'Scheduler tick: enqueue every due slot once (latest missed slot, or all within backfill)';
 
 -- sql/src/180_bundles.sql
 -- Lock bundle rows in id order: after job rows, before queue rows (the shared order).

@@ -343,7 +343,7 @@ SELECT functions_are(
         'setting', 'finish_claim', 'claim_status', 'check_not_running',
         'lock_is_free', 'end_cancelled_claims',
         'queue_concurrency', 'enqueue_ignored', 'job_stopped', 'notify_job_stopped',
-        'cancel_dependent', 'lock_bundles', 'bundle_job_stopped', 'retry_delay', 'stop_jobs', 'tg_bundle_job_revived'
+        'cancel_dependent', 'lock_bundles', 'bundle_job_stopped', 'retry_delay', 'notify_jobs_completed', 'stop_jobs', 'tg_bundle_job_revived'
     ],
     'app_jobs has exactly the known functions'
 );

@@ -1,6 +1,8 @@
 """Job and bundle events: what LISTEN "jobs:stopped" / "jobs:bundle_stopped" deliver.
 
-Events carry ids and names only (never payloads): a job's `id`, `task`, `outcome`
+A notification holds one event, or a JSON array of them (a worker's batch of
+completions); listen() yields them one by one. Events carry ids and names only (never
+payloads): a job's `id`, `task`, `outcome`
 (completed, failed, cancelled), `will_retry`, `bundle_id`, `origin`; a bundle's `id`,
 `bundle_type`, `origin`, `outcome`, `followup_job_id`.
 """
@@ -51,7 +53,7 @@ def _events(conn: Any, timeout: float | None) -> Iterator[Event]:
         got = False
         for note in conn.notifies(timeout=timeout, stop_after=1):
             got = True
-            yield Event(note.channel, json.loads(note.payload))
+            yield from _unpack(note)
         if not got:
             return
 
@@ -64,9 +66,17 @@ async def listen_async(conn: Any, timeout: float | None = None) -> AsyncIterator
         got = False
         async for note in conn.notifies(timeout=timeout, stop_after=1):
             got = True
-            yield Event(note.channel, json.loads(note.payload))
+            for event in _unpack(note):
+                yield event
         if not got:
             return
+
+
+def _unpack(note: Any) -> list[Event]:
+    """One notification carries one event, or (completions of a whole batch) a list."""
+    data = json.loads(note.payload)
+    items = data if isinstance(data, list) else [data]
+    return [Event(note.channel, item) for item in items]
 
 
 def wait_for_job(conn: Any, job_id: int, timeout: float = 30.0) -> Any:

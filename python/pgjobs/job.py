@@ -16,12 +16,16 @@ class JobControl:
     def __init__(self, report_progress: Callable[[int, str | None], None] | None = None):
         self.stop_reason: str | None = None  # "cancel", "timeout" or "fenced"
         self.stop_event = threading.Event()
+        self.on_stop: Callable[[], object] | None = None
         self._report_progress = report_progress
 
     def request_stop(self, reason: str) -> None:
+        """Called on the worker's event loop; wakes the task waiting on the handler."""
         if self.stop_reason is None:
             self.stop_reason = reason
         self.stop_event.set()
+        if self.on_stop is not None:
+            self.on_stop()
 
     def report_progress(self, progress: int, stage: str | None) -> None:
         if self._report_progress is not None:

@@ -410,7 +410,11 @@ class Worker:
             inner = asyncio.ensure_future(handler(job.payload, job))
         else:
             inner = self._in_thread(handler, job)
-        stop = asyncio.ensure_future(self._stop_requested(job))
+        # Resolved by request_stop (heartbeat: cancel request or fencing; shutdown).
+        stop = asyncio.get_running_loop().create_future()
+        job.control.on_stop = lambda: stop.done() or stop.set_result(None)
+        if job.control.stop_event.is_set():
+            job.control.on_stop()
         try:
             done, _ = await asyncio.wait(
                 {inner, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -440,11 +444,6 @@ class Worker:
             self._owed.append(outcome)
             self._log_outcome(outcome, duration_ms)
         self._kick.set()
-
-    async def _stop_requested(self, job: Job) -> None:
-        """Resolves when the heartbeat asks this job to stop (cancel request, fencing)."""
-        while not job.control.stop_event.is_set():
-            await asyncio.sleep(0.05)
 
     def _outcome(self, job: Job, inner: asyncio.Future, timeout: float | None) -> Outcome | None:
         reason = job.control.stop_reason

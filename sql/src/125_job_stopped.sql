@@ -70,6 +70,33 @@ AS $$
     );
 $$;
 
+-- Tell jobs:stopped listeners that a batch of jobs completed: one notification per
+-- chunk of events (a JSON array, each chunk well under NOTIFY's 8,000 bytes).
+CREATE FUNCTION app_jobs.notify_jobs_completed(
+    p_ids bigint[],
+    p_tasks text[],
+    p_origins text[]
+) RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT pg_catalog.pg_notify('jobs:stopped', c.events::text)
+    FROM (
+        SELECT json_agg(e.event ORDER BY e.n) AS events
+        FROM (
+            SELECT
+                x.n,
+                json_build_object(
+                    'id', x.id, 'task', x.task, 'outcome', 'completed',
+                    'will_retry', FALSE, 'bundle_id', NULL, 'origin', left(x.origin, 256)
+                ) AS event,
+                sum(octet_length(x.task) + coalesce(octet_length(left(x.origin, 256)), 0) + 120)
+                    OVER (ORDER BY x.n) AS running_bytes
+            FROM unnest(p_ids, p_tasks, p_origins) WITH ORDINALITY AS x (id, task, origin, n)
+        ) AS e
+        GROUP BY e.running_bytes::bigint / 6000
+    ) AS c;
+$$;
+
 -- Cancel a job waiting on a dependency that failed or was cancelled; returns its row.
 CREATE FUNCTION app_jobs.cancel_dependent(
     p_job_id bigint,

@@ -7,11 +7,19 @@ CREATE FUNCTION app_jobs.finish_jobs(
     outcomes jsonb
 ) RETURNS TABLE (job_id bigint, attempt integer, status text)
 LANGUAGE plpgsql VOLATILE
+-- JIT only slows these short queries down (and the planner's row guesses invite it).
+SET jit = off
 AS $$
 DECLARE
     v_bad jsonb;
+    v_held bigint[];
+    v_queue record;
     v_item record;
     v_job app_jobs.jobs;
+    v_ids bigint[];
+    v_attempts integer[];
+    v_tasks text[];
+    v_origins text[];
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
     IF jsonb_typeof(outcomes) IS DISTINCT FROM 'array' THEN
@@ -37,42 +45,158 @@ BEGIN
 
     -- Lock order shared with get_jobs and add_job: every job row first, then bundle
     -- rows, then queue rows in name order, so a batch cannot deadlock with either.
-    PERFORM 1
-    FROM app_jobs.jobs AS j
-    WHERE j.id IN (SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(outcomes) AS e)
-        AND j.locked_by = finish_jobs.worker_id
-    ORDER BY j.id
-    FOR UPDATE;
+    -- A claim is held when the job is locked by this worker at the reported attempt;
+    -- an id listed twice is finished once (its later entries are fenced).
+    -- (Joins to the outcomes are LATERAL primary-key lookups, kept apart by LIMIT 1: the
+    -- planner cannot size a JSON array, and a misjudged join would scan the jobs table
+    -- once per outcome.)
+    v_held := ARRAY(
+        SELECT j.id
+        FROM (
+            SELECT DISTINCT ON ((x.e ->> 'id')::bigint)
+                (x.e ->> 'id')::bigint AS id,
+                (x.e ->> 'attempt')::integer AS attempt
+            FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
+            ORDER BY (x.e ->> 'id')::bigint, x.n
+        ) AS o
+        CROSS JOIN LATERAL (
+            SELECT j.id FROM app_jobs.jobs AS j
+            WHERE j.id = o.id
+                AND j.locked_by = finish_jobs.worker_id
+                AND (o.attempt IS NULL OR j.attempts = o.attempt)
+            FOR UPDATE
+        ) AS j
+        ORDER BY j.id
+    );
     PERFORM app_jobs.lock_bundles(ARRAY(
         SELECT j.bundle_id FROM app_jobs.jobs AS j
-        WHERE j.id IN (SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(outcomes) AS e)
-            AND j.locked_by = finish_jobs.worker_id AND j.bundle_id IS NOT NULL
+        WHERE j.id = ANY(v_held) AND j.bundle_id IS NOT NULL
     ));
 
-    FOR v_item IN
-        SELECT
-            (o.e ->> 'id')::bigint AS id,
-            (o.e ->> 'attempt')::integer AS attempt,
-            coalesce(
-                o.e ->> 'outcome',
-                CASE WHEN o.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
-            ) AS outcome,
-            o.e ->> 'error' AS error,
-            nullif(o.e -> 'error_data', 'null'::jsonb) AS error_data,
-            nullif(o.e -> 'result', 'null'::jsonb) AS result
-        FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS o (e, n)
-        LEFT JOIN app_jobs.jobs AS j ON (o.e ->> 'id')::bigint = j.id
-        ORDER BY j.queue_name NULLS FIRST, o.n
+    -- Queue by queue in name order (jobs without a queue first). Plain completions
+    -- (no bundle, no dependents, no cancel request) go in one set-based statement;
+    -- everything else through finish_claim, one job at a time.
+    FOR v_queue IN
+        SELECT DISTINCT j.queue_name FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(v_held)
+        ORDER BY j.queue_name NULLS FIRST
     LOOP
-        v_job := app_jobs.finish_claim(
-            worker_id, v_item.id, v_item.attempt, v_item.outcome,
-            v_item.error, v_item.error_data, v_item.result
-        );
-        job_id := v_item.id;
-        attempt := v_item.attempt;
-        status := app_jobs.claim_status(v_job, v_item.outcome);
-        RETURN NEXT;
+        WITH plain AS (
+            SELECT DISTINCT ON (o.id) o.id, o.attempt, o.result
+            FROM (
+                SELECT
+                    (x.e ->> 'id')::bigint AS id,
+                    (x.e ->> 'attempt')::integer AS attempt,
+                    nullif(x.e -> 'result', 'null'::jsonb) AS result,
+                    x.n
+                FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
+                WHERE coalesce(x.e ->> 'outcome', CASE
+                    WHEN x.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed'
+                END) = 'completed'
+            ) AS o
+            CROSS JOIN LATERAL (
+                SELECT j.id FROM app_jobs.jobs AS j
+                WHERE j.id = o.id
+                    AND j.queue_name IS NOT DISTINCT FROM v_queue.queue_name
+                    AND j.bundle_id IS NULL
+                    AND j.cancel_requested_at IS NULL
+                    AND NOT EXISTS (
+                        SELECT 1 FROM app_jobs.job_dependencies AS d WHERE d.depends_on = j.id
+                    )
+                LIMIT 1
+            ) AS j
+            WHERE o.id = ANY(v_held)
+            ORDER BY o.id, o.n
+        ),
+
+        done AS (
+            DELETE FROM app_jobs.jobs AS j
+            USING plain AS p
+            WHERE j.id = p.id
+            RETURNING j.*, p.attempt AS reported_attempt, p.result
+        ),
+
+        kept AS (
+            INSERT INTO app_jobs.job_history (
+                job_id, database_id, task_identifier, queue_name, key, payload, priority,
+                status, attempts, max_attempts, result, last_error, worker_id, created_at,
+                started_at, origin, bundle_id
+            )
+            SELECT
+                d.id, d.database_id, d.task_identifier, d.queue_name, d.key, d.payload,
+                d.priority, 'completed', d.attempts, d.max_attempts, d.result, d.last_error,
+                finish_jobs.worker_id, d.created_at, d.locked_at, d.origin, d.bundle_id
+            FROM done AS d
+            WHERE app_jobs.setting('history') <> 'off'
+        )
+
+        SELECT
+            coalesce(array_agg(d.id), '{}'),
+            coalesce(array_agg(d.reported_attempt), '{}'),
+            coalesce(array_agg(d.task_identifier), '{}'),
+            coalesce(array_agg(d.origin), '{}')
+        INTO v_ids, v_attempts, v_tasks, v_origins
+        FROM done AS d;
+
+        PERFORM app_jobs.notify_jobs_completed(v_ids, v_tasks, v_origins);
+        RETURN QUERY
+        SELECT c.id, c.attempt, 'completed'::text
+        FROM unnest(v_ids, v_attempts) AS c (id, attempt);
+
+        FOR v_item IN
+            SELECT DISTINCT ON (o.id)
+                o.id,
+                o.attempt,
+                o.outcome,
+                o.error,
+                o.error_data,
+                o.result
+            FROM (
+                SELECT
+                    (x.e ->> 'id')::bigint AS id,
+                    (x.e ->> 'attempt')::integer AS attempt,
+                    coalesce(
+                        x.e ->> 'outcome',
+                        CASE WHEN x.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
+                    ) AS outcome,
+                    x.e ->> 'error' AS error,
+                    nullif(x.e -> 'error_data', 'null'::jsonb) AS error_data,
+                    nullif(x.e -> 'result', 'null'::jsonb) AS result,
+                    x.n
+                FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
+            ) AS o
+            CROSS JOIN LATERAL (
+                SELECT j.id FROM app_jobs.jobs AS j
+                WHERE j.id = o.id AND j.queue_name IS NOT DISTINCT FROM v_queue.queue_name
+                LIMIT 1
+            ) AS j
+            WHERE o.id = ANY(v_held)
+            ORDER BY o.id, o.n
+        LOOP
+            v_job := app_jobs.finish_claim(
+                worker_id, v_item.id, v_item.attempt, v_item.outcome,
+                v_item.error, v_item.error_data, v_item.result
+            );
+            job_id := v_item.id;
+            attempt := v_item.attempt;
+            status := app_jobs.claim_status(v_job, v_item.outcome);
+            RETURN NEXT;
+        END LOOP;
     END LOOP;
+
+    -- Everything not held (another worker's, a stale attempt, gone, or a repeat).
+    RETURN QUERY
+    SELECT f.id, f.attempt, 'fenced'::text
+    FROM (
+        SELECT
+            (x.e ->> 'id')::bigint AS id,
+            (x.e ->> 'attempt')::integer AS attempt,
+            x.n,
+            row_number() OVER (PARTITION BY x.e ->> 'id' ORDER BY x.n) AS repeat
+        FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
+    ) AS f
+    WHERE f.repeat > 1 OR NOT f.id = ANY(v_held)
+    ORDER BY f.n;
 END;
 $$;
 
