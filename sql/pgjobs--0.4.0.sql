@@ -217,11 +217,21 @@ CREATE INDEX job_history_job_id_idx ON app_jobs.job_history (job_id);
 CREATE TABLE app_jobs.settings (
     name text PRIMARY KEY,
     value text NOT NULL,
-    CONSTRAINT settings_name_check CHECK (name IN ('history', 'history_retention'))
+    CONSTRAINT settings_name_check CHECK (
+        name IN ('history', 'history_retention', 'max_payload_bytes')
+    ),
+    CONSTRAINT settings_max_payload_bytes_check CHECK (
+        CASE
+            WHEN name <> 'max_payload_bytes' THEN TRUE
+            WHEN value !~ '^[0-9]{4,10}$' THEN FALSE
+            ELSE value::bigint BETWEEN 1024 AND 1073741824
+        END
+    )
 );
 
 COMMENT ON TABLE app_jobs.settings IS
-'history (on/off, default on), history_retention (interval, default 7 days)';
+'history (on/off, default on), history_retention (interval, default 7 days), '
+'max_payload_bytes (1024 to 1073741824, default 262144)';
 
 -- sql/src/070_job_dependencies_table.sql
 -- Which unfinished jobs a job waits for; a row goes when its dependency completes.
@@ -311,6 +321,45 @@ COMMENT ON TABLE app_jobs.queue_settings IS
 'Queues allowed more than one running job; absent means serial (1)';
 
 -- sql/src/100_check_job_spec.sql
+-- Why a text is not acceptable as a name (task identifier, queue name, worker id); NULL
+-- when it is. A name must not contain control characters (C0, DEL, C1) or invisible
+-- formatting characters (zero-width, bidirectional controls, line and paragraph
+-- separators, BOM), nor begin or end with whitespace. Outside UTF8 databases only the
+-- ASCII controls and spaces are known for what they are.
+CREATE FUNCTION app_jobs.name_problem(p_name text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    v_utf8 boolean := pg_catalog.getdatabaseencoding() = 'UTF8';
+    v_bad text;
+BEGIN
+    v_bad := substring(p_name FROM CASE
+        WHEN v_utf8
+            THEN '[\x01-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff]'
+        ELSE '[\x01-\x1f\x7f]'
+    END);
+    IF v_bad IS NOT NULL THEN
+        RETURN format(
+            'contains the control or invisible character U+%s at position %s',
+            upper(lpad(to_hex(ascii(v_bad)), 4, '0')), strpos(p_name, v_bad)
+        );
+    END IF;
+    IF p_name ~ (CASE
+        WHEN v_utf8 THEN
+            '^[ \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]'
+            || '|[ \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]$'
+        ELSE '^ | $'
+    END) THEN
+        RETURN 'begins or ends with whitespace';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.name_problem IS
+'Why a task identifier, queue name or worker id is refused (control, invisible or '
+'edge-whitespace characters); NULL when it is fine';
+
 -- Raise a distinct SQLSTATE for each invalid field of a job or schedule.
 CREATE FUNCTION app_jobs.check_job_spec(
     p_identifier text,
@@ -320,16 +369,32 @@ CREATE FUNCTION app_jobs.check_job_spec(
 ) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
+DECLARE
+    v_problem text;
 BEGIN
     IF p_identifier IS NULL OR length(p_identifier) NOT BETWEEN 1 AND 126 THEN
         RAISE EXCEPTION 'task identifier must be 1 to 126 characters, got %',
             coalesce(length(p_identifier)::text || ' characters', 'NULL')
             USING ERRCODE = 'PJ001';
     END IF;
+    v_problem := app_jobs.name_problem(p_identifier);
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'task identifier %', v_problem
+            USING ERRCODE = 'PJ031',
+            HINT = 'Names may not contain control or invisible characters, '
+            || 'nor begin or end with whitespace.';
+    END IF;
     IF p_queue_name IS NOT NULL AND length(p_queue_name) NOT BETWEEN 1 AND 126 THEN
         RAISE EXCEPTION 'queue name must be 1 to 126 characters, got %',
             length(p_queue_name)
             USING ERRCODE = 'PJ002';
+    END IF;
+    v_problem := app_jobs.name_problem(p_queue_name);
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'queue name %', v_problem
+            USING ERRCODE = 'PJ032',
+            HINT = 'Names may not contain control or invisible characters, '
+            || 'nor begin or end with whitespace.';
     END IF;
     IF p_job_key IS NOT NULL AND length(p_job_key) NOT BETWEEN 1 AND 512 THEN
         RAISE EXCEPTION 'job key must be 1 to 512 characters, got %',
@@ -340,18 +405,104 @@ BEGIN
         RAISE EXCEPTION 'max_attempts must be at least 1, got %', p_max_attempts
             USING ERRCODE = 'PJ004';
     END IF;
+    IF p_max_attempts > 10000 THEN
+        RAISE EXCEPTION 'max_attempts must be at most 10000, got %', p_max_attempts
+            USING ERRCODE = 'PJ035';
+    END IF;
+END;
+$$;
+
+-- Raise PJ033 when a payload is larger than the max_payload_bytes setting (its JSON
+-- text, in bytes), PJ037 when it nests arrays and objects more than 256 deep (more than
+-- common JSON parsers take: Python's gives up at about 1000). Payloads of up to 1 kB,
+-- the least the setting allows, are not measured against it; only a payload with more
+-- than 256 opening brackets (so more than 512 bytes) can be too deep.
+CREATE FUNCTION app_jobs.check_payload(p_payload json) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    v_text text := p_payload::text;
+    v_bytes integer := octet_length(v_text);
+    v_max bigint;
+BEGIN
+    IF v_bytes > 1024 THEN
+        v_max := app_jobs.setting('max_payload_bytes')::bigint;
+        IF v_bytes > v_max THEN
+            RAISE EXCEPTION 'payload is % bytes, more than max_payload_bytes (%)',
+                v_bytes, v_max
+                USING ERRCODE = 'PJ033',
+                HINT = 'Store large data elsewhere and pass a reference to it, or raise '
+                || 'the limit: app_jobs.set_setting(''max_payload_bytes'', ...).';
+        END IF;
+    END IF;
+    IF v_bytes > 512 AND length(v_text) - length(translate(v_text, '[{', '')) > 256 THEN
+        -- Only the shape matters, rewritten as arrays of zeros: escapes dropped (in pairs,
+        -- so quotes stay balanced), strings and numbers made 0, objects made arrays (jsonb
+        -- would drop all but the last of duplicate keys, and takes neither \u0000 nor
+        -- 1e999999).
+        IF jsonb_path_exists(
+            regexp_replace(
+                translate(
+                    regexp_replace(
+                        regexp_replace(v_text, '\\(u[0-9a-fA-F]{4}|.)', '', 'g'),
+                        '"[^"]*"', '0', 'g'
+                    ),
+                    '{}:', '[],'
+                ),
+                '-?[0-9][0-9.eE+-]*', '0', 'g'
+            )::jsonb,
+            'strict $.**{256} ? (@.type() == "array")'
+        ) THEN
+            RAISE EXCEPTION 'payload nests arrays and objects more than 256 deep'
+                USING ERRCODE = 'PJ037';
+        END IF;
+    END IF;
+END;
+$$;
+
+-- Raise PJ034 unless run_at (NULL: now) lies between 1970 and 100 years from now;
+-- p_what names the argument in the message.
+CREATE FUNCTION app_jobs.check_run_at(
+    p_run_at timestamptz,
+    p_what text DEFAULT 'run_at'
+) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    -- (-infinity and infinity fall outside too.)
+    IF p_run_at < '1970-01-01 00:00:00+00'::timestamptz
+        OR p_run_at > now() + interval '100 years' THEN
+        RAISE EXCEPTION '% must be between 1970-01-01 and 100 years from now, got %',
+            p_what, p_run_at
+            USING ERRCODE = 'PJ034';
+    END IF;
 END;
 $$;
 
 -- sql/src/101_check_worker_id.sql
--- Raise PJ005 unless a worker id was given.
+-- Raise PJ005 unless a worker id of 1 to 256 characters was given, PJ036 when it is not
+-- a clean name (see name_problem).
 CREATE FUNCTION app_jobs.check_worker_id(p_worker_id text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
+DECLARE
+    v_problem text;
 BEGIN
     IF p_worker_id IS NULL OR p_worker_id = '' THEN
         RAISE EXCEPTION 'worker_id is required'
             USING ERRCODE = 'PJ005';
+    END IF;
+    IF length(p_worker_id) > 256 THEN
+        RAISE EXCEPTION 'worker_id must be at most 256 characters, got %',
+            length(p_worker_id)
+            USING ERRCODE = 'PJ005';
+    END IF;
+    v_problem := app_jobs.name_problem(p_worker_id);
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'worker_id %', v_problem
+            USING ERRCODE = 'PJ036',
+            HINT = 'Names may not contain control or invisible characters, '
+            || 'nor begin or end with whitespace.';
     END IF;
 END;
 $$;
@@ -363,7 +514,11 @@ LANGUAGE sql STABLE
 AS $$
     SELECT coalesce(
         (SELECT s.value FROM app_jobs.settings AS s WHERE s.name = p_name),
-        CASE p_name WHEN 'history' THEN 'on' WHEN 'history_retention' THEN '7 days' END
+        CASE p_name
+            WHEN 'history' THEN 'on'
+            WHEN 'history_retention' THEN '7 days'
+            WHEN 'max_payload_bytes' THEN '262144'
+        END
     );
 $$;
 
@@ -381,15 +536,30 @@ BEGIN
             IF v_value::interval < interval '0' THEN
                 RAISE EXCEPTION USING ERRCODE = 'invalid_datetime_format';
             END IF;
+            -- Stored the way PostgreSQL reads it ('$1', say, is 1 second to it).
+            v_value := v_value::interval::text;
         EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
             OR interval_field_overflow THEN
-            RAISE EXCEPTION 'history_retention must be an interval of zero or more, got "%"',
-                v_value
+            RAISE EXCEPTION 'history_retention must be an interval of zero or more, got %',
+                to_json(v_value)
                 USING ERRCODE = 'PJ014';
         END;
+    ELSIF name = 'max_payload_bytes' THEN
+        IF (CASE
+            WHEN v_value !~ '^[ \t\n\r]*\+?[0-9]{1,18}[ \t\n\r]*$' THEN TRUE
+            ELSE v_value::bigint NOT BETWEEN 1024 AND 1073741824
+        END) IS NOT FALSE THEN
+            RAISE EXCEPTION 'max_payload_bytes must be 1024 to 1073741824 bytes, got %',
+                coalesce(to_json(v_value)::text, 'NULL')
+                USING ERRCODE = 'PJ014';
+        END IF;
+        v_value := v_value::bigint::text;
     ELSE
-        RAISE EXCEPTION 'unknown setting % or bad value "%"', coalesce(name, 'NULL'), v_value
-            USING HINT = 'history takes on or off; history_retention an interval',
+        -- Values are echoed as JSON strings: control characters cannot reach the log raw.
+        RAISE EXCEPTION 'unknown setting % or bad value %',
+            coalesce(to_json(name)::text, 'NULL'), coalesce(to_json(v_value)::text, 'NULL')
+            USING HINT = 'history takes on or off; history_retention an interval; '
+            || 'max_payload_bytes a number of bytes (1024 to 1073741824)',
             ERRCODE = 'PJ014';
     END IF;
     INSERT INTO app_jobs.settings AS s (name, value)
@@ -400,7 +570,8 @@ END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.set_setting IS
-'Set history (on/off) or history_retention (interval); PJ014 on anything else';
+'Set history (on/off), history_retention (interval) or max_payload_bytes (1024 to '
+'1073741824); PJ014 on anything else';
 
 -- sql/src/103_lock_is_free.sql
 -- True when nobody live holds a lock: never taken, or older than p_expiry and held by
@@ -481,10 +652,13 @@ DECLARE
     v_failed_status text;
     v_missing bigint;
 BEGIN
+    PERFORM app_jobs.check_tenant(db_id);
     IF app_jobs.enqueue_ignored(identifier) THEN
         RETURN NULL;
     END IF;
     PERFORM app_jobs.check_job_spec(identifier, queue_name, job_key, max_attempts);
+    PERFORM app_jobs.check_payload(payload);
+    PERFORM app_jobs.check_run_at(run_at);
     IF timeout <= interval '0' THEN
         RAISE EXCEPTION 'timeout must be positive, got %', timeout
             USING ERRCODE = 'PJ017';
@@ -502,7 +676,17 @@ BEGIN
     SELECT * INTO v_task FROM app_jobs.task_settings AS ts
     WHERE ts.task_identifier = add_job.identifier;
     v_max_attempts := coalesce(max_attempts, v_task.max_attempts, 25);
+    -- A task's default (set_task_settings) is held to the same bound.
+    IF v_max_attempts > 10000 THEN
+        RAISE EXCEPTION 'max_attempts must be at most 10000, got %', v_max_attempts
+            USING ERRCODE = 'PJ035';
+    END IF;
     v_timeout := coalesce(timeout, v_task.timeout);
+    -- (Longer is no limit at all, and beyond what clients such as Python can represent.)
+    IF v_timeout > interval '100 years' THEN
+        RAISE EXCEPTION 'timeout must be at most 100 years, got %', v_timeout
+            USING ERRCODE = 'PJ038';
+    END IF;
 
     IF cardinality(depends_on) > 0 THEN
         IF job_key IS NOT NULL THEN
@@ -571,6 +755,15 @@ BEGIN
             add_job.origin
         ) RETURNING * INTO v_job;
         RETURN v_job;
+    END IF;
+
+    -- Keys are one namespace: a caller held to its tenant may not touch another's job.
+    IF EXISTS (
+        SELECT 1 FROM app_jobs.jobs AS j
+        WHERE j.key = job_key AND NOT app_jobs.tenant_allowed(j.database_id)
+    ) THEN
+        RAISE EXCEPTION 'job key % belongs to another tenant''s job', job_key
+            USING ERRCODE = 'PJ030';
     END IF;
 
     -- unsafe_dedupe: whatever job holds the key (waiting or running) is the answer.
@@ -1374,7 +1567,10 @@ AS $$
 DECLARE
     v_job app_jobs.jobs;
 BEGIN
-    SELECT * INTO v_job FROM app_jobs.jobs AS j WHERE j.id = cancel_job.job_id FOR UPDATE;
+    -- Another tenant's job looks missing to a caller held to its own tenant.
+    SELECT * INTO v_job FROM app_jobs.jobs AS j
+    WHERE j.id = cancel_job.job_id AND app_jobs.tenant_allowed(j.database_id)
+    FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
@@ -2121,6 +2317,7 @@ DECLARE
     v_spec jsonb;
     v_job app_jobs.jobs;
 BEGIN
+    PERFORM app_jobs.check_tenant(db_id);
     IF jsonb_typeof(jobs) IS DISTINCT FROM 'array' OR jsonb_array_length(jobs) = 0 THEN
         RAISE EXCEPTION 'jobs must be a non-empty JSON array of job specs'
             USING ERRCODE = 'PJ026';
@@ -2159,6 +2356,21 @@ BEGIN
     IF bundle_type IS NULL OR length(bundle_type) NOT BETWEEN 1 AND 126 THEN
         RAISE EXCEPTION 'bundle_type must be 1 to 126 characters'
             USING ERRCODE = 'PJ026';
+    END IF;
+    -- The follow-up must pass add_job's checks now, not when the bundle's last job
+    -- finishes (that job's completion would fail): its name rules (PJ031, PJ032),
+    -- max_attempts (PJ035), and its payload as enqueued, counts at their largest (PJ033,
+    -- PJ037).
+    IF followup IS NOT NULL THEN
+        PERFORM app_jobs.check_job_spec(
+            followup ->> 'identifier', followup ->> 'queue_name', NULL,
+            (followup ->> 'max_attempts')::integer
+        );
+        PERFORM app_jobs.check_payload(json_build_object(
+            'bundle_id', 9223372036854775807, 'bundle_type', bundle_type,
+            'outcome', 'completed', 'completed', 2147483647, 'failed', 2147483647,
+            'cancelled', 2147483647, 'payload', followup -> 'payload'
+        ));
     END IF;
 
     INSERT INTO app_jobs.job_bundles AS b (
@@ -2611,10 +2823,21 @@ AS $$
 DECLARE
     v_row app_jobs.scheduled_jobs;
 BEGIN
+    PERFORM app_jobs.check_tenant(db_id);
     PERFORM app_jobs.check_job_spec(identifier, queue_name, job_key, max_attempts);
+    -- Checked here too, so that a schedule cannot hold a payload its jobs would be
+    -- refused for.
+    PERFORM app_jobs.check_payload(payload);
     IF schedule_info IS NULL OR json_typeof(schedule_info) <> 'object' THEN
         RAISE EXCEPTION 'schedule_info must be a JSON object'
             USING ERRCODE = 'PJ008';
+    END IF;
+    -- Time zone names only: PostgreSQL would also take POSIX rules ("$1", "' OR '1'='1"
+    -- and the like mean some UTC offset to it), which are surely mistakes here.
+    IF schedule_info ->> 'tz' !~ '^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$' THEN
+        RAISE EXCEPTION 'unknown time zone %', to_json(schedule_info ->> 'tz')
+            USING ERRCODE = 'PJ010',
+            HINT = 'tz takes a time zone name such as UTC or Europe/Berlin.';
     END IF;
 
     INSERT INTO app_jobs.scheduled_jobs AS s (
@@ -3067,6 +3290,8 @@ DECLARE
     v_job_ids bigint[] := '{}';
     v_due record;
 BEGIN
+    -- An infinite as_of would never run out of slots.
+    PERFORM app_jobs.check_run_at(as_of, 'as_of');
     -- A schedule another session is ticking is skipped: that session runs its slots,
     -- and moves next_run_at past them in the same transaction as the jobs.
     FOR v_schedule IN
@@ -3171,6 +3396,191 @@ CREATE TRIGGER _200_next_run_at
 BEFORE INSERT OR UPDATE OF schedule_info ON app_jobs.scheduled_jobs
 FOR EACH ROW EXECUTE FUNCTION app_jobs.tg_scheduled_jobs_next_run();
 
+-- sql/src/800_queue_stats_view.sql
+-- Per task and queue: live jobs by status (as in job_status), how long the longest-due
+-- runnable job has waited, and what finished in the last 5 minutes (from job_history; 0
+-- when history is off). One pass over jobs and one finished_at index range of history.
+CREATE VIEW app_jobs.queue_stats AS
+SELECT
+    s.task_identifier,
+    s.queue_name,
+    count(*) FILTER (WHERE s.state = 'waiting') AS waiting,
+    count(*) FILTER (WHERE s.state = 'scheduled') AS scheduled,
+    count(*) FILTER (WHERE s.state = 'running') AS running,
+    count(*) FILTER (WHERE s.state = 'retrying') AS retrying,
+    count(*) FILTER (WHERE s.state = 'failed') AS failed,
+    count(*) FILTER (WHERE s.state = 'blocked') AS blocked,
+    now() - min(s.due_at) AS oldest_waiting,
+    count(*) FILTER (WHERE s.state = 'completed_5m') AS completed_last_5m,
+    count(*) FILTER (WHERE s.state = 'failed_5m') AS failed_last_5m,
+    count(*) FILTER (WHERE s.state = 'cancelled_5m') AS cancelled_last_5m,
+    round(count(*) FILTER (WHERE s.state = 'completed_5m') / 5.0, 2) AS completed_per_minute,
+    round(count(*) FILTER (WHERE s.state = 'failed_5m') / 5.0, 2) AS failed_per_minute
+FROM (
+    SELECT
+        j.task_identifier,
+        j.queue_name,
+        CASE
+            WHEN j.locked_at IS NOT NULL THEN 'running'
+            WHEN j.attempts >= j.max_attempts THEN 'failed'
+            WHEN j.attempts > 0 OR j.last_error IS NOT NULL THEN 'retrying'
+            WHEN j.blocked_by > 0 THEN 'blocked'
+            WHEN j.run_at > now() THEN 'scheduled'
+            ELSE 'waiting'
+        END AS state,
+        -- Runnable now (waiting, or retrying and due): how long since it became due.
+        CASE WHEN j.is_available AND j.run_at <= now() THEN j.run_at END AS due_at
+    FROM app_jobs.jobs AS j
+    UNION ALL
+    SELECT
+        h.task_identifier,
+        h.queue_name,
+        h.status || '_5m' AS state,
+        NULL::timestamptz AS due_at
+    FROM app_jobs.job_history AS h
+    WHERE h.finished_at >= now() - interval '5 minutes'
+) AS s
+GROUP BY s.task_identifier, s.queue_name;
+
+COMMENT ON VIEW app_jobs.queue_stats IS
+'Per task and queue: jobs by status, oldest_waiting, what finished in the last 5 minutes';
+
+-- sql/src/810_metrics.sql
+-- A label value escaped for the Prometheus text format: backslash, double quote, newline.
+CREATE FUNCTION app_jobs.metrics_label(value text) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT replace(
+        replace(replace(coalesce(value, ''), E'\\', E'\\\\'), '"', E'\\"'), E'\n', E'\\n'
+    );
+$$;
+
+COMMENT ON FUNCTION app_jobs.metrics_label IS
+'Escape a Prometheus label value (backslash, double quote, newline); NULL gives ""';
+
+-- The queue's state in the Prometheus text exposition format (for a scrape exporter, or
+-- SELECT app_jobs.metrics() behind any HTTP endpoint): queue_stats, workers, the
+-- notification queue. Samples of one family are contiguous, in label order.
+CREATE FUNCTION app_jobs.metrics() RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    WITH stats AS MATERIALIZED (
+        SELECT
+            app_jobs.metrics_label(q.task_identifier) AS task,
+            app_jobs.metrics_label(q.queue_name) AS queue,
+            q.waiting,
+            q.scheduled,
+            q.running,
+            q.retrying,
+            q.failed,
+            q.blocked,
+            q.oldest_waiting,
+            q.completed_last_5m,
+            q.failed_last_5m,
+            q.cancelled_last_5m
+        FROM app_jobs.queue_stats AS q
+    ),
+
+    workers AS (
+        SELECT
+            count(*) AS registered,
+            count(*) FILTER (
+                WHERE w.last_heartbeat < now() - 3 * w.heartbeat_interval
+            ) AS stale
+        FROM app_jobs.workers AS w
+    ),
+
+    families (family, name, kind, help) AS (
+        VALUES
+        (1, 'pgjobs_jobs', 'gauge', 'Jobs by task, queue and state (as in app_jobs.job_status)'),
+        (
+            2, 'pgjobs_oldest_waiting_seconds', 'gauge',
+            'How long the longest-waiting runnable job of a task and queue has been due'
+        ),
+        (
+            3, 'pgjobs_finished_last_5m', 'gauge',
+            'Jobs that finished in the last 5 minutes by task and status (from job_history)'
+        ),
+        (4, 'pgjobs_history_enabled', 'gauge', '1 when job history is recorded, else 0'),
+        (5, 'pgjobs_workers', 'gauge', 'Registered workers'),
+        (
+            6, 'pgjobs_workers_stale', 'gauge',
+            'Registered workers silent for more than 3 heartbeat intervals'
+        ),
+        (
+            7, 'pgjobs_notification_queue_usage', 'gauge',
+            'Fraction of the LISTEN/NOTIFY queue in use (pg_notification_queue_usage)'
+        )
+    ),
+
+    samples (family, line) AS (
+        SELECT
+            1,
+            format(
+                'pgjobs_jobs{task="%s",queue="%s",state="%s"} %s', s.task, s.queue, v.state, v.n
+            )
+        FROM stats AS s
+        CROSS JOIN LATERAL (
+            VALUES
+            ('waiting', s.waiting),
+            ('scheduled', s.scheduled),
+            ('running', s.running),
+            ('retrying', s.retrying),
+            ('failed', s.failed),
+            ('blocked', s.blocked)
+        ) AS v (state, n)
+        UNION ALL
+        SELECT
+            2,
+            format(
+                'pgjobs_oldest_waiting_seconds{task="%s",queue="%s"} %s', s.task, s.queue,
+                coalesce(round(extract(EPOCH FROM s.oldest_waiting), 3), 0)
+            )
+        FROM stats AS s
+        UNION ALL
+        SELECT
+            3,
+            format('pgjobs_finished_last_5m{task="%s",status="%s"} %s', t.task, v.status, v.n)
+        FROM (
+            SELECT
+                s.task,
+                sum(s.completed_last_5m) AS completed,
+                sum(s.failed_last_5m) AS failed,
+                sum(s.cancelled_last_5m) AS cancelled
+            FROM stats AS s
+            GROUP BY s.task
+        ) AS t
+        CROSS JOIN LATERAL (
+            VALUES ('completed', t.completed), ('failed', t.failed), ('cancelled', t.cancelled)
+        ) AS v (status, n)
+        UNION ALL
+        SELECT
+            4,
+            'pgjobs_history_enabled '
+            || CASE WHEN app_jobs.setting('history') = 'on' THEN '1' ELSE '0' END
+        UNION ALL
+        SELECT 5, 'pgjobs_workers ' || w.registered FROM workers AS w
+        UNION ALL
+        SELECT 6, 'pgjobs_workers_stale ' || w.stale FROM workers AS w
+        UNION ALL
+        SELECT 7, 'pgjobs_notification_queue_usage ' || pg_notification_queue_usage()
+    ),
+
+    lines (family, part, line) AS (
+        SELECT f.family, 0, format('# HELP %s %s', f.name, f.help) FROM families AS f
+        UNION ALL
+        SELECT f.family, 1, format('# TYPE %s %s', f.name, f.kind) FROM families AS f
+        UNION ALL
+        SELECT s.family, 2, s.line FROM samples AS s
+    )
+
+    SELECT string_agg(l.line, E'\n' ORDER BY l.family, l.part, l.line COLLATE "C") || E'\n'
+    FROM lines AS l;
+$$;
+
+COMMENT ON FUNCTION app_jobs.metrics IS
+'Queue, worker and notification-queue gauges in the Prometheus text exposition format';
+
 -- sql/src/900_config_dump.sql
 -- Have pg_dump keep queue contents when the schema is an extension's.
 DO $$
@@ -3192,6 +3602,248 @@ BEGIN
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_bundles_id_seq', '');
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.task_settings', '');
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.queue_settings', '');
+    END IF;
+END;
+$$;
+
+-- sql/src/950_security.sql
+-- Access control, applied to every object created before it (so it must stay the last
+-- source file). Three group roles:
+--   pgjobs_enqueue  add jobs, bundles and schedules, cancel jobs and follow them, all
+--                   limited to its tenant (jwt.claims.database_id);
+--   pgjobs_worker   what pgjobs-worker calls (claim, finish, heartbeat, reap, tick, ...);
+--   pgjobs_admin    every API function, on every tenant.
+-- Nobody gets direct writes to the tables: the API functions run as their owner
+-- (SECURITY DEFINER with a fixed search_path); internal helpers are granted to nobody.
+-- Row-level security lets pgjobs_enqueue read only its tenant's rows. Everything here is
+-- re-runnable: an upgrade script that replaces functions (which resets SECURITY
+-- DEFINER) ends by applying this file again.
+
+-- The roles are cluster-wide: created when absent (NOLOGIN, none a member of another),
+-- kept when they exist, never dropped (DROP EXTENSION leaves them).
+DO $$
+DECLARE
+    v_role text;
+BEGIN
+    FOREACH v_role IN ARRAY ARRAY['pgjobs_enqueue', 'pgjobs_worker', 'pgjobs_admin'] LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role);
+        BEGIN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', v_role);
+            EXECUTE format(
+                'COMMENT ON ROLE %I IS %L', v_role,
+                'pgjobs: grant to roles that ' || CASE v_role
+                    WHEN 'pgjobs_enqueue' THEN 'enqueue and follow jobs of their tenant'
+                    WHEN 'pgjobs_worker' THEN 'run pgjobs workers'
+                    ELSE 'administer pgjobs'
+                END
+            );
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- another database's install created it just now
+            WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'pgjobs needs the role % and may not create it', v_role
+                    USING ERRCODE = 'insufficient_privilege',
+                    HINT = format(
+                        'Have a role with CREATEROLE run CREATE ROLE %I NOLOGIN, then retry.',
+                        v_role
+                    );
+        END;
+    END LOOP;
+END;
+$$;
+
+-- True when the caller may act on rows of tenant p_db_id. The caller is the role in
+-- effect where the pgjobs function was called: inside a SECURITY DEFINER function
+-- current_user is the owner, so this reads the "role" setting (what SET ROLE chose,
+-- which a definer function cannot change) and falls back to session_user without SET
+-- ROLE. A caller with the privileges of pgjobs_worker, pgjobs_admin or the schema's
+-- owner (superusers included) may act on every tenant; any other caller only on the
+-- tenant of its jwt.claims.database_id setting (none without it, NULL included).
+CREATE OR REPLACE FUNCTION app_jobs.tenant_allowed(p_db_id uuid) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE
+        WHEN pg_catalog.pg_has_role(c.caller, 'pgjobs_worker', 'USAGE')
+            OR pg_catalog.pg_has_role(c.caller, 'pgjobs_admin', 'USAGE')
+            OR pg_catalog.pg_has_role(c.caller, n.nspowner, 'USAGE') THEN TRUE
+        ELSE coalesce(
+            p_db_id = nullif(pg_catalog.current_setting('jwt.claims.database_id', TRUE), '')::uuid,
+            FALSE
+        )
+    END
+    FROM
+        (
+            SELECT CASE pg_catalog.current_setting('role')
+                WHEN 'none' THEN session_user
+                ELSE pg_catalog.current_setting('role')::name
+            END AS caller
+        ) AS c,
+        pg_catalog.pg_namespace AS n
+    WHERE n.nspname = 'app_jobs';
+$$;
+
+COMMENT ON FUNCTION app_jobs.tenant_allowed IS
+'Internal: may the calling role (SET ROLE, else session_user) act on tenant p_db_id?';
+
+-- Raise PJ030 unless the caller may act on tenant p_db_id (see tenant_allowed).
+CREATE OR REPLACE FUNCTION app_jobs.check_tenant(p_db_id uuid) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF NOT app_jobs.tenant_allowed(p_db_id) THEN
+        RAISE EXCEPTION 'permission denied for database_id %', coalesce(p_db_id::text, 'NULL')
+            USING ERRCODE = 'PJ030',
+            HINT = 'Without the privileges of pgjobs_worker or pgjobs_admin, a role acts only '
+            || 'on the tenant named by its jwt.claims.database_id setting.';
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.check_tenant IS
+'Internal: PJ030 unless the calling role may act on tenant p_db_id';
+
+-- Functions: nobody but the owner may run anything, except what the list below grants.
+-- pgjobs_version() is left alone: it is created after this file (by make), returns a
+-- constant and keeps the default EXECUTE for PUBLIC. A function missing from the list
+-- (internal helpers, anything added without updating it) is granted to nobody.
+DO $$
+DECLARE
+    v_fn record;
+BEGIN
+    FOR v_fn IN
+        SELECT p.oid::regprocedure AS sig
+        FROM pg_catalog.pg_proc AS p
+        WHERE p.pronamespace = 'app_jobs'::regnamespace AND p.proname <> 'pgjobs_version'
+        ORDER BY p.oid
+    LOOP
+        EXECUTE format(
+            'REVOKE ALL ON FUNCTION %s FROM PUBLIC, pgjobs_enqueue, pgjobs_worker, pgjobs_admin',
+            v_fn.sig
+        );
+    END LOOP;
+
+    FOR v_fn IN
+        SELECT l.name, g.grantees, p.oid::regprocedure AS sig
+        FROM (
+            VALUES
+            -- name                  enqueue worker admin
+            ('add_job', TRUE, FALSE, TRUE),
+            ('add_bundle', TRUE, FALSE, TRUE),
+            ('add_scheduled_job', TRUE, FALSE, TRUE),
+            ('cancel_job', TRUE, FALSE, TRUE),
+            ('tg_add_job_with_row', TRUE, FALSE, TRUE),
+            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE),
+            ('trigger_job_with_fields', TRUE, FALSE, TRUE),
+            ('schedule_next_run', TRUE, TRUE, TRUE),
+            ('get_job', FALSE, TRUE, TRUE),
+            ('get_jobs', FALSE, TRUE, TRUE),
+            ('complete_job', FALSE, TRUE, TRUE),
+            ('fail_job', FALSE, TRUE, TRUE),
+            ('finish_jobs', FALSE, TRUE, TRUE),
+            ('set_progress', FALSE, TRUE, TRUE),
+            ('register_worker', FALSE, TRUE, TRUE),
+            ('worker_heartbeat', FALSE, TRUE, TRUE),
+            ('unregister_worker', FALSE, TRUE, TRUE),
+            ('reap_dead_workers', FALSE, TRUE, TRUE),
+            ('release_jobs', FALSE, TRUE, TRUE),
+            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE),
+            ('get_scheduled_job', FALSE, TRUE, TRUE),
+            ('release_scheduled_jobs', FALSE, TRUE, TRUE),
+            ('run_scheduled_job', FALSE, TRUE, TRUE),
+            ('purge_job_history', FALSE, TRUE, TRUE),
+            ('setting', FALSE, TRUE, TRUE),
+            ('metrics', FALSE, TRUE, TRUE),
+            ('complete_jobs', FALSE, FALSE, TRUE),
+            ('permanently_fail_jobs', FALSE, FALSE, TRUE),
+            ('reschedule_jobs', FALSE, FALSE, TRUE),
+            ('remove_job', FALSE, FALSE, TRUE),
+            ('force_unlock_workers', FALSE, FALSE, TRUE),
+            ('retry_job', FALSE, FALSE, TRUE),
+            ('delete_job', FALSE, FALSE, TRUE),
+            ('delete_finished_jobs', FALSE, FALSE, TRUE),
+            ('waiting_jobs', FALSE, FALSE, TRUE),
+            ('failed_jobs', FALSE, FALSE, TRUE),
+            ('set_setting', FALSE, FALSE, TRUE),
+            ('set_task_settings', FALSE, FALSE, TRUE),
+            ('set_queue_concurrency', FALSE, FALSE, TRUE)
+        ) AS l (name, enqueue, worker, admin)
+        CROSS JOIN LATERAL (
+            SELECT array_to_string(ARRAY[
+                CASE WHEN l.enqueue THEN 'pgjobs_enqueue' END,
+                CASE WHEN l.worker THEN 'pgjobs_worker' END,
+                CASE WHEN l.admin THEN 'pgjobs_admin' END
+            ], ', ') AS grantees
+        ) AS g
+        LEFT JOIN pg_catalog.pg_proc AS p
+            ON p.proname = l.name AND p.pronamespace = 'app_jobs'::regnamespace
+        ORDER BY l.name, p.oid
+    LOOP
+        IF v_fn.sig IS NULL THEN
+            -- Renamed or dropped without updating the list (tests_sql/200_privileges fails).
+            RAISE WARNING 'pgjobs: app_jobs.% is granted in 950_security.sql but does not exist',
+                v_fn.name;
+            CONTINUE;
+        END IF;
+        EXECUTE format(
+            'ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp',
+            v_fn.sig
+        );
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', v_fn.sig, v_fn.grantees);
+    END LOOP;
+END;
+$$;
+
+-- Schema, tables, views, sequences: no rights for PUBLIC; the three roles may look up
+-- objects in the schema; nobody but the owner writes.
+REVOKE ALL ON SCHEMA app_jobs FROM PUBLIC;  -- noqa: CP02
+GRANT USAGE ON SCHEMA app_jobs TO pgjobs_enqueue, pgjobs_worker, pgjobs_admin;
+REVOKE ALL ON ALL TABLES IN SCHEMA app_jobs
+FROM PUBLIC, pgjobs_enqueue, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA app_jobs
+FROM PUBLIC, pgjobs_enqueue, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+
+-- Workers and admins read everything (tables and views).
+GRANT SELECT ON ALL TABLES IN SCHEMA app_jobs TO pgjobs_worker, pgjobs_admin;
+
+-- Enqueuers read the tenant-scoped tables; row-level security below picks their rows.
+GRANT SELECT ON app_jobs.jobs, app_jobs.job_history, app_jobs.job_bundles,
+app_jobs.scheduled_jobs TO pgjobs_enqueue;
+
+-- Row-level security: pgjobs_enqueue sees the rows of its jwt.claims.database_id (none
+-- without one); pgjobs_worker and pgjobs_admin see every row. The owner (whom the API
+-- functions run as) is not subject to it; another role granted SELECT directly sees
+-- nothing until a policy names it.
+DO $$
+DECLARE
+    v_table text;
+BEGIN
+    FOREACH v_table IN ARRAY ARRAY['jobs', 'job_history', 'job_bundles', 'scheduled_jobs'] LOOP
+        EXECUTE format('ALTER TABLE app_jobs.%I ENABLE ROW LEVEL SECURITY', v_table);
+        EXECUTE format('DROP POLICY IF EXISTS enqueue_own_tenant ON app_jobs.%I', v_table);
+        EXECUTE format(
+            'CREATE POLICY enqueue_own_tenant ON app_jobs.%I FOR SELECT TO pgjobs_enqueue '
+            || 'USING (database_id = nullif(current_setting(''jwt.claims.database_id'', TRUE), '
+            || ''''')::uuid)',
+            v_table
+        );
+        EXECUTE format('DROP POLICY IF EXISTS worker_admin_all ON app_jobs.%I', v_table);
+        EXECUTE format(
+            'CREATE POLICY worker_admin_all ON app_jobs.%I FOR SELECT '
+            || 'TO pgjobs_worker, pgjobs_admin USING (TRUE)',
+            v_table
+        );
+    END LOOP;
+END;
+$$;
+
+-- job_status reads jobs and job_history with the caller's rights (so their row-level
+-- security applies) where the server supports it (PostgreSQL 15); before that a view
+-- runs as its owner, so pgjobs_enqueue is not given it.
+DO $$
+BEGIN
+    IF pg_catalog.current_setting('server_version_num')::integer >= 150000 THEN
+        EXECUTE 'ALTER VIEW app_jobs.job_status SET (security_invoker = TRUE)';
+        EXECUTE 'GRANT SELECT ON app_jobs.job_status TO pgjobs_enqueue';
     END IF;
 END;
 $$;

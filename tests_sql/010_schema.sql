@@ -13,7 +13,9 @@ SELECT tables_are(
     'app_jobs holds exactly the ten tables'
 );
 SELECT has_view('app_jobs', 'job_status', 'view app_jobs.job_status exists');
-SELECT views_are('app_jobs', ARRAY['job_status'], 'app_jobs has exactly the job_status view');
+SELECT views_are(
+    'app_jobs', ARRAY['job_status', 'queue_stats'], 'app_jobs has exactly the job_status and queue_stats views'
+);
 
 -- Columns and their types, table by table.
 SELECT col_type_is('app_jobs', t, c, ty, format('%s.%s is %s', t, c, ty))
@@ -343,7 +345,10 @@ SELECT functions_are(
         'setting', 'finish_claim', 'claim_status', 'check_not_running',
         'lock_is_free', 'end_cancelled_claims',
         'queue_concurrency', 'enqueue_ignored', 'job_stopped', 'notify_job_stopped',
-        'cancel_dependent', 'lock_bundles', 'bundle_job_stopped', 'retry_delay', 'notify_jobs_completed', 'stop_jobs', 'tg_bundle_job_revived'
+        'cancel_dependent', 'lock_bundles', 'bundle_job_stopped', 'retry_delay',
+        'notify_jobs_completed', 'stop_jobs', 'tg_bundle_job_revived',
+        'name_problem', 'check_payload', 'check_run_at', 'check_tenant', 'tenant_allowed',
+        'metrics', 'metrics_label'
     ],
     'app_jobs has exactly the known functions'
 );

@@ -6,12 +6,23 @@ import argparse
 import json
 import os
 import sys
+import time
 from datetime import datetime, timedelta
 
 import psycopg
 
 from . import client, installer, sql
 from .connection import describe, first_line, resolve_url
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument("--extension", action="store_true",
                       help="use CREATE EXTENSION (needs `make install` on the server)")
     sub.add_parser("upgrade", help="apply pending upgrade scripts")
-    sub.add_parser("status", help="jobs per task and queue")
+    st = sub.add_parser("status", help="jobs per task and queue, workers, notification queue")
+    st.add_argument("--watch", nargs="?", const=2.0, type=_positive_float, metavar="SECONDS",
+                    help="refresh every SECONDS (default 2) until Ctrl-C")
 
     add = sub.add_parser("add", help="enqueue a job")
     add.add_argument("identifier", help="task identifier")
@@ -68,13 +81,49 @@ def _age(value: timedelta | None) -> str:
 
 
 def status(conn: psycopg.Connection) -> str:
+    """Jobs per task and queue (app_jobs.queue_stats), workers, notification queue."""
     rows = conn.execute(sql.STATUS).fetchall()
     headers = ["task", "queue", "waiting", "scheduled", "running", "retrying", "failed",
-               "oldest waiting"]
-    body = [[r[0], r[1] or "-", *(str(v) for v in r[2:7]), _age(r[7])] for r in rows]
-    if not body:
-        return "no jobs"
-    return _format_table(headers, body)
+               "oldest waiting", "blocked", "completed/min", "failed/min"]
+    body = [[r[0], r[1] or "-", *(str(v) for v in r[2:7]), _age(r[7]),
+             *(str(v) for v in r[8:11])] for r in rows]
+    parts = [_format_table(headers, body) if body else "no jobs"]
+
+    workers = conn.execute(sql.STATUS_WORKERS).fetchall()
+    if workers:
+        stale = sum(1 for w in workers if w[4])
+        parts.append(f"workers: {len(workers)} ({stale} stale)")
+        parts.append(_format_table(
+            ["worker", "host", "pid", "last heartbeat"],
+            [[w[0], w[1] or "-", "-" if w[2] is None else str(w[2]),
+              _age(w[3]) + " ago" + (" (stale)" if w[4] else "")] for w in workers],
+        ))
+    else:
+        parts.append("workers: none registered")
+    usage = conn.execute(sql.NOTIFICATION_QUEUE).fetchone()[0]
+    parts.append(f"notification queue usage: {usage * 100:.2f}%")
+    return "\n\n".join(parts[:1] + ["\n".join(parts[1:-1]), parts[-1]])
+
+
+def watch(conn: psycopg.Connection, every: float) -> None:
+    """Print status every `every` seconds until Ctrl-C; on a terminal, on a clean screen."""
+    tty = sys.stdout.isatty()
+    first = True
+    try:
+        while True:
+            text = status(conn)
+            stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+            header = f"pgjobs status at {stamp} (every {every:g} s; Ctrl-C to stop)"
+            if tty:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            elif not first:
+                sys.stdout.write("\n")
+            sys.stdout.write(f"{header}\n\n{text}\n")
+            sys.stdout.flush()
+            first = False
+            time.sleep(every)
+    except KeyboardInterrupt:
+        pass
 
 
 def _failed_ids(conn: psycopg.Connection, args: argparse.Namespace) -> list[int]:
@@ -121,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     conninfo = resolve_url(args.database_url)
     try:
         with psycopg.connect(conninfo, autocommit=True) as conn:
-            print(run(args, conn))
+            if args.command == "status" and args.watch:
+                watch(conn, args.watch)
+            else:
+                print(run(args, conn))
     except psycopg.OperationalError as exc:
         print(f"pgjobs: cannot connect to {describe(conninfo)}: {first_line(exc)}",
               file=sys.stderr)

@@ -32,7 +32,32 @@ SELECT worker_id, job_id, status
 FROM app_jobs.reap_dead_workers(make_interval(secs => %s))
 """
 
-PURGE_HISTORY = "SELECT app_jobs.purge_job_history() AS purged"
+# Two statements in one simple query (one implicit transaction): the purge of a large
+# backlog is exempt from the worker's statement_timeout. Its rows are the second result.
+PURGE_HISTORY_UNTIMED = (
+    "SET LOCAL statement_timeout = 0; SELECT app_jobs.purge_job_history() AS purged"
+)
+
+# The worker's session limits, in milliseconds as text ('0': none).
+SET_SESSION_TIMEOUTS = """
+SELECT set_config('statement_timeout', %s, false),
+       set_config('idle_in_transaction_session_timeout', %s, false)
+"""
+
+# The LISTEN connection idles by design: never an idle-session or statement limit on it.
+SET_LISTEN_SESSION_TIMEOUTS = """
+SELECT set_config('idle_in_transaction_session_timeout', %s, false),
+       set_config('statement_timeout', '0', false),
+       set_config('idle_session_timeout', '0', false)
+"""
+
+# Before PostgreSQL 14 there is no idle_session_timeout.
+SET_LISTEN_SESSION_TIMEOUTS_PG13 = """
+SELECT set_config('idle_in_transaction_session_timeout', %s, false),
+       set_config('statement_timeout', '0', false)
+"""
+
+NOTIFICATION_QUEUE_USAGE = "SELECT pg_notification_queue_usage() AS usage"
 
 RELEASE_JOBS = "SELECT app_jobs.release_jobs(%s, %s::bigint[])"
 
@@ -81,18 +106,29 @@ UPDATE_EXTENSION = "ALTER EXTENSION pgjobs UPDATE"
 
 STATUS = """
 SELECT
-    j.task_identifier,
-    coalesce(j.queue_name, '') AS queue_name,
-    count(*) FILTER (WHERE j.is_available AND j.run_at <= now() AND j.attempts = 0) AS waiting,
-    count(*) FILTER (WHERE j.is_available AND j.run_at > now() AND j.attempts = 0) AS scheduled,
-    count(*) FILTER (WHERE j.locked_at IS NOT NULL) AS running,
-    count(*) FILTER (WHERE j.is_available AND j.attempts > 0) AS retrying,
-    count(*) FILTER (WHERE j.locked_at IS NULL AND j.attempts >= j.max_attempts) AS failed,
-    max(now() - j.run_at) FILTER (WHERE j.is_available AND j.run_at <= now()) AS oldest_waiting
-FROM app_jobs.jobs AS j
-GROUP BY 1, 2
+    s.task_identifier,
+    coalesce(s.queue_name, '') AS queue_name,
+    s.waiting,
+    s.scheduled,
+    s.running,
+    s.retrying,
+    s.failed,
+    s.oldest_waiting,
+    s.blocked,
+    s.completed_per_minute,
+    s.failed_per_minute
+FROM app_jobs.queue_stats AS s
 ORDER BY 1, 2
 """
+
+STATUS_WORKERS = """
+SELECT w.id, w.host, w.pid, now() - w.last_heartbeat AS heartbeat_age,
+       w.last_heartbeat < now() - 3 * w.heartbeat_interval AS stale
+FROM app_jobs.workers AS w
+ORDER BY w.id
+"""
+
+NOTIFICATION_QUEUE = "SELECT pg_notification_queue_usage()"
 
 FAILED_JOB_IDS = """
 SELECT id FROM app_jobs.jobs

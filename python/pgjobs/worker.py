@@ -32,6 +32,7 @@ from psycopg.types.json import Jsonb
 from . import sql
 from .connection import first_line
 from .job import Job, JobControl
+from .metrics import NO_METRICS, WorkerMetrics
 from .tasks import Handler, default_timeout, is_async
 
 log = logging.getLogger("pgjobs.worker")
@@ -63,6 +64,12 @@ class WorkerOptions:
     default_timeout: float | None = None
     cancel_grace: float = 5.0
     history_purge_interval: float = 3600.0
+    # Seconds; 0 turns the limit off. The LISTEN connection only gets the idle one.
+    statement_timeout: float = 60.0
+    idle_in_transaction_timeout: float = 60.0
+    # Serve Prometheus metrics at http://metrics_host:metrics_port/metrics (None: off).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 @dataclass
@@ -120,8 +127,15 @@ class Worker:
         self._next_tick = 0.0
         self._heartbeat_now = asyncio.Event()
         self._heartbeater: asyncio.Task | None = None
+        self._beat: asyncio.Task | None = None
         self._next_purge = 0.0
         self._loop_thread = 0
+        self.metrics: WorkerMetrics | Any = NO_METRICS
+        if options.metrics_port is not None:
+            self.metrics = WorkerMetrics(
+                running=lambda: len(self._running),
+                connected=lambda: 1.0 if self._healthy() else 0.0,
+            )
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -142,6 +156,12 @@ class Worker:
             except (NotImplementedError, RuntimeError):
                 pass
         try:
+            if self.options.metrics_port is not None:
+                host, port = self.metrics.serve(
+                    self.options.metrics_port, self.options.metrics_host
+                )
+                log.info("worker %s serving metrics at http://%s:%d/metrics",
+                         self.worker_id, host, port)
             await self._connect(first=True)
             # Only once connected: a bad URL must give one line on stderr, not two.
             log.info(
@@ -157,6 +177,7 @@ class Worker:
             if self._heartbeater is not None:
                 self._heartbeater.cancel()
             await self._close()
+            self.metrics.close()
         self._log_summary()
         return 0
 
@@ -181,6 +202,12 @@ class Worker:
                         log.info("worker %s: no job available, burst mode ends", self.worker_id)
                         return
                 await self._wait(self._wait_time())
+            except psycopg.errors.QueryCanceled as exc:
+                # statement_timeout (or pg_cancel_backend): the connection is fine and the
+                # statement changed nothing (what was owed is still owed); try again later.
+                log.warning("worker %s: statement cancelled: %s", self.worker_id,
+                            first_line(exc))
+                await self._wait(self.options.poll_interval)
             except psycopg.OperationalError as exc:
                 log.warning("worker %s lost its database connection: %s", self.worker_id, exc)
                 await self._close()
@@ -244,13 +271,36 @@ class Worker:
     # -- connections ----------------------------------------------------------------
 
     async def _connect(self, first: bool = False) -> None:
+        try:
+            await self._open_connections()
+        except BaseException:
+            # Half-open (e.g. a statement timed out after connecting): close what opened,
+            # so a retry does not leak connections.
+            await self._close()
+            raise
+        self._connected_once = True
+        self._kick.set()
+
+    async def _open_connections(self) -> None:
         self._conn = await psycopg.AsyncConnection.connect(
             self.conninfo, autocommit=True, row_factory=dict_row,
             application_name=f"pgjobs-worker {self.worker_id}"[:63],
         )
+        await self._conn.execute(sql.SET_SESSION_TIMEOUTS, (
+            _milliseconds(self.options.statement_timeout),
+            _milliseconds(self.options.idle_in_transaction_timeout),
+        ))
         self._listen_conn = await psycopg.AsyncConnection.connect(
             self.conninfo, autocommit=True,
             application_name=f"pgjobs-listen {self.worker_id}"[:63],
+        )
+        # The LISTEN connection idles for good: no statement or idle-session limit, only
+        # the idle-in-transaction one.
+        await self._listen_conn.execute(
+            sql.SET_LISTEN_SESSION_TIMEOUTS
+            if self._listen_conn.info.server_version >= 140000
+            else sql.SET_LISTEN_SESSION_TIMEOUTS_PG13,
+            (_milliseconds(self.options.idle_in_transaction_timeout),),
         )
         for statement in sql.LISTEN:
             await self._listen_conn.execute(statement)
@@ -259,8 +309,6 @@ class Worker:
         if self._connected_once:
             log.info("worker %s reconnected", self.worker_id)
             await self._release_lost_claims()
-        self._connected_once = True
-        self._kick.set()
 
     async def _release_lost_claims(self) -> None:
         """Jobs locked under our id that we are not running: claims whose answer was lost."""
@@ -332,10 +380,20 @@ class Worker:
                 except Exception:
                     pass
         self._conn = self._listen_conn = None
+        # A heartbeat still waiting on the closed connection must be done with it before
+        # a new connection may reuse its file descriptor (psycopg would otherwise drop
+        # the new connection's wait along with the old one's, and connect would hang).
+        beat = self._beat
+        if beat is not None and not beat.done():
+            await asyncio.wait({beat}, timeout=1.0)
+            if not beat.done():
+                beat.cancel()
+                await asyncio.wait({beat}, timeout=5.0)
 
     # -- jobs -------------------------------------------------------------------------
 
     async def _claim(self, n: int) -> list[Job]:
+        began = time.perf_counter()
         cur = await self._conn.execute(
             sql.CLAIM_JOBS,
             {
@@ -345,8 +403,10 @@ class Worker:
                 "batch_size": n,
             },
         )
+        rows = await cur.fetchall()
+        self.metrics.claimed(time.perf_counter() - began)
         jobs = []
-        for row in await cur.fetchall():
+        for row in rows:
             control = JobControl()
             job = Job.from_row(row, self.worker_id, control)
             control._report_progress = self._progress_reporter(job)
@@ -354,6 +414,7 @@ class Worker:
         return jobs
 
     def _start(self, job: Job) -> None:
+        self.metrics.job_started(job.task_identifier)
         self._jobs[job.id] = job
         self._running[job.id] = asyncio.create_task(self._run_job(job))
 
@@ -432,16 +493,19 @@ class Worker:
         finally:
             stop.cancel()
         outcome = self._outcome(job, inner, timeout)
-        duration_ms = (time.monotonic() - started) * 1000
+        duration = time.monotonic() - started
+        duration_ms = duration * 1000
         self._forget(job)
         if outcome is None:
             self.stats.fenced += 1
+            self.metrics.job_fenced()
             log.warning(
                 "job %s was rescued from this worker (fenced): its outcome is dropped",
                 job.describe(), extra={"event": "job_fenced", "job_id": job.id},
             )
         else:
             self._owed.append(outcome)
+            self.metrics.job_ran(job.task_identifier, duration)
             self._log_outcome(outcome, duration_ms)
         self._kick.set()
 
@@ -491,12 +555,18 @@ class Worker:
             for outcome in batch:
                 rows += await self._finish_alone(outcome)
         del self._owed[: len(batch)]
-        sent = {o.job.id: o.outcome for o in batch}
+        sent = {o.job.id: o for o in batch}
         for row in rows:
-            if row["status"] == "fenced":
+            if row["status"] != "fenced":
+                if self.metrics.enabled and row["job_id"] in sent:
+                    self.metrics.job_recorded(
+                        sent[row["job_id"]].job.task_identifier, row["status"]
+                    )
+            else:
                 self.stats.fenced += 1
+                self.metrics.job_fenced()
                 # Logged as completed/failed when the handler returned; it did not count.
-                outcome = sent.get(row["job_id"])
+                outcome = getattr(sent.get(row["job_id"]), "outcome", None)
                 if outcome == "completed":
                     self.stats.completed -= 1
                 elif outcome == "failed":
@@ -569,12 +639,29 @@ class Worker:
             self._heartbeat_now.clear()
             if not self._healthy():
                 continue
+            # A task of its own, so that _close can wait for it to let go of the
+            # connection before closing it (see _close).
+            beat = self._beat = asyncio.create_task(self._beat_once())
             try:
-                await self._heartbeat()
-                await self._reap()
-                await self._purge_history()
-            except psycopg.Error as exc:
-                log.warning("worker %s heartbeat failed: %s", self.worker_id, first_line(exc))
+                await asyncio.wait({beat})
+            except asyncio.CancelledError:
+                beat.cancel()
+                raise
+            finally:
+                self._beat = None
+            if not beat.cancelled() and beat.exception() is not None:
+                raise beat.exception()
+
+    async def _beat_once(self) -> None:
+        try:
+            await self._heartbeat()
+            await self._reap()
+            await self._purge_history()
+            if self.metrics.enabled:
+                cur = await self._conn.execute(sql.NOTIFICATION_QUEUE_USAGE)
+                self.metrics.notification_usage((await cur.fetchone())["usage"])
+        except psycopg.Error as exc:
+            log.warning("worker %s heartbeat failed: %s", self.worker_id, first_line(exc))
 
     async def _heartbeat(self) -> None:
         try:
@@ -611,7 +698,9 @@ class Worker:
         if time.monotonic() < self._next_purge:
             return
         self._next_purge = time.monotonic() + self.options.history_purge_interval
-        cur = await self._conn.execute(sql.PURGE_HISTORY)
+        # Exempt from statement_timeout: a large backlog is deleted in one statement.
+        cur = await self._conn.execute(sql.PURGE_HISTORY_UNTIMED)
+        cur.nextset()
         purged = (await cur.fetchone())["purged"]
         if purged:
             log.info("worker %s purged %d history row(s)", self.worker_id, purged)
@@ -653,6 +742,14 @@ class Worker:
             extra={"event": "worker_stopped", "completed": s.completed, "failed": s.failed,
                    "cancelled": s.cancelled, "fenced": s.fenced, "released": s.released},
         )
+
+
+def _milliseconds(seconds: float | None) -> str:
+    """A timeout setting's value in whole milliseconds: '0' (no limit) for None or 0, at
+    least '1' for any positive number (a tiny limit must not turn into none)."""
+    if not seconds or seconds <= 0:
+        return "0"
+    return str(max(round(seconds * 1000), 1))
 
 
 def _error_text(exc: BaseException) -> str:

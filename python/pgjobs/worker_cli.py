@@ -14,6 +14,7 @@ import psycopg
 
 from . import logs
 from .connection import describe, first_line, resolve_url
+from .metrics import MetricsServerError
 from .tasks import import_task_modules
 from .worker import Worker, WorkerOptions, default_worker_id
 
@@ -33,6 +34,20 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (0-65535), got {value}")
     return value
 
 
@@ -93,6 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
                    default=float(_env("PGJOBS_CANCEL_GRACE", "5")),
                    help="seconds a timed-out or cancelled handler gets to stop before it is "
                         "abandoned [PGJOBS_CANCEL_GRACE, default 5]")
+    p.add_argument("--statement-timeout", type=_non_negative_float,
+                   default=_env("PGJOBS_STATEMENT_TIMEOUT", "60"),
+                   help="seconds any one statement of the worker may run (statement_timeout; "
+                        "0: no limit); the history purge is exempt "
+                        "[PGJOBS_STATEMENT_TIMEOUT, default 60]")
+    p.add_argument("--idle-in-transaction-timeout", type=_non_negative_float,
+                   default=_env("PGJOBS_IDLE_IN_TRANSACTION_TIMEOUT", "60"),
+                   help="seconds a worker session may sit idle inside a transaction "
+                        "(idle_in_transaction_session_timeout; 0: no limit) "
+                        "[PGJOBS_IDLE_IN_TRANSACTION_TIMEOUT, default 60]")
+    p.add_argument("--metrics-port", type=_port, default=_env("PGJOBS_METRICS_PORT") or None,
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free "
+                        "port, logged) [PGJOBS_METRICS_PORT, default off]")
+    p.add_argument("--metrics-host", default=_env("PGJOBS_METRICS_HOST", "127.0.0.1"),
+                   help="address the metrics endpoint listens on "
+                        "[PGJOBS_METRICS_HOST, default 127.0.0.1]")
     p.add_argument("--log-level", default=_env("PGJOBS_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"],
                    help="[PGJOBS_LOG_LEVEL, default info]")
@@ -142,9 +173,15 @@ def main(argv: list[str] | None = None) -> int:
         dead_for=args.dead_for,
         default_timeout=args.default_timeout,
         cancel_grace=max(args.cancel_grace, 0.0),
+        statement_timeout=args.statement_timeout,
+        idle_in_transaction_timeout=args.idle_in_transaction_timeout,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     try:
         code = asyncio.run(Worker(conninfo, handlers, options).run())
+    except MetricsServerError as exc:
+        return fail(str(exc), 1)
     except psycopg.OperationalError as exc:
         return fail(f"cannot connect to {describe(conninfo)}: {first_line(exc)}", 1)
     except psycopg.Error as exc:

@@ -2,8 +2,18 @@
 CREATE TABLE app_jobs.settings (
     name text PRIMARY KEY,
     value text NOT NULL,
-    CONSTRAINT settings_name_check CHECK (name IN ('history', 'history_retention'))
+    CONSTRAINT settings_name_check CHECK (
+        name IN ('history', 'history_retention', 'max_payload_bytes')
+    ),
+    CONSTRAINT settings_max_payload_bytes_check CHECK (
+        CASE
+            WHEN name <> 'max_payload_bytes' THEN TRUE
+            WHEN value !~ '^[0-9]{4,10}$' THEN FALSE
+            ELSE value::bigint BETWEEN 1024 AND 1073741824
+        END
+    )
 );
 
 COMMENT ON TABLE app_jobs.settings IS
-'history (on/off, default on), history_retention (interval, default 7 days)';
+'history (on/off, default on), history_retention (interval, default 7 days), '
+'max_payload_bytes (1024 to 1073741824, default 262144)';

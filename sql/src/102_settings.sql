@@ -4,7 +4,11 @@ LANGUAGE sql STABLE
 AS $$
     SELECT coalesce(
         (SELECT s.value FROM app_jobs.settings AS s WHERE s.name = p_name),
-        CASE p_name WHEN 'history' THEN 'on' WHEN 'history_retention' THEN '7 days' END
+        CASE p_name
+            WHEN 'history' THEN 'on'
+            WHEN 'history_retention' THEN '7 days'
+            WHEN 'max_payload_bytes' THEN '262144'
+        END
     );
 $$;
 
@@ -22,15 +26,30 @@ BEGIN
             IF v_value::interval < interval '0' THEN
                 RAISE EXCEPTION USING ERRCODE = 'invalid_datetime_format';
             END IF;
+            -- Stored the way PostgreSQL reads it ('$1', say, is 1 second to it).
+            v_value := v_value::interval::text;
         EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
             OR interval_field_overflow THEN
-            RAISE EXCEPTION 'history_retention must be an interval of zero or more, got "%"',
-                v_value
+            RAISE EXCEPTION 'history_retention must be an interval of zero or more, got %',
+                to_json(v_value)
                 USING ERRCODE = 'PJ014';
         END;
+    ELSIF name = 'max_payload_bytes' THEN
+        IF (CASE
+            WHEN v_value !~ '^[ \t\n\r]*\+?[0-9]{1,18}[ \t\n\r]*$' THEN TRUE
+            ELSE v_value::bigint NOT BETWEEN 1024 AND 1073741824
+        END) IS NOT FALSE THEN
+            RAISE EXCEPTION 'max_payload_bytes must be 1024 to 1073741824 bytes, got %',
+                coalesce(to_json(v_value)::text, 'NULL')
+                USING ERRCODE = 'PJ014';
+        END IF;
+        v_value := v_value::bigint::text;
     ELSE
-        RAISE EXCEPTION 'unknown setting % or bad value "%"', coalesce(name, 'NULL'), v_value
-            USING HINT = 'history takes on or off; history_retention an interval',
+        -- Values are echoed as JSON strings: control characters cannot reach the log raw.
+        RAISE EXCEPTION 'unknown setting % or bad value %',
+            coalesce(to_json(name)::text, 'NULL'), coalesce(to_json(v_value)::text, 'NULL')
+            USING HINT = 'history takes on or off; history_retention an interval; '
+            || 'max_payload_bytes a number of bytes (1024 to 1073741824)',
             ERRCODE = 'PJ014';
     END IF;
     INSERT INTO app_jobs.settings AS s (name, value)
@@ -41,4 +60,5 @@ END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.set_setting IS
-'Set history (on/off) or history_retention (interval); PJ014 on anything else';
+'Set history (on/off), history_retention (interval) or max_payload_bytes (1024 to '
+'1073741824); PJ014 on anything else';

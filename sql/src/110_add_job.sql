@@ -32,10 +32,13 @@ DECLARE
     v_failed_status text;
     v_missing bigint;
 BEGIN
+    PERFORM app_jobs.check_tenant(db_id);
     IF app_jobs.enqueue_ignored(identifier) THEN
         RETURN NULL;
     END IF;
     PERFORM app_jobs.check_job_spec(identifier, queue_name, job_key, max_attempts);
+    PERFORM app_jobs.check_payload(payload);
+    PERFORM app_jobs.check_run_at(run_at);
     IF timeout <= interval '0' THEN
         RAISE EXCEPTION 'timeout must be positive, got %', timeout
             USING ERRCODE = 'PJ017';
@@ -53,7 +56,17 @@ BEGIN
     SELECT * INTO v_task FROM app_jobs.task_settings AS ts
     WHERE ts.task_identifier = add_job.identifier;
     v_max_attempts := coalesce(max_attempts, v_task.max_attempts, 25);
+    -- A task's default (set_task_settings) is held to the same bound.
+    IF v_max_attempts > 10000 THEN
+        RAISE EXCEPTION 'max_attempts must be at most 10000, got %', v_max_attempts
+            USING ERRCODE = 'PJ035';
+    END IF;
     v_timeout := coalesce(timeout, v_task.timeout);
+    -- (Longer is no limit at all, and beyond what clients such as Python can represent.)
+    IF v_timeout > interval '100 years' THEN
+        RAISE EXCEPTION 'timeout must be at most 100 years, got %', v_timeout
+            USING ERRCODE = 'PJ038';
+    END IF;
 
     IF cardinality(depends_on) > 0 THEN
         IF job_key IS NOT NULL THEN
@@ -122,6 +135,15 @@ BEGIN
             add_job.origin
         ) RETURNING * INTO v_job;
         RETURN v_job;
+    END IF;
+
+    -- Keys are one namespace: a caller held to its tenant may not touch another's job.
+    IF EXISTS (
+        SELECT 1 FROM app_jobs.jobs AS j
+        WHERE j.key = job_key AND NOT app_jobs.tenant_allowed(j.database_id)
+    ) THEN
+        RAISE EXCEPTION 'job key % belongs to another tenant''s job', job_key
+            USING ERRCODE = 'PJ030';
     END IF;
 
     -- unsafe_dedupe: whatever job holds the key (waiting or running) is the answer.

@@ -6,7 +6,10 @@ AS $$
 DECLARE
     v_job app_jobs.jobs;
 BEGIN
-    SELECT * INTO v_job FROM app_jobs.jobs AS j WHERE j.id = cancel_job.job_id FOR UPDATE;
+    -- Another tenant's job looks missing to a caller held to its own tenant.
+    SELECT * INTO v_job FROM app_jobs.jobs AS j
+    WHERE j.id = cancel_job.job_id AND app_jobs.tenant_allowed(j.database_id)
+    FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;

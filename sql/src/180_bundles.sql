@@ -93,6 +93,7 @@ DECLARE
     v_spec jsonb;
     v_job app_jobs.jobs;
 BEGIN
+    PERFORM app_jobs.check_tenant(db_id);
     IF jsonb_typeof(jobs) IS DISTINCT FROM 'array' OR jsonb_array_length(jobs) = 0 THEN
         RAISE EXCEPTION 'jobs must be a non-empty JSON array of job specs'
             USING ERRCODE = 'PJ026';
@@ -131,6 +132,21 @@ BEGIN
     IF bundle_type IS NULL OR length(bundle_type) NOT BETWEEN 1 AND 126 THEN
         RAISE EXCEPTION 'bundle_type must be 1 to 126 characters'
             USING ERRCODE = 'PJ026';
+    END IF;
+    -- The follow-up must pass add_job's checks now, not when the bundle's last job
+    -- finishes (that job's completion would fail): its name rules (PJ031, PJ032),
+    -- max_attempts (PJ035), and its payload as enqueued, counts at their largest (PJ033,
+    -- PJ037).
+    IF followup IS NOT NULL THEN
+        PERFORM app_jobs.check_job_spec(
+            followup ->> 'identifier', followup ->> 'queue_name', NULL,
+            (followup ->> 'max_attempts')::integer
+        );
+        PERFORM app_jobs.check_payload(json_build_object(
+            'bundle_id', 9223372036854775807, 'bundle_type', bundle_type,
+            'outcome', 'completed', 'completed', 2147483647, 'failed', 2147483647,
+            'cancelled', 2147483647, 'payload', followup -> 'payload'
+        ));
     END IF;
 
     INSERT INTO app_jobs.job_bundles AS b (

@@ -16,10 +16,21 @@ AS $$
 DECLARE
     v_row app_jobs.scheduled_jobs;
 BEGIN
+    PERFORM app_jobs.check_tenant(db_id);
     PERFORM app_jobs.check_job_spec(identifier, queue_name, job_key, max_attempts);
+    -- Checked here too, so that a schedule cannot hold a payload its jobs would be
+    -- refused for.
+    PERFORM app_jobs.check_payload(payload);
     IF schedule_info IS NULL OR json_typeof(schedule_info) <> 'object' THEN
         RAISE EXCEPTION 'schedule_info must be a JSON object'
             USING ERRCODE = 'PJ008';
+    END IF;
+    -- Time zone names only: PostgreSQL would also take POSIX rules ("$1", "' OR '1'='1"
+    -- and the like mean some UTC offset to it), which are surely mistakes here.
+    IF schedule_info ->> 'tz' !~ '^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$' THEN
+        RAISE EXCEPTION 'unknown time zone %', to_json(schedule_info ->> 'tz')
+            USING ERRCODE = 'PJ010',
+            HINT = 'tz takes a time zone name such as UTC or Europe/Berlin.';
     END IF;
 
     INSERT INTO app_jobs.scheduled_jobs AS s (

@@ -20,6 +20,8 @@ DECLARE
     v_job_ids bigint[] := '{}';
     v_due record;
 BEGIN
+    -- An infinite as_of would never run out of slots.
+    PERFORM app_jobs.check_run_at(as_of, 'as_of');
     -- A schedule another session is ticking is skipped: that session runs its slots,
     -- and moves next_run_at past them in the same transaction as the jobs.
     FOR v_schedule IN

@@ -1,0 +1,197 @@
+"""Prometheus metrics of one worker process, served over HTTP by `--metrics-port`.
+
+Each worker has its own CollectorRegistry (not prometheus_client's global default), so
+several workers can live in one process, as they do in tests. The per-job cost is a few
+counter increments: the labelled children of each task are looked up once and cached.
+A worker without a metrics port uses NO_METRICS, whose hooks do nothing.
+
+Queue-wide numbers (jobs per state, oldest waiting job, workers, finished jobs) are not
+per worker: they come from the database, `SELECT app_jobs.metrics()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest, start_http_server
+
+log = logging.getLogger("pgjobs.metrics")
+
+# Handler run times: from milliseconds to an hour.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0, 300.0, 900.0, 3600.0)
+# Claim round trips (get_jobs): well under a second when healthy.
+CLAIM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                 2.5, 5.0, 10.0)
+
+
+class MetricsServerError(RuntimeError):
+    """The /metrics endpoint could not be served (address in use, bad host, ...)."""
+
+
+class _TaskMetrics:
+    """The labelled children of one task, looked up once."""
+
+    __slots__ = ("started", "completed", "failed", "duration")
+
+    def __init__(self, m: WorkerMetrics, task: str):
+        self.started = m.jobs_started.labels(task)
+        self.completed = m.jobs_completed.labels(task)
+        self.failed = m.jobs_failed.labels(task)
+        self.duration = m.job_duration.labels(task)
+
+
+class WorkerMetrics:
+    """The worker's counters, histograms and gauges, in a registry of their own."""
+
+    enabled = True
+
+    def __init__(self, running: Callable[[], float] | None = None,
+                 connected: Callable[[], float] | None = None):
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.jobs_started = Counter(
+            "pgjobs_worker_jobs_started", "Jobs this worker claimed and started, by task",
+            ["task"], registry=r)
+        self.jobs_completed = Counter(
+            "pgjobs_worker_jobs_completed",
+            "Attempts of this worker recorded as completed, by task", ["task"], registry=r)
+        self.jobs_failed = Counter(
+            "pgjobs_worker_jobs_failed",
+            "Attempts of this worker recorded as failed (retrying or for good), by task",
+            ["task"], registry=r)
+        self.jobs_cancelled = Counter(
+            "pgjobs_worker_jobs_cancelled", "Attempts of this worker recorded as cancelled",
+            registry=r)
+        self.jobs_fenced = Counter(
+            "pgjobs_worker_jobs_fenced",
+            "Attempts whose claim this worker had lost (rescued or expired): outcome dropped",
+            registry=r)
+        self.job_duration = Histogram(
+            "pgjobs_worker_job_duration_seconds",
+            "Run time of each attempt that produced an outcome, by task", ["task"],
+            buckets=DURATION_BUCKETS, registry=r)
+        self.claim_seconds = Histogram(
+            "pgjobs_worker_claim_seconds", "Round trip of each claim (app_jobs.get_jobs)",
+            buckets=CLAIM_BUCKETS, registry=r)
+        self.running = Gauge(
+            "pgjobs_worker_running", "Jobs this worker is running now", registry=r)
+        self.connected = Gauge(
+            "pgjobs_worker_connected", "1 while the worker's database connections are up",
+            registry=r)
+        self.notification_queue_usage = Gauge(
+            "pgjobs_worker_notification_queue_usage",
+            "pg_notification_queue_usage() as read at the last heartbeat", registry=r)
+        if running is not None:
+            self.running.set_function(_safe(running))
+        if connected is not None:
+            self.connected.set_function(_safe(connected))
+        self._tasks: dict[str, _TaskMetrics] = {}
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.address: tuple[str, int] | None = None
+
+    # -- hooks the worker calls ---------------------------------------------------------
+
+    def _task(self, task: str) -> _TaskMetrics:
+        m = self._tasks.get(task)
+        if m is None:
+            m = self._tasks[task] = _TaskMetrics(self, task)
+        return m
+
+    def job_started(self, task: str) -> None:
+        self._task(task).started.inc()
+
+    def job_ran(self, task: str, seconds: float) -> None:
+        """An attempt ended with an outcome (not fenced while it ran)."""
+        self._task(task).duration.observe(seconds)
+
+    def job_recorded(self, task: str, status: str) -> None:
+        """The database recorded an outcome: completed, cancelled, failed or retrying."""
+        if status == "completed":
+            self._task(task).completed.inc()
+        elif status == "cancelled":
+            self.jobs_cancelled.inc()
+        else:
+            self._task(task).failed.inc()
+
+    def job_fenced(self) -> None:
+        self.jobs_fenced.inc()
+
+    def claimed(self, seconds: float) -> None:
+        self.claim_seconds.observe(seconds)
+
+    def notification_usage(self, value: float) -> None:
+        self.notification_queue_usage.set(value)
+
+    # -- the endpoint -------------------------------------------------------------------
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> tuple[str, int]:
+        """Serve /metrics on a daemon thread (port 0: any free port); the bound address."""
+        try:
+            server = start_http_server(port, addr=host, registry=self.registry)
+        except (OSError, ValueError) as exc:
+            raise MetricsServerError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+        if isinstance(server, tuple):  # prometheus_client >= 0.20 returns (server, thread)
+            self._server, self._thread = server
+            self.address = self._server.server_address[:2]
+        else:
+            self.address = (host, port)
+        return self.address
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def text(self) -> str:
+        """The exposition text, as /metrics serves it."""
+        return generate_latest(self.registry).decode()
+
+
+class _NoMetrics:
+    """Stands in for WorkerMetrics when no metrics port is set: every hook is a no-op."""
+
+    enabled = False
+    address = None
+
+    def job_started(self, task: str) -> None:
+        pass
+
+    def job_ran(self, task: str, seconds: float) -> None:
+        pass
+
+    def job_recorded(self, task: str, status: str) -> None:
+        pass
+
+    def job_fenced(self) -> None:
+        pass
+
+    def claimed(self, seconds: float) -> None:
+        pass
+
+    def notification_usage(self, value: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+NO_METRICS = _NoMetrics()
+
+
+def _safe(read: Callable[[], float]) -> Callable[[], float]:
+    """A gauge callback that never breaks a scrape (it runs on the HTTP thread)."""
+
+    def value() -> float:
+        try:
+            return float(read())
+        except Exception:  # noqa: BLE001 - a scrape must not fail on a racing read
+            return float("nan")
+
+    return value
