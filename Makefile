@@ -43,9 +43,12 @@ demo:
 bench:
 	bash scripts/bench.sh
 
+bench-quick:
+	bash scripts/bench.sh --quick
+
 lint: venv
 	.venv/bin/sqlfluff lint sql/src $(wildcard sql/$(EXTENSION)--*--*.sql)
-	.venv/bin/ruff check python tests_py scripts
+	.venv/bin/ruff check python tests_py scripts bench
 
 venv:
 	bash scripts/bootstrap.sh

@@ -52,8 +52,8 @@ def bench(conn: psycopg.Connection) -> list[float]:
     return timings
 
 
-def main() -> None:
-    dbname = sys.argv[1] if len(sys.argv) > 1 else None
+def measure(dbname: str | None = None) -> list[float]:
+    """The tick timings in ms; without dbname, in a temporary database of its own."""
     temp = dbname is None
     if temp:
         dbname = TEMP_DB
@@ -64,12 +64,16 @@ def main() -> None:
         with psycopg.connect("", dbname=dbname, autocommit=True) as conn:
             if temp:
                 conn.execute("CREATE EXTENSION pgjobs")
-            timings = bench(conn)
+            return bench(conn)
     finally:
         if temp:
             with psycopg.connect("", autocommit=True) as admin:
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(
                     sql.Identifier(dbname)))
+
+
+def main() -> None:
+    timings = measure(sys.argv[1] if len(sys.argv) > 1 else None)
     print(
         f"scheduler tick: {N_SCHEDULES} schedules, {N_DUE} due: "
         f"median {statistics.median(timings):.1f} ms "

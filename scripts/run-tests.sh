@@ -24,7 +24,7 @@ psql -X -q -v ON_ERROR_STOP=1 -d pgjobs_test \
     -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION pgjobs' || exit 1
 
 step sqlfluff .venv/bin/sqlfluff lint sql/src $(ls sql/pgjobs--*--*.sql 2>/dev/null)
-step ruff .venv/bin/ruff check python tests_py
+step ruff .venv/bin/ruff check python tests_py bench
 step pg_prove pg_prove --ext .sql -d pgjobs_test tests_sql/
 
 # pytest exits 5 when it collected nothing: that is a failure here too.

@@ -7,8 +7,10 @@ CREATE FUNCTION app_jobs.get_jobs(
     batch_size integer DEFAULT 1
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
--- JIT only slows these short queries down (and the planner's row guesses invite it).
+-- JIT only slows these short queries down (and the planner's row guesses invite it);
+-- a generic plan cannot know the batch size and turns key lookups into table scans.
 SET jit = off
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_now timestamptz := now();

@@ -7,8 +7,10 @@ CREATE FUNCTION app_jobs.finish_jobs(
     outcomes jsonb
 ) RETURNS TABLE (job_id bigint, attempt integer, status text)
 LANGUAGE plpgsql VOLATILE
--- JIT only slows these short queries down (and the planner's row guesses invite it).
+-- JIT only slows these short queries down (and the planner's row guesses invite it);
+-- a generic plan cannot know the batch size and turns key lookups into table scans.
 SET jit = off
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_bad jsonb;
@@ -62,7 +64,8 @@ BEGIN
         CROSS JOIN LATERAL (
             SELECT j.id FROM app_jobs.jobs AS j
             WHERE j.id = o.id
-                AND j.locked_by = finish_jobs.worker_id
+                -- coalesce keeps the planner on the primary key (not jobs_locked_by_idx).
+                AND coalesce(j.locked_by, '') = finish_jobs.worker_id
                 AND (o.attempt IS NULL OR j.attempts = o.attempt)
             FOR UPDATE
         ) AS j

@@ -1,0 +1,1 @@
+"""pgjobs benchmarks: `make bench` / `make bench-quick` (see bench/run.py)."""
