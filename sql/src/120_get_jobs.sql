@@ -7,10 +7,8 @@ CREATE FUNCTION app_jobs.get_jobs(
     batch_size integer DEFAULT 1
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
--- JIT only slows these short queries down (and the planner's row guesses invite it);
--- a generic plan cannot know the batch size and turns key lookups into table scans.
+-- JIT only slows these short queries down (and the planner's row guesses invite it).
 SET jit = off
-SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_now timestamptz := now();
@@ -197,8 +195,9 @@ BEGIN
         SET
             attempts = j.attempts + 1, locked_by = worker_id, locked_at = v_now,
             progress = NULL, stage = NULL
-        FROM chosen AS c
-        WHERE j.id = c.id
+        -- An id array, not a join: a cached plan cannot know the batch size, and a
+        -- join sized for a guess would scan the whole table.
+        WHERE j.id = ANY(ARRAY(SELECT c.id FROM chosen AS c))
         RETURNING j.*
     )
 
