@@ -296,7 +296,7 @@ def test_idle_worker_wakes_on_notify(conninfo, sql, tmp_path, killer):
     wait_for(lambda: sql(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
         "AND application_name LIKE 'pgjobs-%%' AND state = 'idle' "
-        "AND (query LIKE 'LISTEN%%' OR query LIKE '%%get_jobs%%')")[0][0] == 2,
+        "AND (query LIKE 'LISTEN%%' OR query LIKE '%%app_jobs.%%')")[0][0] == 2,
         10, "the worker to be idle")
     time.sleep(0.3)  # well into its 30 s wait
 

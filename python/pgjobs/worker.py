@@ -188,19 +188,23 @@ class Worker:
             self._kick.clear()
             try:
                 await self._ensure_connected()
-                await self._flush_progress()
-                await self._flush_outcomes()
-                await self._scheduler_tick()
+                # Claim first: a job that was just enqueued starts before this worker
+                # reports what finished meanwhile.
+                jobs = []
                 free = self.options.concurrency - len(self._running)
                 if free > 0:
                     jobs = await self._claim(min(self.batch_size, free))
                     for job in jobs:
                         self._start(job)
-                    if jobs:
-                        continue
-                    if self.options.burst and not self._running and not self._owed:
-                        log.info("worker %s: no job available, burst mode ends", self.worker_id)
-                        return
+                await self._flush_progress()
+                # What was delivered may free a queue's slot: look again at once.
+                delivered = await self._flush_outcomes()
+                await self._scheduler_tick()
+                if jobs or delivered:
+                    continue
+                if free > 0 and self.options.burst and not self._running and not self._owed:
+                    log.info("worker %s: no job available, burst mode ends", self.worker_id)
+                    return
                 await self._wait(self._wait_time())
             except psycopg.errors.QueryCanceled as exc:
                 # statement_timeout (or pg_cancel_backend): the connection is fine and the
@@ -537,12 +541,12 @@ class Worker:
         self._jobs.pop(job.id, None)
         self._progress.pop(job.id, None)
 
-    async def _flush_outcomes(self) -> None:
-        """Deliver every owed outcome in one statement; keep them all if the connection
-        fails. If the database refuses the batch itself, deliver one by one, and an
-        outcome it still refuses becomes a plain failure, so no claim stays stuck."""
+    async def _flush_outcomes(self) -> int:
+        """Deliver every owed outcome in one statement (how many); keep them all if the
+        connection fails. If the database refuses the batch itself, deliver one by one,
+        and an outcome it still refuses becomes a plain failure, so no claim stays stuck."""
         if not self._owed:
-            return
+            return 0
         batch = list(self._owed)
         try:
             rows = await self._finish(batch)
@@ -578,6 +582,7 @@ class Worker:
                     "its outcome changed nothing", row["job_id"], row["attempt"],
                     extra={"event": "job_fenced", "job_id": row["job_id"]},
                 )
+        return len(batch)
 
     async def _finish(self, batch: list[Outcome]) -> list[dict[str, Any]]:
         cur = await self._conn.execute(
