@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
-import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,6 +25,7 @@ from psycopg.types.json import Jsonb
 
 from . import sql
 from .job import Job
+from .outcome import Outcome, jsonable
 from .tasks import Handler, registered
 
 WORKER_ID = "pgjobs-testing"
@@ -98,16 +97,13 @@ def _commit(conn: Any) -> None:
 
 
 def _run(handler: Handler, job: Job) -> dict[str, Any]:
-    base = {"id": job.id, "attempt": job.attempts}
     try:
         value = handler(job.payload, job)
         if inspect.isawaitable(value):
             value = _resolve(value)
     except Exception as exc:  # noqa: BLE001 - a handler's failure is data
-        return {**base, "outcome": "failed", "error": f"{type(exc).__name__}: {exc}",
-                "error_data": {"type": type(exc).__name__,
-                               "traceback": traceback.format_exc()}}
-    return {**base, "outcome": "completed", "result": _json_or_repr(value)}
+        return Outcome.raised(job, exc, error=f"{type(exc).__name__}: {exc}").as_json()
+    return Outcome(job, "completed", result=jsonable(value)).as_json()
 
 
 async def _await(value: Any) -> Any:
@@ -123,11 +119,3 @@ def _resolve(value: Any) -> Any:
         return asyncio.run(_await(value))
     with ThreadPoolExecutor(1, thread_name_prefix="pgjobs-testing") as pool:
         return pool.submit(asyncio.run, _await(value)).result()
-
-
-def _json_or_repr(value: Any) -> Any:
-    try:
-        json.dumps(value, allow_nan=False)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)

@@ -11,16 +11,13 @@ worker registered as alive, learns of cancel requests and of claims rescued from
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
-import re
 import signal
 import socket
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -33,11 +30,10 @@ from . import sql
 from .connection import first_line
 from .job import Job, JobControl
 from .metrics import NO_METRICS, WorkerMetrics
+from .outcome import Outcome, jsonable
 from .tasks import Handler, default_timeout, is_async
 
 log = logging.getLogger("pgjobs.worker")
-
-MAX_ERROR_TEXT = 8000
 
 
 def default_worker_id() -> str:
@@ -70,23 +66,6 @@ class WorkerOptions:
     # Serve Prometheus metrics at http://metrics_host:metrics_port/metrics (None: off).
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
-
-
-@dataclass
-class Outcome:
-    """The result of one attempt, kept until the database has it."""
-
-    job: Job
-    outcome: str  # completed, failed or cancelled
-    error: str | None = None
-    error_data: dict[str, Any] | None = None
-    result: Any = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.job.id, "attempt": self.job.attempts, "outcome": self.outcome,
-            "error": self.error, "error_data": self.error_data, "result": self.result,
-        }
 
 
 @dataclass
@@ -522,7 +501,7 @@ class Worker:
             # was cancelled, not completed (whichever of its return and our stop poll won).
             return Outcome(job, "cancelled", error="cancelled on request")
         if inner.done() and not inner.cancelled() and inner.exception() is None:
-            return Outcome(job, "completed", result=_jsonable(inner.result()))
+            return Outcome(job, "completed", result=jsonable(inner.result()))
         if reason == "timeout":
             return Outcome(
                 job, "failed", error=f"timed out after {timeout:g} s",
@@ -531,10 +510,7 @@ class Worker:
         exc = inner.exception() if inner.done() and not inner.cancelled() else None
         if exc is None:
             return Outcome(job, "failed", error="handler was cancelled")
-        return Outcome(
-            job, "failed", error=_error_text(exc),
-            error_data={"type": type(exc).__name__, "traceback": _traceback_text(exc)},
-        )
+        return Outcome.raised(job, exc)
 
     def _forget(self, job: Job) -> None:
         self._running.pop(job.id, None)
@@ -755,46 +731,3 @@ def _milliseconds(seconds: float | None) -> str:
     if not seconds or seconds <= 0:
         return "0"
     return str(max(round(seconds * 1000), 1))
-
-
-def _error_text(exc: BaseException) -> str:
-    """The exception's text and traceback, as recorded in last_error."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    head = f"{type(exc).__name__}: {exc}"
-    body = text if len(text) <= MAX_ERROR_TEXT else text[-MAX_ERROR_TEXT:]
-    return _storable(f"{head}\n{body}")
-
-
-def _traceback_text(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return _storable(text[-MAX_ERROR_TEXT:])
-
-
-def _storable(text: str) -> str:
-    """Escape NUL and lone surrogates, which PostgreSQL text and jsonb cannot hold: one
-    such character would make the database reject the worker's whole batch of outcomes."""
-    text = text.replace("\x00", "\\x00")
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-# A \u0000 escape in JSON text (not an escaped backslash followed by "u0000").
-_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-def _jsonable(value: Any) -> Any:
-    """The handler's return value as JSON; what jsonb cannot hold is stored as its repr.
-
-    Besides what json cannot encode, that is NaN/Infinity (not JSON), NUL characters and
-    lone surrogates (not storable): the database would reject the worker's whole batch.
-    """
-    try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
-        text.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
-        if not _JSON_NUL.search(text):
-            return value
-    except (TypeError, ValueError, RecursionError):
-        pass
-    try:
-        return _storable(repr(value))
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not lose the outcome
-        return f"<{type(value).__name__} object>"
