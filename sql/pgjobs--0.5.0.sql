@@ -44,6 +44,7 @@ CREATE TABLE app_jobs.jobs (
     CONSTRAINT jobs_key_check CHECK (length(key) BETWEEN 1 AND 512),
     CONSTRAINT jobs_max_attempts_check CHECK (max_attempts >= 1),
     CONSTRAINT jobs_progress_check CHECK (progress BETWEEN 0 AND 100),
+    CONSTRAINT jobs_stage_check CHECK (length(stage) <= 1000),
     CONSTRAINT jobs_timeout_check CHECK (timeout > interval '0'),
     CONSTRAINT jobs_origin_check CHECK (length(origin) BETWEEN 1 AND 256),
     CONSTRAINT jobs_blocked_by_check CHECK (blocked_by >= 0)
@@ -125,6 +126,8 @@ CREATE TABLE app_jobs.scheduled_jobs (
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     next_run_at timestamptz,
+    last_error text,
+    last_error_at timestamptz,
     CONSTRAINT scheduled_jobs_key_key UNIQUE (key),
     CONSTRAINT scheduled_jobs_task_identifier_check CHECK (
         length(task_identifier) BETWEEN 1 AND 126
@@ -138,6 +141,10 @@ CREATE TABLE app_jobs.scheduled_jobs (
 
 COMMENT ON COLUMN app_jobs.scheduled_jobs.next_run_at IS
 'The next slot to enqueue (NULL once the schedule has ended)';
+COMMENT ON COLUMN app_jobs.scheduled_jobs.last_error IS
+'Why the scheduler tick could not enqueue this schedule''s latest due slot (NULL once one '
+'succeeds); the tick skips it and goes on with the others';
+COMMENT ON COLUMN app_jobs.scheduled_jobs.last_error_at IS 'When last_error happened';
 COMMENT ON TABLE app_jobs.scheduled_jobs IS
 'Recurring jobs: schedule_info says when, the other columns what to enqueue';
 
@@ -1316,8 +1323,9 @@ COMMENT ON FUNCTION app_jobs.fail_job IS
 -- sql/src/133_finish_jobs.sql
 -- Record a worker's batch of outcomes in one transaction. Each element of outcomes is
 -- {"id", "attempt", "outcome": completed|failed|cancelled (default: failed when there is
--- an error), "error", "error_data", "result"}; a claim the worker no longer holds (job
--- id, worker, attempt) is 'fenced'.
+-- an error), "error", "error_data", "result"}; id and attempt are required. A claim the
+-- worker no longer holds (job id, worker, attempt) is 'fenced'; one it holds whose row
+-- another session has locked right now is 'busy' (left unchanged: deliver it again later).
 CREATE FUNCTION app_jobs.finish_jobs(
     worker_id text,
     outcomes jsonb
@@ -1349,7 +1357,7 @@ BEGIN
     FROM jsonb_array_elements(outcomes) AS e
     WHERE jsonb_typeof(e) IS DISTINCT FROM 'object'
         OR coalesce(e ->> 'id', '') !~ '^\d{1,18}$'
-        OR coalesce(e ->> 'attempt', '0') !~ '^\d{1,9}$'
+        OR coalesce(e ->> 'attempt', '') !~ '^\d{1,9}$'
         OR coalesce(e ->> 'outcome', 'completed') NOT IN ('completed', 'failed', 'cancelled')
         OR (e ? 'error' AND jsonb_typeof(e -> 'error') NOT IN ('string', 'null'))
     LIMIT 1;
@@ -1364,7 +1372,9 @@ BEGIN
     -- Lock order shared with get_jobs and add_job: every job row first, then bundle
     -- rows, then queue rows in name order, so a batch cannot deadlock with either.
     -- A claim is held when the job is locked by this worker at the reported attempt;
-    -- an id listed twice is finished once (its later entries are fenced).
+    -- an id listed twice is finished once (its later entries are fenced). A row another
+    -- session holds (an enqueuer's depends_on share lock, an admin) is skipped, never
+    -- waited for: one busy job must not hold up the rest of the batch.
     -- (Joins to the outcomes are LATERAL primary-key lookups, kept apart by LIMIT 1: the
     -- planner cannot size a JSON array, and a misjudged join would scan the jobs table
     -- once per outcome.)
@@ -1382,8 +1392,8 @@ BEGIN
             WHERE j.id = o.id
                 -- coalesce keeps the planner on the primary key (not jobs_locked_by_idx).
                 AND coalesce(j.locked_by, '') = finish_jobs.worker_id
-                AND (o.attempt IS NULL OR j.attempts = o.attempt)
-            FOR UPDATE
+                AND j.attempts = o.attempt
+            FOR UPDATE SKIP LOCKED
         ) AS j
         ORDER BY j.id
     );
@@ -1503,9 +1513,22 @@ BEGIN
         END LOOP;
     END LOOP;
 
-    -- Everything not held (another worker's, a stale attempt, gone, or a repeat).
+    -- Everything not held: busy when the row was skipped while locked elsewhere but is
+    -- still this worker's claim; fenced otherwise (another worker's, a stale attempt,
+    -- gone, or a repeat).
     RETURN QUERY
-    SELECT f.id, f.attempt, 'fenced'::text
+    SELECT
+        f.id,
+        f.attempt,
+        CASE
+            WHEN f.repeat = 1 AND EXISTS (
+                SELECT 1 FROM app_jobs.jobs AS j
+                WHERE j.id = f.id
+                    AND j.locked_by = finish_jobs.worker_id
+                    AND j.attempts = f.attempt
+            ) THEN 'busy'
+            ELSE 'fenced'
+        END
     FROM (
         SELECT
             (x.e ->> 'id')::bigint AS id,
@@ -1523,7 +1546,8 @@ COMMENT ON FUNCTION app_jobs.finish_jobs IS
 'Worker batch: complete, fail or cancel each claim the worker still holds; others are fenced';
 
 -- sql/src/134_set_progress.sql
--- Store a running job's progress (0-100) and stage and announce it on jobs:progress;
+-- Store a running job's progress (0-100) and stage (at most 1000 characters, so the
+-- jobs:progress notification stays far below NOTIFY's 8000-byte limit) and announce it;
 -- false when the worker no longer holds the claim.
 CREATE FUNCTION app_jobs.set_progress(
     worker_id text,
@@ -1539,6 +1563,10 @@ BEGIN
     IF progress IS NULL OR progress NOT BETWEEN 0 AND 100 THEN
         RAISE EXCEPTION 'progress must be 0 to 100, got %', coalesce(progress::text, 'NULL')
             USING ERRCODE = 'PJ015';
+    END IF;
+    IF length(stage) > 1000 THEN
+        RAISE EXCEPTION 'stage must be at most 1000 characters, got %', length(stage)
+            USING ERRCODE = 'PJ039';
     END IF;
     UPDATE app_jobs.jobs AS j
     SET progress = set_progress.progress, stage = set_progress.stage

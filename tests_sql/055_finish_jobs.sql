@@ -1,6 +1,6 @@
 -- finish_jobs(worker_id, outcomes jsonb): a mixed batch (completed/failed/cancelled), fencing by worker and by attempt, duplicate and missing ids, statuses completed/retrying/failed/cancelled/fenced, queues released and counted, history rows, PJ016/PJ005 refusals that change nothing.
 BEGIN;
-SELECT plan(50);
+SELECT plan(54);
 
 CREATE TEMP TABLE snap (label text, data jsonb);
 
@@ -43,33 +43,35 @@ SELECT throws_ok(
     'PJ016', NULL, 'PJ016: ' || v.what
 )
 FROM (VALUES
-    ('outcomes not an array (object)', format('{"id": %s}', :a)),
+    ('outcomes not an array (object)', format('{"id": %s, "attempt": 1}', :a)),
     ('outcomes not an array (number)', '5'),
     ('outcomes not an array (JSON null)', 'null'),
-    ('element not an object (number)', format('[{"id": %s}, %s]', :a, :b)),
-    ('element not an object (array)', format('[{"id": %s}, [%s]]', :a, :b)),
-    ('element not an object (string)', format('[{"id": %s}, "id"]', :a)),
-    ('id missing', format('[{"id": %s}, {"outcome": "completed"}]', :a)),
-    ('id not an integer (fraction)', format('[{"id": %s}, {"id": %s.5}]', :a, :b)),
-    ('id not an integer (negative)', format('[{"id": %s}, {"id": -1}]', :a)),
-    ('id not an integer (text)', format('[{"id": %s}, {"id": "b"}]', :a)),
-    ('id not an integer (boolean)', format('[{"id": %s}, {"id": true}]', :a)),
-    ('attempt not an integer', format('[{"id": %s}, {"id": %s, "attempt": 1.5}]', :a, :b)),
-    ('bad outcome word', format('[{"id": %s}, {"id": %s, "outcome": "done"}]', :a, :b)),
-    ('outcome in capitals', format('[{"id": %s}, {"id": %s, "outcome": "FAILED"}]', :a, :b)),
-    ('error a number', format('[{"id": %s}, {"id": %s, "outcome": "failed", "error": 42}]', :a, :b)),
-    ('error an object', format('[{"id": %s}, {"id": %s, "outcome": "failed", "error": {"m": "x"}}]', :a, :b)),
-    ('error an array', format('[{"id": %s}, {"id": %s, "outcome": "failed", "error": ["x"]}]', :a, :b))
+    ('element not an object (number)', format('[{"id": %s, "attempt": 1}, %s]', :a, :b)),
+    ('element not an object (array)', format('[{"id": %s, "attempt": 1}, [%s]]', :a, :b)),
+    ('element not an object (string)', format('[{"id": %s, "attempt": 1}, "id"]', :a)),
+    ('id missing', format('[{"id": %s, "attempt": 1}, {"outcome": "completed"}]', :a)),
+    ('id not an integer (fraction)', format('[{"id": %s, "attempt": 1}, {"id": %s.5}]', :a, :b)),
+    ('id not an integer (negative)', format('[{"id": %s, "attempt": 1}, {"id": -1}]', :a)),
+    ('id not an integer (text)', format('[{"id": %s, "attempt": 1}, {"id": "b"}]', :a)),
+    ('id not an integer (boolean)', format('[{"id": %s, "attempt": 1}, {"id": true}]', :a)),
+    ('attempt missing', format('[{"id": %s, "attempt": 1}, {"id": %s}]', :a, :b)),
+    ('attempt null', format('[{"id": %s, "attempt": 1}, {"id": %s, "attempt": null}]', :a, :b)),
+    ('attempt not an integer', format('[{"id": %s, "attempt": 1}, {"id": %s, "attempt": 1.5}]', :a, :b)),
+    ('bad outcome word', format('[{"id": %s, "attempt": 1}, {"id": %s, "outcome": "done"}]', :a, :b)),
+    ('outcome in capitals', format('[{"id": %s, "attempt": 1}, {"id": %s, "outcome": "FAILED"}]', :a, :b)),
+    ('error a number', format('[{"id": %s, "attempt": 1}, {"id": %s, "outcome": "failed", "error": 42}]', :a, :b)),
+    ('error an object', format('[{"id": %s, "attempt": 1}, {"id": %s, "outcome": "failed", "error": {"m": "x"}}]', :a, :b)),
+    ('error an array', format('[{"id": %s, "attempt": 1}, {"id": %s, "outcome": "failed", "error": ["x"]}]', :a, :b))
 ) AS v (what, outcomes);
 SELECT throws_ok(
     $$SELECT * FROM app_jobs.finish_jobs('w1', NULL)$$, 'PJ016', NULL, 'PJ016: outcomes NULL'
 );
 SELECT throws_ok(
-    format('SELECT * FROM app_jobs.finish_jobs(%L, %L::jsonb)', '', format('[{"id": %s}]', :a)),
+    format('SELECT * FROM app_jobs.finish_jobs(%L, %L::jsonb)', '', format('[{"id": %s, "attempt": 1}]', :a)),
     'PJ005', NULL, 'PJ005: empty worker id'
 );
 SELECT throws_ok(
-    format('SELECT * FROM app_jobs.finish_jobs(NULL, %L::jsonb)', format('[{"id": %s}]', :a)),
+    format('SELECT * FROM app_jobs.finish_jobs(NULL, %L::jsonb)', format('[{"id": %s, "attempt": 1}]', :a)),
     'PJ005', NULL, 'PJ005: NULL worker id'
 );
 SELECT is(
@@ -209,12 +211,22 @@ SELECT is(
 );
 SELECT is((SELECT count(*)::integer FROM app_jobs.job_history), 3, 'nor adds history');
 
--- 4. Defaults: no attempt means any attempt, no outcome means completed; the right
--- attempt finishes g; id and attempt may be JSON strings of digits.
+-- 4. Defaults: no outcome means completed; an outcome without its attempt is refused
+-- (the fence needs it); the right attempt finishes g; id and attempt may be JSON strings
+-- of digits.
+SELECT throws_ok(
+    format($$SELECT * FROM app_jobs.finish_jobs('w1', '[{"id": %s}]')$$, :f),
+    'PJ016', NULL, 'an element without its attempt is refused: it would skip the fence'
+);
+SELECT is(
+    (SELECT row(locked_by, attempts)::text FROM app_jobs.jobs WHERE id = :f),
+    row('w1'::text, 1)::text,
+    'and f is still held by w1 at attempt 1'
+);
 SELECT results_eq(
-    format($$SELECT job_id, attempt, status FROM app_jobs.finish_jobs('w1', '[{"id": %s}]')$$, :f),
-    format($$VALUES (%s::bigint, NULL::integer, 'completed'::text)$$, :f),
-    'an element with only an id completes the job, attempt echoed as NULL'
+    format($$SELECT job_id, attempt, status FROM app_jobs.finish_jobs('w1', '[{"id": %s, "attempt": 1}]')$$, :f),
+    format($$VALUES (%s::bigint, 1, 'completed'::text)$$, :f),
+    'an element with an id and its attempt completes the job'
 );
 SELECT results_eq(
     format($$SELECT job_id, attempt, status FROM app_jobs.finish_jobs(
@@ -232,7 +244,7 @@ SELECT is(
     'g is retried exp(2) s from now'
 );
 SELECT is(
-    (SELECT status FROM app_jobs.finish_jobs('w2', format('[{"id": %s, "outcome": "completed"}]', :d)::jsonb)),
+    (SELECT status FROM app_jobs.finish_jobs('w2', format('[{"id": %s, "attempt": 1, "outcome": "completed"}]', :d)::jsonb)),
     'completed',
     'w2 completes its own job d'
 );

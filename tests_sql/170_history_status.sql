@@ -51,7 +51,8 @@ SELECT is(
 );
 SELECT is(
     (SELECT array_agg(status ORDER BY job_id) FROM app_jobs.finish_jobs('w1', format(
-        '[{"id": %s}, {"id": %s, "outcome": "failed"}, {"id": %s, "outcome": "cancelled"}]',
+        '[{"id": %s, "attempt": 1}, {"id": %s, "attempt": 1, "outcome": "failed"},
+         {"id": %s, "attempt": 1, "outcome": "cancelled"}]',
         :o1, :o2, :o3)::jsonb)),
     ARRAY['completed', 'failed', 'cancelled'],
     'with history off: completed, failed and cancelled as usual'

@@ -255,7 +255,7 @@ SELECT is(
 );
 SELECT is(
     (SELECT array_agg(status ORDER BY job_id) FROM app_jobs.finish_jobs('w2', format(
-        '[{"id": %s}, {"id": %s}]',
+        '[{"id": %s, "attempt": 1}, {"id": %s, "attempt": 1}]',
         (SELECT id FROM app_jobs.jobs WHERE task_identifier = 'ok_1'),
         (SELECT id FROM app_jobs.jobs WHERE task_identifier = 'ok_2'))::jsonb)),
     ARRAY['completed', 'completed'],

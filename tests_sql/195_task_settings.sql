@@ -294,7 +294,7 @@ SELECT pg_temp.claim('w1', :f2) AS _ \gset
 SELECT is((app_jobs.fail_job('w1', :f2)).run_at, now() + interval '5 minutes', 'second failure waits 5 minutes');
 SELECT pg_temp.claim('w1', :f2) AS _ \gset
 SELECT is(
-    (SELECT (app_jobs.finish_jobs('w1', format('[{"id": %s, "error": "again"}]', :f2)::jsonb)).status),
+    (SELECT (app_jobs.finish_jobs('w1', format('[{"id": %s, "attempt": 3, "error": "again"}]', :f2)::jsonb)).status),
     'retrying', 'finish_jobs records a third failure'
 );
 SELECT is(
@@ -529,8 +529,8 @@ SELECT is(pg_temp.running(), pg_temp.truth(), 'exact after an expired lock is ta
 -- A running job cancelled, then ended by its worker.
 SELECT is(app_jobs.cancel_job(pg_temp.nth('cq', 3)), 'cancelling', 'a running cq job is asked to cancel');
 SELECT is(
-    (SELECT status FROM app_jobs.finish_jobs('w4', format('[{"id": %s, "error": "stop"}]', pg_temp.nth('cq', 3))::jsonb)),
-    'cancelled', 'its worker ends it: cancelled'
+    (SELECT status FROM app_jobs.finish_jobs('w4', format('[{"id": %s, "attempt": 2, "error": "stop"}]', pg_temp.nth('cq', 3))::jsonb)),
+    'cancelled', 'its worker ends it (attempt 2: reaped once, then claimed by w4): cancelled'
 );
 SELECT is(pg_temp.running(), 'cq=2,sq=1', 'the slot frees');
 SELECT is(pg_temp.running(), pg_temp.truth(), 'exact after a cancellation');

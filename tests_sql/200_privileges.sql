@@ -358,7 +358,7 @@ SELECT is(
     'worker: get_jobs claims another tenant''s job'
 );
 SELECT is(
-    (SELECT array_agg(status) FROM app_jobs.finish_jobs('w_priv', format('[{"id": %s}]', :j2)::jsonb)),
+    (SELECT array_agg(status) FROM app_jobs.finish_jobs('w_priv', format('[{"id": %s, "attempt": 1}]', :j2)::jsonb)),
     ARRAY['completed'],
     'worker: finish_jobs works'
 );

@@ -208,7 +208,7 @@ INSERT INTO app_jobs.settings (name, value) VALUES ('history', 'off');
 SELECT id AS done FROM app_jobs.add_job(identifier := 'off') \gset
 SELECT is((app_jobs.get_job('w1', ARRAY['off'])).id, :done::bigint, 'w1 claims a job');
 SELECT is(
-    (SELECT status FROM app_jobs.finish_jobs('w1', format('[{"id": %s}]', :done)::jsonb)),
+    (SELECT status FROM app_jobs.finish_jobs('w1', format('[{"id": %s, "attempt": 1}]', :done)::jsonb)),
     'completed',
     'and completes it'
 );

@@ -35,6 +35,7 @@ CREATE TABLE app_jobs.jobs (
     CONSTRAINT jobs_key_check CHECK (length(key) BETWEEN 1 AND 512),
     CONSTRAINT jobs_max_attempts_check CHECK (max_attempts >= 1),
     CONSTRAINT jobs_progress_check CHECK (progress BETWEEN 0 AND 100),
+    CONSTRAINT jobs_stage_check CHECK (length(stage) <= 1000),
     CONSTRAINT jobs_timeout_check CHECK (timeout > interval '0'),
     CONSTRAINT jobs_origin_check CHECK (length(origin) BETWEEN 1 AND 256),
     CONSTRAINT jobs_blocked_by_check CHECK (blocked_by >= 0)

@@ -16,6 +16,8 @@ CREATE TABLE app_jobs.scheduled_jobs (
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     next_run_at timestamptz,
+    last_error text,
+    last_error_at timestamptz,
     CONSTRAINT scheduled_jobs_key_key UNIQUE (key),
     CONSTRAINT scheduled_jobs_task_identifier_check CHECK (
         length(task_identifier) BETWEEN 1 AND 126
@@ -29,6 +31,10 @@ CREATE TABLE app_jobs.scheduled_jobs (
 
 COMMENT ON COLUMN app_jobs.scheduled_jobs.next_run_at IS
 'The next slot to enqueue (NULL once the schedule has ended)';
+COMMENT ON COLUMN app_jobs.scheduled_jobs.last_error IS
+'Why the scheduler tick could not enqueue this schedule''s latest due slot (NULL once one '
+'succeeds); the tick skips it and goes on with the others';
+COMMENT ON COLUMN app_jobs.scheduled_jobs.last_error_at IS 'When last_error happened';
 COMMENT ON TABLE app_jobs.scheduled_jobs IS
 'Recurring jobs: schedule_info says when, the other columns what to enqueue';
 

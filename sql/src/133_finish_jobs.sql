@@ -1,7 +1,8 @@
 -- Record a worker's batch of outcomes in one transaction. Each element of outcomes is
 -- {"id", "attempt", "outcome": completed|failed|cancelled (default: failed when there is
--- an error), "error", "error_data", "result"}; a claim the worker no longer holds (job
--- id, worker, attempt) is 'fenced'.
+-- an error), "error", "error_data", "result"}; id and attempt are required. A claim the
+-- worker no longer holds (job id, worker, attempt) is 'fenced'; one it holds whose row
+-- another session has locked right now is 'busy' (left unchanged: deliver it again later).
 CREATE FUNCTION app_jobs.finish_jobs(
     worker_id text,
     outcomes jsonb
@@ -33,7 +34,7 @@ BEGIN
     FROM jsonb_array_elements(outcomes) AS e
     WHERE jsonb_typeof(e) IS DISTINCT FROM 'object'
         OR coalesce(e ->> 'id', '') !~ '^\d{1,18}$'
-        OR coalesce(e ->> 'attempt', '0') !~ '^\d{1,9}$'
+        OR coalesce(e ->> 'attempt', '') !~ '^\d{1,9}$'
         OR coalesce(e ->> 'outcome', 'completed') NOT IN ('completed', 'failed', 'cancelled')
         OR (e ? 'error' AND jsonb_typeof(e -> 'error') NOT IN ('string', 'null'))
     LIMIT 1;
@@ -48,7 +49,9 @@ BEGIN
     -- Lock order shared with get_jobs and add_job: every job row first, then bundle
     -- rows, then queue rows in name order, so a batch cannot deadlock with either.
     -- A claim is held when the job is locked by this worker at the reported attempt;
-    -- an id listed twice is finished once (its later entries are fenced).
+    -- an id listed twice is finished once (its later entries are fenced). A row another
+    -- session holds (an enqueuer's depends_on share lock, an admin) is skipped, never
+    -- waited for: one busy job must not hold up the rest of the batch.
     -- (Joins to the outcomes are LATERAL primary-key lookups, kept apart by LIMIT 1: the
     -- planner cannot size a JSON array, and a misjudged join would scan the jobs table
     -- once per outcome.)
@@ -66,8 +69,8 @@ BEGIN
             WHERE j.id = o.id
                 -- coalesce keeps the planner on the primary key (not jobs_locked_by_idx).
                 AND coalesce(j.locked_by, '') = finish_jobs.worker_id
-                AND (o.attempt IS NULL OR j.attempts = o.attempt)
-            FOR UPDATE
+                AND j.attempts = o.attempt
+            FOR UPDATE SKIP LOCKED
         ) AS j
         ORDER BY j.id
     );
@@ -187,9 +190,22 @@ BEGIN
         END LOOP;
     END LOOP;
 
-    -- Everything not held (another worker's, a stale attempt, gone, or a repeat).
+    -- Everything not held: busy when the row was skipped while locked elsewhere but is
+    -- still this worker's claim; fenced otherwise (another worker's, a stale attempt,
+    -- gone, or a repeat).
     RETURN QUERY
-    SELECT f.id, f.attempt, 'fenced'::text
+    SELECT
+        f.id,
+        f.attempt,
+        CASE
+            WHEN f.repeat = 1 AND EXISTS (
+                SELECT 1 FROM app_jobs.jobs AS j
+                WHERE j.id = f.id
+                    AND j.locked_by = finish_jobs.worker_id
+                    AND j.attempts = f.attempt
+            ) THEN 'busy'
+            ELSE 'fenced'
+        END
     FROM (
         SELECT
             (x.e ->> 'id')::bigint AS id,

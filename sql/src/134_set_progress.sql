@@ -1,4 +1,5 @@
--- Store a running job's progress (0-100) and stage and announce it on jobs:progress;
+-- Store a running job's progress (0-100) and stage (at most 1000 characters, so the
+-- jobs:progress notification stays far below NOTIFY's 8000-byte limit) and announce it;
 -- false when the worker no longer holds the claim.
 CREATE FUNCTION app_jobs.set_progress(
     worker_id text,
@@ -14,6 +15,10 @@ BEGIN
     IF progress IS NULL OR progress NOT BETWEEN 0 AND 100 THEN
         RAISE EXCEPTION 'progress must be 0 to 100, got %', coalesce(progress::text, 'NULL')
             USING ERRCODE = 'PJ015';
+    END IF;
+    IF length(stage) > 1000 THEN
+        RAISE EXCEPTION 'stage must be at most 1000 characters, got %', length(stage)
+            USING ERRCODE = 'PJ039';
     END IF;
     UPDATE app_jobs.jobs AS j
     SET progress = set_progress.progress, stage = set_progress.stage
