@@ -486,6 +486,20 @@ BEGIN
 END;
 $$;
 
+-- Raise PJ040 unless job_expiry (how long a claim of a worker that never registered
+-- holds) is positive and at most 100 years; NULL means the default.
+CREATE FUNCTION app_jobs.check_job_expiry(p_job_expiry interval) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF p_job_expiry <= interval '0' OR p_job_expiry > interval '100 years' THEN
+        RAISE EXCEPTION 'job_expiry must be positive and at most 100 years, got %',
+            p_job_expiry
+            USING ERRCODE = 'PJ040';
+    END IF;
+END;
+$$;
+
 -- sql/src/101_check_worker_id.sql
 -- Raise PJ005 unless a worker id of 1 to 256 characters was given, PJ036 when it is not
 -- a clean name (see name_problem).
@@ -624,6 +638,62 @@ AS $$
     );
 $$;
 
+-- sql/src/106_notify.sql
+-- Notifications are a latency hint, never a reason for an enqueue or an outcome to fail:
+-- PostgreSQL refuses a commit (54000) once its notification queue is full, which one
+-- listener that stops reading (idle in a transaction) can cause. pgjobs' own
+-- notifications are skipped while the queue is at least half full (workers poll, so
+-- nothing is lost but latency) and counted here; metrics() reports the count.
+CREATE SEQUENCE app_jobs.notifications_skipped;
+
+COMMENT ON SEQUENCE app_jobs.notifications_skipped IS
+'Counts pgjobs notifications skipped because the NOTIFY queue was at least half full';
+
+-- Send a notification unless the NOTIFY queue is at least half full (then count it).
+CREATE FUNCTION app_jobs.notify(p_channel text, p_payload text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    IF pg_catalog.pg_notification_queue_usage() < 0.5 THEN
+        PERFORM pg_catalog.pg_notify(p_channel, p_payload);
+    ELSE
+        PERFORM pg_catalog.nextval('app_jobs.notifications_skipped');
+    END IF;
+END;
+$$;
+
+-- How many notifications notify() skipped since the install.
+CREATE FUNCTION app_jobs.notifications_skipped_count() RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END
+    FROM app_jobs.notifications_skipped AS s;
+$$;
+
+-- Send JSON events as JSON arrays, as many per notification as fit well under NOTIFY's
+-- 8000-byte limit. Chunks are cut where the running total of the events' real text
+-- lengths crosses a multiple of 5000 bytes, so a chunk holds less than 5000 bytes plus
+-- one event; callers keep each event under 2500 bytes (names of at most 126 characters,
+-- origins cut to 256 characters: at most 6 bytes each once JSON-escaped).
+CREATE FUNCTION app_jobs.notify_chunks(p_channel text, p_events json[]) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM app_jobs.notify(p_channel, c.events::text)
+    FROM (
+        SELECT json_agg(e.event ORDER BY e.n) AS events
+        FROM (
+            SELECT
+                x.event,
+                x.n,
+                sum(octet_length(x.event::text) + 1) OVER (ORDER BY x.n) AS running_bytes
+            FROM unnest(p_events) WITH ORDINALITY AS x (event, n)
+        ) AS e
+        GROUP BY e.running_bytes / 5000
+    ) AS c;
+END;
+$$;
+
 -- sql/src/110_add_job.sql
 -- Enqueue a job; with job_key, job_key_mode says what happens to a job holding the key:
 -- replace (default) updates a waiting one, preserve_run_at does so but keeps its run_at,
@@ -658,6 +728,7 @@ DECLARE
     v_failed bigint;
     v_failed_status text;
     v_missing bigint;
+    v_own bigint[];
 BEGIN
     PERFORM app_jobs.check_tenant(db_id);
     IF app_jobs.enqueue_ignored(identifier) THEN
@@ -702,11 +773,39 @@ BEGIN
         END IF;
         v_deps := ARRAY(SELECT DISTINCT d FROM unnest(depends_on) AS d WHERE d IS NOT NULL);
         -- Hold the dependencies until commit: one finishing now waits for this job to
-        -- exist, so it either counts here as finished or finds this job to unblock.
-        PERFORM 1 FROM app_jobs.jobs AS j WHERE j.id = ANY(v_deps) ORDER BY j.id FOR SHARE;
+        -- exist, so it either counts here as finished or finds this job to unblock. A job
+        -- depends only on jobs of its own tenant, and only those rows are locked (the
+        -- condition is part of the locking statement): another tenant's running job is
+        -- never held up.
+        v_own := ARRAY(
+            SELECT j.id FROM app_jobs.jobs AS j
+            WHERE j.id = ANY(v_deps) AND j.database_id IS NOT DISTINCT FROM add_job.db_id
+            ORDER BY j.id
+            FOR SHARE
+        );
+        SELECT d INTO v_missing FROM unnest(v_deps) AS d
+        WHERE NOT d = ANY(v_own)
+            AND NOT EXISTS (
+                SELECT 1 FROM app_jobs.job_history AS h
+                WHERE h.job_id = d AND h.database_id IS NOT DISTINCT FROM add_job.db_id
+            )
+        ORDER BY d
+        LIMIT 1;
+        IF v_missing IS NOT NULL THEN
+            IF EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = v_missing)
+                OR EXISTS (SELECT 1 FROM app_jobs.job_history AS h WHERE h.job_id = v_missing) THEN
+                RAISE EXCEPTION 'depends_on names job %, which belongs to another tenant',
+                    v_missing
+                    USING ERRCODE = 'PJ030',
+                    HINT = 'A job may depend only on jobs of its own tenant (db_id).';
+            END IF;
+            RAISE EXCEPTION 'depends_on names job %, which does not exist', v_missing
+                USING ERRCODE = 'PJ023',
+                HINT = 'A dependency must be a live job or one kept in job_history.';
+        END IF;
         v_pending := ARRAY(
             SELECT j.id FROM app_jobs.jobs AS j
-            WHERE j.id = ANY(v_deps) AND (j.locked_at IS NOT NULL OR j.attempts < j.max_attempts)
+            WHERE j.id = ANY(v_own) AND (j.locked_at IS NOT NULL OR j.attempts < j.max_attempts)
         );
         -- A dependency that already stopped without completing: failed for good (still
         -- in jobs), or failed / cancelled according to its latest history record.
@@ -715,7 +814,7 @@ BEGIN
             SELECT
                 d AS id,
                 CASE
-                    WHEN EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d) THEN 'failed'
+                    WHEN d = ANY(v_own) THEN 'failed'
                     ELSE (
                         SELECT h.status FROM app_jobs.job_history AS h
                         WHERE h.job_id = d ORDER BY h.finished_at DESC, h.id DESC LIMIT 1
@@ -725,16 +824,8 @@ BEGIN
             WHERE NOT d = ANY(v_pending)
         ) AS f
         WHERE f.status <> 'completed'
+        ORDER BY f.id
         LIMIT 1;
-        SELECT d INTO v_missing FROM unnest(v_deps) AS d
-        WHERE NOT EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d)
-            AND NOT EXISTS (SELECT 1 FROM app_jobs.job_history AS h WHERE h.job_id = d)
-        LIMIT 1;
-        IF v_missing IS NOT NULL THEN
-            RAISE EXCEPTION 'depends_on names job %, which does not exist', v_missing
-                USING ERRCODE = 'PJ023',
-                HINT = 'A dependency must be a live job or one kept in job_history.';
-        END IF;
 
         INSERT INTO app_jobs.jobs AS j (
             database_id, task_identifier, payload, queue_name, run_at,
@@ -747,7 +838,8 @@ BEGIN
         INSERT INTO app_jobs.job_dependencies (job_id, depends_on)
         SELECT v_job.id, d FROM unnest(v_pending) AS d;
         IF v_failed IS NOT NULL THEN
-            RETURN app_jobs.cancel_dependent(v_job.id, v_failed, v_failed_status);
+            PERFORM app_jobs.cancel_dependents(ARRAY[v_job.id], v_failed, v_failed_status);
+            v_job.last_error := format('dependency %s %s', v_failed, v_failed_status);
         END IF;
         RETURN v_job;
     END IF;
@@ -764,18 +856,15 @@ BEGIN
         RETURN v_job;
     END IF;
 
-    -- Keys are one namespace: a caller held to its tenant may not touch another's job.
-    IF EXISTS (
-        SELECT 1 FROM app_jobs.jobs AS j
-        WHERE j.key = job_key AND NOT app_jobs.tenant_allowed(j.database_id)
-    ) THEN
-        RAISE EXCEPTION 'job key % belongs to another tenant''s job', job_key
-            USING ERRCODE = 'PJ030';
-    END IF;
-
-    -- unsafe_dedupe: whatever job holds the key (waiting or running) is the answer.
-    IF v_mode = 'unsafe_dedupe' THEN
-        LOOP
+    -- Keys are one namespace, and a key belongs to the tenant of the job holding it: a
+    -- job for another db_id may not take it over, whoever calls (PJ030). The tenant
+    -- condition is part of each statement that reads or changes the job holding the
+    -- key, so no interleaving lets one act on another tenant's job: when a statement
+    -- finds nothing it may act on, the key is checked for another tenant's job (PJ030),
+    -- else the loop tries again (the key moved meanwhile).
+    LOOP
+        IF v_mode = 'unsafe_dedupe' THEN
+            -- Whatever job of ours holds the key (waiting or running) is the answer.
             INSERT INTO app_jobs.jobs AS j (
                 database_id, task_identifier, payload, queue_name, run_at,
                 max_attempts, priority, key, timeout, origin
@@ -789,50 +878,58 @@ BEGIN
             IF FOUND THEN
                 RETURN v_job;
             END IF;
-            SELECT * INTO v_job FROM app_jobs.jobs AS j WHERE j.key = job_key;
+            SELECT * INTO v_job FROM app_jobs.jobs AS j
+            WHERE j.key = job_key AND j.database_id IS NOT DISTINCT FROM add_job.db_id;
             IF FOUND THEN
                 RETURN v_job;
             END IF;
-        END LOOP;
-    END IF;
-
-    -- A waiting job with this key is replaced; a running one keeps running
-    -- without its key (and without retries) while a new job takes the key.
-    -- The loop covers the races where another session moves the key between
-    -- our statements: every pass either returns or strips a running job.
-    LOOP
-        INSERT INTO app_jobs.jobs AS j (
-            database_id, task_identifier, payload, queue_name, run_at,
-            max_attempts, priority, key, timeout, origin
-        ) VALUES (
-            db_id, identifier, coalesce(payload, '{}'::json), queue_name,
-            coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), job_key,
-            v_timeout, add_job.origin
-        )
-        ON CONFLICT (key) DO UPDATE SET
-            database_id = excluded.database_id,
-            task_identifier = excluded.task_identifier,
-            payload = excluded.payload,
-            queue_name = excluded.queue_name,
-            run_at = CASE WHEN v_mode = 'preserve_run_at' THEN j.run_at ELSE excluded.run_at END,
-            max_attempts = excluded.max_attempts,
-            priority = excluded.priority,
-            timeout = excluded.timeout,
-            origin = excluded.origin,
-            attempts = 0,
-            last_error = NULL,
-            progress = NULL,
-            stage = NULL
-        WHERE j.locked_at IS NULL
-        RETURNING * INTO v_job;
-
-        IF FOUND THEN
-            RETURN v_job;
+        ELSE
+            -- A waiting job with this key is replaced; a running one keeps running
+            -- without its key (and without retries) while a new job takes the key.
+            INSERT INTO app_jobs.jobs AS j (
+                database_id, task_identifier, payload, queue_name, run_at,
+                max_attempts, priority, key, timeout, origin
+            ) VALUES (
+                db_id, identifier, coalesce(payload, '{}'::json), queue_name,
+                coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), job_key,
+                v_timeout, add_job.origin
+            )
+            ON CONFLICT (key) DO UPDATE SET
+                database_id = excluded.database_id,
+                task_identifier = excluded.task_identifier,
+                payload = excluded.payload,
+                queue_name = excluded.queue_name,
+                run_at = CASE
+                    WHEN v_mode = 'preserve_run_at' THEN j.run_at ELSE excluded.run_at
+                END,
+                max_attempts = excluded.max_attempts,
+                priority = excluded.priority,
+                timeout = excluded.timeout,
+                origin = excluded.origin,
+                attempts = 0,
+                last_error = NULL,
+                progress = NULL,
+                stage = NULL
+            WHERE j.locked_at IS NULL AND j.database_id IS NOT DISTINCT FROM add_job.db_id
+            RETURNING * INTO v_job;
+            IF FOUND THEN
+                RETURN v_job;
+            END IF;
+            -- Its attempts stay as they are (the worker's claim is fenced by them); no
+            -- attempt is left after this one.
+            UPDATE app_jobs.jobs AS j
+            SET key = NULL, max_attempts = j.attempts
+            WHERE j.key = job_key AND j.locked_at IS NOT NULL
+                AND j.database_id IS NOT DISTINCT FROM add_job.db_id;
+            CONTINUE WHEN FOUND;
         END IF;
-
-        UPDATE app_jobs.jobs AS j
-        SET key = NULL, attempts = j.max_attempts
-        WHERE j.key = job_key AND j.locked_at IS NOT NULL;
+        IF EXISTS (
+            SELECT 1 FROM app_jobs.jobs AS j
+            WHERE j.key = job_key AND j.database_id IS DISTINCT FROM add_job.db_id
+        ) THEN
+            RAISE EXCEPTION 'job key % belongs to another tenant''s job', job_key
+                USING ERRCODE = 'PJ030';
+        END IF;
     END LOOP;
 END;
 $$;
@@ -856,13 +953,15 @@ AS $$
 DECLARE
     v_now timestamptz := now();
     v_expiry interval := coalesce(job_expiry, interval '4 hours');
-    v_expired timestamptz := now() - v_expiry;
+    v_expired timestamptz;
     v_clock timestamptz := clock_timestamp();
     v_bucket record;
     v_tokens double precision;
     v_allow jsonb;
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs.check_job_expiry(job_expiry);
+    v_expired := v_now - v_expiry;
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'batch_size must be 1 to 10000, got %',
             coalesce(batch_size::text, 'NULL')
@@ -1090,8 +1189,6 @@ CREATE FUNCTION app_jobs.job_stopped(
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
-DECLARE
-    v_dependent bigint;
 BEGIN
     IF app_jobs.setting('history') <> 'off' THEN
         INSERT INTO app_jobs.job_history (
@@ -1115,13 +1212,14 @@ BEGIN
         );
         DELETE FROM app_jobs.job_dependencies AS d WHERE d.depends_on = p_job.id;
     ELSE
-        FOR v_dependent IN
-            SELECT d.job_id FROM app_jobs.job_dependencies AS d
-            WHERE d.depends_on = p_job.id
-            ORDER BY d.job_id
-        LOOP
-            PERFORM app_jobs.cancel_dependent(v_dependent, p_job.id, p_status);
-        END LOOP;
+        PERFORM app_jobs.cancel_dependents(
+            ARRAY(
+                SELECT d.job_id FROM app_jobs.job_dependencies AS d
+                WHERE d.depends_on = p_job.id
+            ),
+            p_job.id,
+            p_status
+        );
     END IF;
 
     IF p_job.bundle_id IS NOT NULL THEN
@@ -1130,7 +1228,25 @@ BEGIN
 END;
 $$;
 
--- Tell listeners on jobs:stopped that a job stopped: ids and names only, never payload.
+-- One jobs:stopped event: ids and names only, never payload (at most about 2,200 bytes:
+-- names are at most 126 characters, the origin is cut to 256).
+CREATE FUNCTION app_jobs.stopped_event(
+    p_id bigint,
+    p_task text,
+    p_outcome text,
+    p_will_retry boolean,
+    p_bundle_id bigint,
+    p_origin text
+) RETURNS json
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT json_build_object(
+        'id', p_id, 'task', p_task, 'outcome', p_outcome, 'will_retry', p_will_retry,
+        'bundle_id', p_bundle_id, 'origin', left(p_origin, 256)
+    );
+$$;
+
+-- Tell listeners on jobs:stopped that a job stopped.
 CREATE FUNCTION app_jobs.notify_job_stopped(
     p_job app_jobs.jobs,
     p_outcome text,
@@ -1138,69 +1254,127 @@ CREATE FUNCTION app_jobs.notify_job_stopped(
 ) RETURNS void
 LANGUAGE sql VOLATILE
 AS $$
-    SELECT pg_catalog.pg_notify(
+    SELECT app_jobs.notify(
         'jobs:stopped',
-        json_build_object(
-            'id', p_job.id, 'task', p_job.task_identifier, 'outcome', p_outcome,
-            'will_retry', p_will_retry, 'bundle_id', p_job.bundle_id,
-            'origin', left(p_job.origin, 256)
+        app_jobs.stopped_event(
+            p_job.id, p_job.task_identifier, p_outcome, p_will_retry, p_job.bundle_id,
+            p_job.origin
         )::text
     );
 $$;
 
--- Tell jobs:stopped listeners that a batch of jobs completed: one notification per
--- chunk of events (a JSON array, each chunk well under NOTIFY's 8,000 bytes).
-CREATE FUNCTION app_jobs.notify_jobs_completed(
-    p_ids bigint[],
-    p_tasks text[],
-    p_origins text[]
-) RETURNS void
-LANGUAGE sql VOLATILE
-AS $$
-    SELECT pg_catalog.pg_notify('jobs:stopped', c.events::text)
-    FROM (
-        SELECT json_agg(e.event ORDER BY e.n) AS events
-        FROM (
-            SELECT
-                x.n,
-                json_build_object(
-                    'id', x.id, 'task', x.task, 'outcome', 'completed',
-                    'will_retry', FALSE, 'bundle_id', NULL, 'origin', left(x.origin, 256)
-                ) AS event,
-                sum(octet_length(x.task) + coalesce(octet_length(left(x.origin, 256)), 0) + 120)
-                    OVER (ORDER BY x.n) AS running_bytes
-            FROM unnest(p_ids, p_tasks, p_origins) WITH ORDINALITY AS x (id, task, origin, n)
-        ) AS e
-        GROUP BY e.running_bytes::bigint / 6000
-    ) AS c;
-$$;
-
--- Cancel a job waiting on a dependency that failed or was cancelled; returns its row.
-CREATE FUNCTION app_jobs.cancel_dependent(
-    p_job_id bigint,
+-- Cancel the given jobs, which wait on a dependency that failed or was cancelled, and
+-- every job that waits on them in turn, in a few set-based statements (a chain of any
+-- length). Each records why: the stopped dependency for the given jobs, a cancelled one
+-- for the others. Jobs first, then bundles, then queues (the shared lock order).
+-- Returns how many were cancelled.
+CREATE FUNCTION app_jobs.cancel_dependents(
+    p_job_ids bigint[],
     p_dependency_id bigint,
     p_dependency_status text
-) RETURNS app_jobs.jobs
+) RETURNS integer
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-    v_job app_jobs.jobs;
+    v_ids bigint[];
+    v_jobs app_jobs.jobs[];
+    v_dependency_ids bigint[];
+    v_dependency_statuses text[];
+    v_bundle record;
 BEGIN
-    DELETE FROM app_jobs.job_dependencies AS d WHERE d.job_id = p_job_id;
-    DELETE FROM app_jobs.jobs AS j WHERE j.id = p_job_id RETURNING * INTO v_job;
-    IF NOT FOUND THEN
-        RETURN NULL;
+    IF coalesce(cardinality(p_job_ids), 0) = 0 THEN
+        RETURN 0;
     END IF;
-    v_job.last_error := format('dependency %s %s', p_dependency_id, p_dependency_status);
-    PERFORM app_jobs.lock_bundles(ARRAY[v_job.bundle_id]);
-    PERFORM app_jobs.job_stopped(
-        v_job, 'cancelled', NULL, NULL, NULL,
-        jsonb_build_object(
-            'reason', 'dependency', 'dependency_id', p_dependency_id,
-            'dependency_status', p_dependency_status
+    -- UNION (not ALL) visits each job once however many paths lead to it.
+    v_ids := ARRAY(
+        WITH RECURSIVE doomed (id) AS (
+            SELECT g.id FROM unnest(p_job_ids) AS g (id)
+            UNION
+            SELECT d.job_id
+            FROM app_jobs.job_dependencies AS d
+            INNER JOIN doomed ON d.depends_on = doomed.id
         )
+
+        SELECT j.id FROM app_jobs.jobs AS j
+        WHERE j.id IN (SELECT doomed.id FROM doomed)
+        ORDER BY j.id
+        FOR UPDATE OF j
     );
-    RETURN v_job;
+    PERFORM app_jobs.lock_bundles(ARRAY(
+        SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.id = ANY(v_ids)
+    ));
+
+    -- (Arrays, not a temporary table: a caller could have created one of that name.)
+    WITH reasons AS (
+        SELECT
+            i.id,
+            CASE WHEN i.id = ANY(p_job_ids) THEN p_dependency_id ELSE (
+                SELECT min(d.depends_on) FROM app_jobs.job_dependencies AS d
+                WHERE d.job_id = i.id AND d.depends_on = ANY(v_ids)
+            ) END AS dependency_id,
+            CASE
+                WHEN i.id = ANY(p_job_ids) THEN p_dependency_status ELSE 'cancelled'
+            END AS dependency_status
+        FROM unnest(v_ids) AS i (id)
+    ),
+
+    unlinked AS (
+        DELETE FROM app_jobs.job_dependencies AS d
+        WHERE d.job_id = ANY(v_ids)
+    ),
+
+    gone AS (
+        DELETE FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(v_ids)
+        RETURNING j.*
+    )
+
+    SELECT
+        coalesce(array_agg(g::app_jobs.jobs ORDER BY g.id), '{}'),
+        coalesce(array_agg(r.dependency_id ORDER BY g.id), '{}'),
+        coalesce(array_agg(r.dependency_status ORDER BY g.id), '{}')
+    INTO v_jobs, v_dependency_ids, v_dependency_statuses
+    FROM gone AS g
+    INNER JOIN reasons AS r ON g.id = r.id;
+
+    IF app_jobs.setting('history') <> 'off' THEN
+        INSERT INTO app_jobs.job_history (
+            job_id, database_id, task_identifier, queue_name, key, payload, priority,
+            status, attempts, max_attempts, last_error, error_data, created_at, origin,
+            bundle_id
+        )
+        SELECT
+            c.id, c.database_id, c.task_identifier, c.queue_name, c.key, c.payload,
+            c.priority, 'cancelled', c.attempts, c.max_attempts,
+            format(
+                'dependency %s %s', v_dependency_ids[c.ordinality],
+                v_dependency_statuses[c.ordinality]
+            ),
+            jsonb_build_object(
+                'reason', 'dependency', 'dependency_id', v_dependency_ids[c.ordinality],
+                'dependency_status', v_dependency_statuses[c.ordinality]
+            ),
+            c.created_at, c.origin, c.bundle_id
+        FROM unnest(v_jobs) WITH ORDINALITY AS c
+        ORDER BY c.ordinality;
+    END IF;
+    PERFORM app_jobs.notify_chunks('jobs:stopped', ARRAY(
+        SELECT app_jobs.stopped_event(
+            c.id, c.task_identifier, 'cancelled', FALSE, c.bundle_id, c.origin
+        )
+        FROM unnest(v_jobs) AS c
+        ORDER BY c.id
+    ));
+    FOR v_bundle IN
+        SELECT c.bundle_id AS id, count(*)::integer AS n
+        FROM unnest(v_jobs) AS c
+        WHERE c.bundle_id IS NOT NULL
+        GROUP BY c.bundle_id
+        ORDER BY c.bundle_id
+    LOOP
+        PERFORM app_jobs.bundle_job_stopped(v_bundle.id, 'cancelled', v_bundle.n);
+    END LOOP;
+    RETURN cardinality(v_jobs);
 END;
 $$;
 
@@ -1467,7 +1641,11 @@ BEGIN
         INTO v_ids, v_attempts, v_tasks, v_origins
         FROM done AS d;
 
-        PERFORM app_jobs.notify_jobs_completed(v_ids, v_tasks, v_origins);
+        PERFORM app_jobs.notify_chunks('jobs:stopped', ARRAY(
+            SELECT app_jobs.stopped_event(c.id, c.task, 'completed', FALSE, NULL, c.origin)
+            FROM unnest(v_ids, v_tasks, v_origins) WITH ORDINALITY AS c (id, task, origin, n)
+            ORDER BY c.n
+        ));
         RETURN QUERY
         SELECT c.id, c.attempt, 'completed'::text
         FROM unnest(v_ids, v_attempts) AS c (id, attempt);
@@ -1576,7 +1754,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN FALSE;
     END IF;
-    PERFORM pg_catalog.pg_notify(
+    PERFORM app_jobs.notify(
         'jobs:progress',
         json_build_object(
             'id', set_progress.job_id, 'progress', set_progress.progress,
@@ -1610,7 +1788,7 @@ BEGIN
         UPDATE app_jobs.jobs AS j
         SET cancel_requested_at = coalesce(j.cancel_requested_at, now())
         WHERE j.id = v_job.id;
-        PERFORM pg_catalog.pg_notify('jobs:cancel', v_job.id::text);
+        PERFORM app_jobs.notify('jobs:cancel', v_job.id::text);
         RETURN 'cancelling';
     END IF;
     IF v_job.attempts >= v_job.max_attempts THEN
@@ -1706,7 +1884,8 @@ $$;
 -- End jobs by hand (admin functions): p_status completed or cancelled deletes them,
 -- failed keeps them with their attempts used up; each goes through job_stopped
 -- (history, events, dependents, bundle). Jobs a live worker holds are skipped; a job
--- that had already failed for good is only deleted (it stopped once already).
+-- that had already failed for good stopped once already: it is only deleted, or (failed
+-- again) given the new last_error and returned, as the original permanently_fail_jobs.
 CREATE FUNCTION app_jobs.stop_jobs(
     p_job_ids bigint[],
     p_status text,
@@ -1734,9 +1913,12 @@ BEGIN
     LOOP
         v_stopped_before := v_job.locked_at IS NULL AND v_job.attempts >= v_job.max_attempts;
         IF p_status = 'failed' THEN
-            CONTINUE WHEN v_stopped_before;
             UPDATE app_jobs.jobs AS j
-            SET last_error = p_error, attempts = j.max_attempts, locked_at = NULL, locked_by = NULL
+            SET
+                last_error = p_error,
+                attempts = greatest(j.attempts, j.max_attempts),
+                locked_at = NULL,
+                locked_by = NULL
             WHERE j.id = v_job.id
             RETURNING * INTO v_job;
         ELSE
@@ -1827,7 +2009,7 @@ BEGIN
 
     -- Running: let it finish, but never retry it and free its key.
     UPDATE app_jobs.jobs AS j
-    SET key = NULL, attempts = j.max_attempts
+    SET key = NULL, max_attempts = greatest(j.attempts, 1)
     WHERE j.key = job_key
     RETURNING * INTO v_job;
     RETURN v_job;
@@ -1980,7 +2162,10 @@ COMMENT ON FUNCTION app_jobs.unregister_worker IS
 
 -- Free the jobs of workers silent for dead_for: each running job counts a failed attempt
 -- (backoff from the last heartbeat), a cancel-requested one ends cancelled. Safe to run
--- from every worker at once. PJ013 when dead_for is under 3 heartbeat intervals.
+-- from every worker at once. Each dead worker is reaped in a subtransaction of its own:
+-- one that cannot be (a lock wait timing out, say) is reported with status 'error' and a
+-- WARNING, stays registered for the next reap, and the others are reaped. PJ013 when
+-- dead_for is under 3 heartbeat intervals.
 CREATE FUNCTION app_jobs.reap_dead_workers(dead_for interval DEFAULT '20 seconds')
 RETURNS TABLE (worker_id text, job_id bigint, status text)
 LANGUAGE plpgsql VOLATILE
@@ -1993,6 +2178,8 @@ DECLARE
     v_job app_jobs.jobs;
     v_done app_jobs.jobs;
     v_error text;
+    v_job_ids bigint[];
+    v_statuses text[];
 BEGIN
     SELECT max(w.heartbeat_interval) INTO v_longest FROM app_jobs.workers AS w;
     IF dead_for IS NULL OR dead_for < 3 * coalesce(v_longest, interval '0')
@@ -2016,36 +2203,51 @@ BEGIN
             'worker %s stopped heartbeating at %s (presumed dead)',
             v_worker.id, v_worker.last_heartbeat
         );
-        -- Job rows first, then bundles, then queues in name order (as everywhere).
-        PERFORM 1 FROM app_jobs.jobs AS j
-        WHERE j.locked_by = v_worker.id
-        ORDER BY j.id
-        FOR UPDATE;
-        PERFORM app_jobs.lock_bundles(ARRAY(
-            SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.locked_by = v_worker.id
-        ));
-        FOR v_job IN
-            SELECT * FROM app_jobs.jobs AS j
+        -- (Rows are returned only once the worker's subtransaction succeeded.)
+        v_job_ids := '{}';
+        v_statuses := '{}';
+        BEGIN
+            -- Job rows first, then bundles, then queues in name order (as everywhere).
+            PERFORM 1 FROM app_jobs.jobs AS j
             WHERE j.locked_by = v_worker.id
-            ORDER BY j.queue_name NULLS FIRST, j.id
-        LOOP
-            v_done := app_jobs.finish_claim(
-                v_worker.id, v_job.id, NULL, 'failed', v_error,
-                jsonb_build_object(
-                    'reason', 'worker_dead', 'worker_id', v_worker.id,
-                    'last_heartbeat', v_worker.last_heartbeat
-                ),
-                NULL, v_worker.last_heartbeat
-            );
+            ORDER BY j.id
+            FOR UPDATE;
+            PERFORM app_jobs.lock_bundles(ARRAY(
+                SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.locked_by = v_worker.id
+            ));
+            FOR v_job IN
+                SELECT * FROM app_jobs.jobs AS j
+                WHERE j.locked_by = v_worker.id
+                ORDER BY j.queue_name NULLS FIRST, j.id
+            LOOP
+                v_done := app_jobs.finish_claim(
+                    v_worker.id, v_job.id, NULL, 'failed', v_error,
+                    jsonb_build_object(
+                        'reason', 'worker_dead', 'worker_id', v_worker.id,
+                        'last_heartbeat', v_worker.last_heartbeat
+                    ),
+                    NULL, v_worker.last_heartbeat
+                );
+                v_job_ids := v_job_ids || v_job.id;
+                v_statuses := v_statuses || app_jobs.claim_status(v_done, 'failed');
+            END LOOP;
+            UPDATE app_jobs.job_queues AS q
+            SET locked_by = NULL, locked_at = NULL
+            WHERE q.locked_by = v_worker.id;
+            DELETE FROM app_jobs.workers AS w WHERE w.id = v_worker.id;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'pgjobs: dead worker % could not be reaped: % (SQLSTATE %)',
+                v_worker.id, sqlerrm, sqlstate;
             worker_id := v_worker.id;
-            job_id := v_job.id;
-            status := app_jobs.claim_status(v_done, 'failed');
+            job_id := NULL;
+            status := 'error';
             RETURN NEXT;
-        END LOOP;
-        UPDATE app_jobs.job_queues AS q
-        SET locked_by = NULL, locked_at = NULL
-        WHERE q.locked_by = v_worker.id;
-        DELETE FROM app_jobs.workers AS w WHERE w.id = v_worker.id;
+            CONTINUE;
+        END;
+        RETURN QUERY
+        SELECT v_worker.id, r.id, r.status
+        FROM unnest(v_job_ids, v_statuses) WITH ORDINALITY AS r (id, status, n)
+        ORDER BY r.n;
     END LOOP;
 END;
 $$;
@@ -2264,13 +2466,14 @@ AS $$
     FOR UPDATE;
 $$;
 
--- Count one stopped job of a bundle (none for a NULL status); when it was the last (or
--- the bundle is empty), stop the bundle: outcome,
+-- Count p_count stopped jobs of a bundle (none for a NULL status); when they were the
+-- last (or the bundle is empty), stop the bundle: outcome,
 -- the follow-up job (payload: bundle id, outcome, counts, the follow-up's own payload)
 -- and a jobs:bundle_stopped event.
 CREATE FUNCTION app_jobs.bundle_job_stopped(
     p_bundle_id bigint,
-    p_status text
+    p_status text,
+    p_count integer DEFAULT 1
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -2282,10 +2485,11 @@ BEGIN
     UPDATE app_jobs.job_bundles AS b
     SET
         completed_count = b.completed_count
-        + (p_status IS NOT DISTINCT FROM 'completed')::integer,
-        failed_count = b.failed_count + (p_status IS NOT DISTINCT FROM 'failed')::integer,
+        + (p_status IS NOT DISTINCT FROM 'completed')::integer * p_count,
+        failed_count = b.failed_count
+        + (p_status IS NOT DISTINCT FROM 'failed')::integer * p_count,
         cancelled_count = b.cancelled_count
-        + (p_status IS NOT DISTINCT FROM 'cancelled')::integer
+        + (p_status IS NOT DISTINCT FROM 'cancelled')::integer * p_count
     WHERE b.id = p_bundle_id AND b.stopped_at IS NULL
     RETURNING * INTO v_bundle;
     IF NOT FOUND
@@ -2319,7 +2523,7 @@ BEGIN
     UPDATE app_jobs.job_bundles AS b
     SET outcome = v_outcome, stopped_at = now(), followup_job_id = v_followup.id
     WHERE b.id = v_bundle.id;
-    PERFORM pg_catalog.pg_notify(
+    PERFORM app_jobs.notify(
         'jobs:bundle_stopped',
         json_build_object(
             'id', v_bundle.id, 'bundle_type', v_bundle.bundle_type,
@@ -2465,7 +2669,8 @@ EXECUTE FUNCTION app_jobs.tg_bundle_job_revived();
 -- sql/src/190_flow_settings.sql
 -- Set a task's retry policy, default max_attempts and timeout, and start-rate limit
 -- (rate_limit starts per rate_interval, bursts up to rate_burst); the whole row is
--- replaced, so a setting left out goes back to its default. PJ024 on bad values.
+-- replaced, so a setting left out goes back to its default. PJ024 on bad values, PJ035
+-- for max_attempts above 10000, PJ038 for a timeout over 100 years (as add_job).
 CREATE FUNCTION app_jobs.set_task_settings(
     task_identifier text,
     retry_kind text DEFAULT 'exponential',
@@ -2487,6 +2692,17 @@ BEGIN
     IF task_identifier IS NULL OR length(task_identifier) NOT BETWEEN 1 AND 126 THEN
         RAISE EXCEPTION 'task identifier must be 1 to 126 characters'
             USING ERRCODE = 'PJ001';
+    END IF;
+    -- The bounds add_job holds a job to, so a task default cannot make add_job (or the
+    -- scheduler tick) refuse every job of the task later.
+    IF set_task_settings.max_attempts > 10000 THEN
+        RAISE EXCEPTION 'max_attempts must be at most 10000, got %',
+            set_task_settings.max_attempts
+            USING ERRCODE = 'PJ035';
+    END IF;
+    IF set_task_settings.timeout > interval '100 years' THEN
+        RAISE EXCEPTION 'timeout must be at most 100 years, got %', set_task_settings.timeout
+            USING ERRCODE = 'PJ038';
     END IF;
     IF coalesce(retry_kind, 'exponential') NOT IN ('exponential', 'linear', 'fixed', 'list')
         OR retry_kind = 'list' AND coalesce(cardinality(retry_delays), 0) = 0
@@ -2737,7 +2953,7 @@ CREATE FUNCTION app_jobs.tg_notify_worker() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM pg_catalog.pg_notify('jobs:insert', '');
+    PERFORM app_jobs.notify('jobs:insert', '');
     RETURN NULL;
 END;
 $$;
@@ -2747,7 +2963,13 @@ AFTER INSERT ON app_jobs.jobs
 FOR EACH STATEMENT EXECUTE FUNCTION app_jobs.tg_notify_worker();
 
 -- sql/src/300_trigger_helpers.sql
--- Enqueue for a user's trigger: task from the trigger's first argument.
+-- The trigger functions below run with the rights of whoever fires them (SECURITY
+-- INVOKER, see 950_security.sql): turning the row into JSON may run casts of the
+-- caller's own types, which must never run as the extension's owner. Only the finished
+-- payload crosses into add_job, which checks the tenant and enqueues as the owner.
+
+-- Enqueue for a user's trigger: task from the trigger's first argument, tenant from the
+-- row's database_id column when it has one (else db_id's default, the claim).
 CREATE FUNCTION app_jobs.enqueue_from_trigger(
     p_tg_argv text[],
     p_row jsonb,
@@ -2837,7 +3059,8 @@ COMMENT ON FUNCTION app_jobs.trigger_job_with_fields IS
 'Row trigger: arguments are the task, then the columns copied into the payload';
 
 -- sql/src/400_add_scheduled_job.sql
--- Create a recurring job, or update the one that has the same key.
+-- Create a recurring job, or update the one that has the same key; a key belongs to the
+-- tenant of the schedule holding it (PJ030 for another tenant's key, whoever calls).
 CREATE FUNCTION app_jobs.add_scheduled_job(
     db_id uuid DEFAULT nullif(
         current_setting('jwt.claims.database_id', TRUE), ''
@@ -2860,16 +3083,11 @@ BEGIN
     -- Checked here too, so that a schedule cannot hold a payload its jobs would be
     -- refused for.
     PERFORM app_jobs.check_payload(payload);
+    -- The rest of schedule_info is checked when the row is written (the
+    -- _200_next_run_at trigger), for direct INSERTs too.
     IF schedule_info IS NULL OR json_typeof(schedule_info) <> 'object' THEN
         RAISE EXCEPTION 'schedule_info must be a JSON object'
             USING ERRCODE = 'PJ008';
-    END IF;
-    -- Time zone names only: PostgreSQL would also take POSIX rules ("$1", "' OR '1'='1"
-    -- and the like mean some UTC offset to it), which are surely mistakes here.
-    IF schedule_info ->> 'tz' !~ '^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$' THEN
-        RAISE EXCEPTION 'unknown time zone %', to_json(schedule_info ->> 'tz')
-            USING ERRCODE = 'PJ010',
-            HINT = 'tz takes a time zone name such as UTC or Europe/Berlin.';
     END IF;
 
     INSERT INTO app_jobs.scheduled_jobs AS s (
@@ -2887,7 +3105,13 @@ BEGIN
         queue_name = excluded.queue_name,
         max_attempts = excluded.max_attempts,
         priority = excluded.priority
+    -- Part of the upsert itself, so no interleaving lets it update another tenant's row.
+    WHERE s.database_id IS NOT DISTINCT FROM excluded.database_id
     RETURNING * INTO v_row;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'schedule key % belongs to another tenant''s schedule', job_key
+            USING ERRCODE = 'PJ030';
+    END IF;
     RETURN v_row;
 END;
 $$;
@@ -2896,14 +3120,21 @@ COMMENT ON FUNCTION app_jobs.add_scheduled_job IS
 'Create a recurring job; with job_key, update the schedule that has that key';
 
 -- sql/src/410_run_scheduled_job.sql
--- Enqueue one job now from a recurring job's definition.
-CREATE FUNCTION app_jobs.run_scheduled_job(scheduled_job_id bigint) RETURNS app_jobs.jobs
+-- Enqueue one job now from a recurring job's definition, with the schedule's key (an
+-- upsert, as add_job does). Refused with PJ041 (message ALREADY_SCHEDULED, as the
+-- original app_jobs.run_scheduled_job) while the job it enqueued last is still waiting
+-- (or waiting to retry), or has been running for less than job_expiry.
+CREATE FUNCTION app_jobs.run_scheduled_job(
+    scheduled_job_id bigint,
+    job_expiry interval DEFAULT '1 hour'
+) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     v_schedule app_jobs.scheduled_jobs;
     v_job app_jobs.jobs;
 BEGIN
+    PERFORM app_jobs.check_job_expiry(job_expiry);
     SELECT * INTO v_schedule
     FROM app_jobs.scheduled_jobs AS s
     WHERE s.id = scheduled_job_id
@@ -2912,25 +3143,43 @@ BEGIN
         RAISE EXCEPTION 'scheduled job % does not exist', scheduled_job_id
             USING ERRCODE = 'PJ009';
     END IF;
+    -- (The schedule's row is locked: two callers cannot both pass this check.)
+    SELECT * INTO v_job FROM app_jobs.jobs AS j
+    WHERE j.id = v_schedule.last_scheduled_id
+        AND (
+            j.locked_at IS NULL AND j.attempts < j.max_attempts
+            OR j.locked_at >= now() - coalesce(job_expiry, interval '1 hour')
+        );
+    IF FOUND THEN
+        RAISE EXCEPTION 'ALREADY_SCHEDULED'
+            USING ERRCODE = 'PJ041',
+            DETAIL = format(
+                'Job %s, enqueued last by scheduled job %s, is still %s.', v_job.id,
+                scheduled_job_id,
+                CASE WHEN v_job.locked_at IS NULL THEN 'waiting' ELSE 'running' END
+            );
+    END IF;
 
     v_job := app_jobs.add_job(
         db_id := v_schedule.database_id,
         identifier := v_schedule.task_identifier,
         payload := v_schedule.payload,
+        job_key := v_schedule.key,
         queue_name := v_schedule.queue_name,
         max_attempts := v_schedule.max_attempts,
         priority := v_schedule.priority
     );
 
     UPDATE app_jobs.scheduled_jobs AS s
-    SET last_scheduled = now(), last_scheduled_id = v_job.id
+    SET last_scheduled = now(), last_scheduled_id = coalesce(v_job.id, s.last_scheduled_id)
     WHERE s.id = scheduled_job_id;
     RETURN v_job;
 END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.run_scheduled_job IS
-'Enqueue a job now from the scheduled job with this id';
+'Enqueue a job now from the scheduled job with this id (with its key); PJ041 '
+'ALREADY_SCHEDULED while the job it enqueued last still waits or runs within job_expiry';
 
 -- sql/src/420_get_scheduled_job.sql
 -- Lock the next unlocked recurring job for a scheduler worker.
@@ -3173,6 +3422,14 @@ BEGIN
         RAISE EXCEPTION 'start, end or backfill of schedule_info is not valid: %', sqlerrm
             USING ERRCODE = 'PJ008';
     END;
+    -- Bounded to what clients can represent (Python's datetime ends with year 9999);
+    -- infinity is no start or end at all.
+    IF v_start NOT BETWEEN '1970-01-01 00:00:00+00' AND '9999-12-31 00:00:00+00'
+        OR v_end NOT BETWEEN '1970-01-01 00:00:00+00' AND '9999-12-31 00:00:00+00' THEN
+        RAISE EXCEPTION 'schedule start and end must lie between 1970 and 9999, got % and %',
+            v_start, v_end
+            USING ERRCODE = 'PJ008';
+    END IF;
     IF v_end < v_start THEN
         RAISE EXCEPTION 'schedule end % is before its start %', v_end, v_start
             USING ERRCODE = 'PJ011';
@@ -3301,6 +3558,10 @@ COMMENT ON FUNCTION app_jobs.schedule_next_run IS
 
 -- sql/src/510_run_due_scheduled_jobs.sql
 -- Enqueue the job of every due schedule slot exactly once; safe from many workers at once.
+-- One schedule that fails never stops the others: each runs in a subtransaction of its
+-- own, and its error is kept on its row (last_error, last_error_at). A schedule whose
+-- schedule_info no longer parses stops (next_run_at NULL) until it is rewritten; a slot
+-- whose job add_job refuses is skipped.
 CREATE FUNCTION app_jobs.run_due_scheduled_jobs(
     as_of timestamptz DEFAULT now()
 ) RETURNS SETOF app_jobs.jobs
@@ -3321,6 +3582,7 @@ DECLARE
     v_job_schedules bigint[] := '{}';
     v_job_ids bigint[] := '{}';
     v_due record;
+    v_failed bigint[] := '{}';
 BEGIN
     -- An infinite as_of would never run out of slots.
     PERFORM app_jobs.check_run_at(as_of, 'as_of');
@@ -3332,44 +3594,57 @@ BEGIN
         ORDER BY s.next_run_at, s.id
         FOR UPDATE SKIP LOCKED
     LOOP
-        -- Parse the schedule once; every slot below is computed from the parsed form.
-        v_spec := app_jobs.schedule_spec(v_schedule.schedule_info);
-        v_backfill := (v_spec ->> 'backfill')::interval;
-        v_slot := v_schedule.next_run_at;
-        IF v_backfill IS NULL THEN
-            -- Only the latest missed slot; start looking an hour back when far behind.
-            v_next := app_jobs.spec_next_run(v_spec, as_of - interval '1 hour');
-            IF v_next > v_slot AND v_next <= as_of THEN
-                v_slot := v_next;
+        BEGIN
+            -- Parse the schedule once; every slot below is computed from the parsed form.
+            v_spec := app_jobs.schedule_spec(v_schedule.schedule_info);
+            v_backfill := (v_spec ->> 'backfill')::interval;
+            v_slot := v_schedule.next_run_at;
+            IF v_backfill IS NULL THEN
+                -- Only the latest missed slot; start looking an hour back when far behind.
+                v_next := app_jobs.spec_next_run(v_spec, as_of - interval '1 hour');
+                IF v_next > v_slot AND v_next <= as_of THEN
+                    v_slot := v_next;
+                END IF;
+                LOOP
+                    v_next := app_jobs.spec_next_run(v_spec, v_slot);
+                    EXIT WHEN v_next IS NULL OR v_next > as_of;
+                    v_slot := v_next;
+                END LOOP;
+                v_slots := ARRAY[v_slot];
+            ELSE
+                -- Every missed slot within the backfill window.
+                IF v_slot < as_of - v_backfill THEN
+                    v_slot := app_jobs.spec_next_run(
+                        v_spec, as_of - v_backfill - interval '1 microsecond'
+                    );
+                END IF;
+                v_slots := '{}';
+                WHILE v_slot IS NOT NULL AND v_slot <= as_of LOOP
+                    v_slots := v_slots || v_slot;
+                    v_slot := app_jobs.spec_next_run(v_spec, v_slot);
+                END LOOP;
             END IF;
-            LOOP
-                v_next := app_jobs.spec_next_run(v_spec, v_slot);
-                EXIT WHEN v_next IS NULL OR v_next > as_of;
-                v_slot := v_next;
-            END LOOP;
-            v_slots := ARRAY[v_slot];
-        ELSE
-            -- Every missed slot within the backfill window.
-            IF v_slot < as_of - v_backfill THEN
-                v_slot := app_jobs.spec_next_run(
-                    v_spec, as_of - v_backfill - interval '1 microsecond'
-                );
-            END IF;
-            v_slots := '{}';
-            WHILE v_slot IS NOT NULL AND v_slot <= as_of LOOP
-                v_slots := v_slots || v_slot;
-                v_slot := app_jobs.spec_next_run(v_spec, v_slot);
-            END LOOP;
-        END IF;
 
-        v_due_schedules := v_due_schedules || array_fill(v_schedule.id, ARRAY[cardinality(v_slots)]);
+            UPDATE app_jobs.scheduled_jobs AS s
+            SET
+                last_scheduled = coalesce(v_slots[cardinality(v_slots)], s.last_scheduled),
+                next_run_at = app_jobs.spec_next_run(v_spec, as_of)
+            WHERE s.id = v_schedule.id;
+        EXCEPTION WHEN OTHERS THEN
+            -- (Variables are not rolled back with the subtransaction: nothing of this
+            -- schedule reached the arrays below.)
+            UPDATE app_jobs.scheduled_jobs AS s
+            SET
+                next_run_at = NULL,
+                last_error = format('%s: %s (the schedule stopped)', sqlstate, sqlerrm),
+                last_error_at = now()
+            WHERE s.id = v_schedule.id;
+            v_failed := v_failed || v_schedule.id;
+            CONTINUE;
+        END;
+        v_due_schedules := v_due_schedules
+            || array_fill(v_schedule.id, ARRAY[cardinality(v_slots)]);
         v_due_slots := v_due_slots || v_slots;
-
-        UPDATE app_jobs.scheduled_jobs AS s
-        SET
-            last_scheduled = coalesce(v_slots[cardinality(v_slots)], s.last_scheduled),
-            next_run_at = app_jobs.spec_next_run(v_spec, as_of)
-        WHERE s.id = v_schedule.id;
     END LOOP;
 
     -- Enqueue in queue-name order: each job counts into its queue's row, and taking
@@ -3380,23 +3655,39 @@ BEGIN
         INNER JOIN app_jobs.scheduled_jobs AS s ON d.schedule_id = s.id
         ORDER BY s.queue_name NULLS FIRST, d.n
     LOOP
-        v_job := app_jobs.add_job(
-            db_id := v_due.database_id,
-            identifier := v_due.task_identifier,
-            payload := v_due.payload,
-            queue_name := v_due.queue_name,
-            run_at := v_due.slot,
-            max_attempts := v_due.max_attempts,
-            priority := v_due.priority
-        );
+        BEGIN
+            v_job := app_jobs.add_job(
+                db_id := v_due.database_id,
+                identifier := v_due.task_identifier,
+                payload := v_due.payload,
+                queue_name := v_due.queue_name,
+                run_at := v_due.slot,
+                max_attempts := v_due.max_attempts,
+                priority := v_due.priority
+            );
+        EXCEPTION WHEN OTHERS THEN
+            UPDATE app_jobs.scheduled_jobs AS s
+            SET
+                last_error = format(
+                    '%s: %s (the slot of %s was skipped)', sqlstate, sqlerrm, v_due.slot
+                ),
+                last_error_at = now()
+            WHERE s.id = v_due.id;
+            v_failed := v_failed || v_due.id;
+            CONTINUE;
+        END;
         v_job_schedules := v_job_schedules || v_due.id;
         v_job_ids := v_job_ids || v_job.id;
         RETURN NEXT v_job;
     END LOOP;
 
-    -- Each schedule remembers the job of its latest slot.
+    -- Each schedule remembers the job of its latest slot; one that enqueued without a
+    -- failure this time has no error any more.
     UPDATE app_jobs.scheduled_jobs AS s
-    SET last_scheduled_id = latest.job_id
+    SET
+        last_scheduled_id = latest.job_id,
+        last_error = CASE WHEN s.id = ANY(v_failed) THEN s.last_error END,
+        last_error_at = CASE WHEN s.id = ANY(v_failed) THEN s.last_error_at END
     FROM (
         SELECT DISTINCT ON (e.schedule_id) e.schedule_id, e.job_id
         FROM unnest(v_job_schedules, v_job_ids) WITH ORDINALITY AS e (schedule_id, job_id, n)
@@ -3410,7 +3701,11 @@ COMMENT ON FUNCTION app_jobs.run_due_scheduled_jobs IS
 'Scheduler tick: enqueue every due slot once (latest missed slot, or all within backfill)';
 
 -- sql/src/520_tg_scheduled_jobs_next_run.sql
--- Validate a schedule when it is written and compute its first slot.
+-- Validate a schedule when it is written and compute its first slot: PJ008 for more
+-- than 16 kB of schedule_info (or anything schedule_spec refuses), PJ010 for a time zone
+-- that is not an IANA name (PostgreSQL would also take POSIX rules such as "5" or
+-- "UTC+3", surely mistakes here), PJ042 when it would never fire (an impossible date such
+-- as 0 0 31 2 *, or an end already past).
 CREATE FUNCTION app_jobs.tg_scheduled_jobs_next_run() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
@@ -3419,7 +3714,28 @@ BEGIN
     IF tg_op = 'UPDATE' AND old.schedule_info::text = new.schedule_info::text THEN
         RETURN new;
     END IF;
+    IF octet_length(new.schedule_info::text) > 16384 THEN
+        RAISE EXCEPTION 'schedule_info is % bytes, more than 16384',
+            octet_length(new.schedule_info::text)
+            USING ERRCODE = 'PJ008';
+    END IF;
+    IF json_typeof(new.schedule_info) = 'object'
+        AND new.schedule_info ->> 'tz' IS NOT NULL
+        AND NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_timezone_names AS z
+            WHERE lower(z.name) = lower(new.schedule_info ->> 'tz')
+        ) THEN
+        RAISE EXCEPTION 'unknown time zone %', to_json(new.schedule_info ->> 'tz')
+            USING ERRCODE = 'PJ010',
+            HINT = 'tz takes an IANA time zone name such as UTC or Europe/Berlin.';
+    END IF;
     new.next_run_at := app_jobs.schedule_next_run(new.schedule_info, now());
+    IF new.next_run_at IS NULL THEN
+        RAISE EXCEPTION 'schedule % never fires', new.schedule_info::text
+            USING ERRCODE = 'PJ042',
+            HINT = 'Its fields name no date that exists (such as February 31), or its end '
+            || 'has passed.';
+    END IF;
     RETURN new;
 END;
 $$;
@@ -3492,7 +3808,7 @@ COMMENT ON FUNCTION app_jobs.metrics_label IS
 
 -- The queue's state in the Prometheus text exposition format (for a scrape exporter, or
 -- SELECT app_jobs.metrics() behind any HTTP endpoint): queue_stats, workers, the
--- notification queue. Samples of one family are contiguous, in label order.
+-- notification queue, failing schedules. Samples of one family are contiguous, in label order.
 CREATE FUNCTION app_jobs.metrics() RETURNS text
 LANGUAGE sql STABLE
 AS $$
@@ -3542,6 +3858,14 @@ AS $$
         (
             7, 'pgjobs_notification_queue_usage', 'gauge',
             'Fraction of the LISTEN/NOTIFY queue in use (pg_notification_queue_usage)'
+        ),
+        (
+            8, 'pgjobs_notifications_skipped_total', 'counter',
+            'pgjobs notifications skipped because the NOTIFY queue was at least half full'
+        ),
+        (
+            9, 'pgjobs_schedules_failing', 'gauge',
+            'Schedules whose latest due slot could not be enqueued (last_error set)'
         )
     ),
 
@@ -3596,6 +3920,13 @@ AS $$
         SELECT 6, 'pgjobs_workers_stale ' || w.stale FROM workers AS w
         UNION ALL
         SELECT 7, 'pgjobs_notification_queue_usage ' || pg_notification_queue_usage()
+        UNION ALL
+        SELECT
+            8, 'pgjobs_notifications_skipped_total ' || app_jobs.notifications_skipped_count()
+        UNION ALL
+        SELECT 9, 'pgjobs_schedules_failing ' || count(*)
+        FROM app_jobs.scheduled_jobs AS s
+        WHERE s.last_error IS NOT NULL
     ),
 
     lines (family, part, line) AS (
@@ -3640,13 +3971,21 @@ $$;
 
 -- sql/src/950_security.sql
 -- Access control, applied to every object created before it (so it must stay the last
--- source file). Three group roles:
---   pgjobs_enqueue  add jobs, bundles and schedules, cancel jobs and follow them, all
---                   limited to its tenant (jwt.claims.database_id);
---   pgjobs_worker   what pgjobs-worker calls (claim, finish, heartbeat, reap, tick, ...);
---   pgjobs_admin    every API function, on every tenant.
+-- source file). Four group roles:
+--   pgjobs_enqueue      add jobs, bundles and schedules, cancel jobs and follow them, all
+--                       limited to its tenant (jwt.claims.database_id);
+--   pgjobs_enqueue_any  the same for every tenant, for a trusted application (a
+--                       single-tenant app, a backend that sets db_id itself, a trigger
+--                       running as a table owner without claims); no worker or admin rights;
+--   pgjobs_worker       what pgjobs-worker calls (claim, finish, heartbeat, reap, tick, ...);
+--   pgjobs_admin        every API function, on every tenant.
 -- Nobody gets direct writes to the tables: the API functions run as their owner
--- (SECURITY DEFINER with a fixed search_path); internal helpers are granted to nobody.
+-- (SECURITY DEFINER with a fixed search_path) and never evaluate code a caller controls
+-- (their arguments arrive converted, by the caller, to built-in types). The trigger
+-- functions are the exception: they read the caller's row, whose column types (and their
+-- casts) the caller may have made, so they run with the caller's rights (SECURITY
+-- INVOKER) and hand a finished JSON payload to add_job. Internal helpers are granted to
+-- nobody.
 -- Row-level security lets pgjobs_enqueue read only its tenant's rows. Everything here is
 -- re-runnable: an upgrade script that replaces functions (which resets SECURITY
 -- DEFINER) ends by applying this file again.
@@ -3657,7 +3996,9 @@ DO $$
 DECLARE
     v_role text;
 BEGIN
-    FOREACH v_role IN ARRAY ARRAY['pgjobs_enqueue', 'pgjobs_worker', 'pgjobs_admin'] LOOP
+    FOREACH v_role IN ARRAY ARRAY[
+        'pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin'
+    ] LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role);
         BEGIN
             EXECUTE format('CREATE ROLE %I NOLOGIN', v_role);
@@ -3665,6 +4006,7 @@ BEGIN
                 'COMMENT ON ROLE %I IS %L', v_role,
                 'pgjobs: grant to roles that ' || CASE v_role
                     WHEN 'pgjobs_enqueue' THEN 'enqueue and follow jobs of their tenant'
+                    WHEN 'pgjobs_enqueue_any' THEN 'enqueue and follow jobs of every tenant'
                     WHEN 'pgjobs_worker' THEN 'run pgjobs workers'
                     ELSE 'administer pgjobs'
                 END
@@ -3688,14 +4030,16 @@ $$;
 -- effect where the pgjobs function was called: inside a SECURITY DEFINER function
 -- current_user is the owner, so this reads the "role" setting (what SET ROLE chose,
 -- which a definer function cannot change) and falls back to session_user without SET
--- ROLE. A caller with the privileges of pgjobs_worker, pgjobs_admin or the schema's
--- owner (superusers included) may act on every tenant; any other caller only on the
--- tenant of its jwt.claims.database_id setting (none without it, NULL included).
+-- ROLE. A caller with the privileges of pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin
+-- or the schema's owner (superusers included) may act on every tenant; any other caller
+-- only on the tenant of its jwt.claims.database_id setting (none without it, NULL
+-- included).
 CREATE OR REPLACE FUNCTION app_jobs.tenant_allowed(p_db_id uuid) RETURNS boolean
 LANGUAGE sql STABLE
 AS $$
     SELECT CASE
-        WHEN pg_catalog.pg_has_role(c.caller, 'pgjobs_worker', 'USAGE')
+        WHEN pg_catalog.pg_has_role(c.caller, 'pgjobs_enqueue_any', 'USAGE')
+            OR pg_catalog.pg_has_role(c.caller, 'pgjobs_worker', 'USAGE')
             OR pg_catalog.pg_has_role(c.caller, 'pgjobs_admin', 'USAGE')
             OR pg_catalog.pg_has_role(c.caller, n.nspowner, 'USAGE') THEN TRUE
         ELSE coalesce(
@@ -3725,8 +4069,9 @@ BEGIN
     IF NOT app_jobs.tenant_allowed(p_db_id) THEN
         RAISE EXCEPTION 'permission denied for database_id %', coalesce(p_db_id::text, 'NULL')
             USING ERRCODE = 'PJ030',
-            HINT = 'Without the privileges of pgjobs_worker or pgjobs_admin, a role acts only '
-            || 'on the tenant named by its jwt.claims.database_id setting.';
+            HINT = 'Without the privileges of pgjobs_enqueue_any, pgjobs_worker or '
+            || 'pgjobs_admin, a role acts only on the tenant named by its '
+            || 'jwt.claims.database_id setting.';
     END IF;
 END;
 $$;
@@ -3737,7 +4082,9 @@ COMMENT ON FUNCTION app_jobs.check_tenant IS
 -- Functions: nobody but the owner may run anything, except what the list below grants.
 -- pgjobs_version() is left alone: it is created after this file (by make), returns a
 -- constant and keeps the default EXECUTE for PUBLIC. A function missing from the list
--- (internal helpers, anything added without updating it) is granted to nobody.
+-- (internal helpers, anything added without updating it) is granted to nobody. Every
+-- listed function gets a fixed search_path; all but the trigger functions (and their
+-- helper) run as their owner. pgjobs_enqueue_any may call what pgjobs_enqueue may.
 DO $$
 DECLARE
     v_fn record;
@@ -3749,59 +4096,61 @@ BEGIN
         ORDER BY p.oid
     LOOP
         EXECUTE format(
-            'REVOKE ALL ON FUNCTION %s FROM PUBLIC, pgjobs_enqueue, pgjobs_worker, pgjobs_admin',
+            'REVOKE ALL ON FUNCTION %s FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, '
+            || 'pgjobs_worker, pgjobs_admin',
             v_fn.sig
         );
     END LOOP;
 
     FOR v_fn IN
-        SELECT l.name, g.grantees, p.oid::regprocedure AS sig
+        SELECT l.name, l.definer, g.grantees, p.oid::regprocedure AS sig
         FROM (
             VALUES
-            -- name                  enqueue worker admin
-            ('add_job', TRUE, FALSE, TRUE),
-            ('add_bundle', TRUE, FALSE, TRUE),
-            ('add_scheduled_job', TRUE, FALSE, TRUE),
-            ('cancel_job', TRUE, FALSE, TRUE),
-            ('tg_add_job_with_row', TRUE, FALSE, TRUE),
-            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE),
-            ('trigger_job_with_fields', TRUE, FALSE, TRUE),
-            ('schedule_next_run', TRUE, TRUE, TRUE),
-            ('get_job', FALSE, TRUE, TRUE),
-            ('get_jobs', FALSE, TRUE, TRUE),
-            ('complete_job', FALSE, TRUE, TRUE),
-            ('fail_job', FALSE, TRUE, TRUE),
-            ('finish_jobs', FALSE, TRUE, TRUE),
-            ('set_progress', FALSE, TRUE, TRUE),
-            ('register_worker', FALSE, TRUE, TRUE),
-            ('worker_heartbeat', FALSE, TRUE, TRUE),
-            ('unregister_worker', FALSE, TRUE, TRUE),
-            ('reap_dead_workers', FALSE, TRUE, TRUE),
-            ('release_jobs', FALSE, TRUE, TRUE),
-            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE),
-            ('get_scheduled_job', FALSE, TRUE, TRUE),
-            ('release_scheduled_jobs', FALSE, TRUE, TRUE),
-            ('run_scheduled_job', FALSE, TRUE, TRUE),
-            ('purge_job_history', FALSE, TRUE, TRUE),
-            ('setting', FALSE, TRUE, TRUE),
-            ('metrics', FALSE, TRUE, TRUE),
-            ('complete_jobs', FALSE, FALSE, TRUE),
-            ('permanently_fail_jobs', FALSE, FALSE, TRUE),
-            ('reschedule_jobs', FALSE, FALSE, TRUE),
-            ('remove_job', FALSE, FALSE, TRUE),
-            ('force_unlock_workers', FALSE, FALSE, TRUE),
-            ('retry_job', FALSE, FALSE, TRUE),
-            ('delete_job', FALSE, FALSE, TRUE),
-            ('delete_finished_jobs', FALSE, FALSE, TRUE),
-            ('waiting_jobs', FALSE, FALSE, TRUE),
-            ('failed_jobs', FALSE, FALSE, TRUE),
-            ('set_setting', FALSE, FALSE, TRUE),
-            ('set_task_settings', FALSE, FALSE, TRUE),
-            ('set_queue_concurrency', FALSE, FALSE, TRUE)
-        ) AS l (name, enqueue, worker, admin)
+            -- name                  enqueue worker admin  definer
+            ('add_job', TRUE, FALSE, TRUE, TRUE),
+            ('add_bundle', TRUE, FALSE, TRUE, TRUE),
+            ('add_scheduled_job', TRUE, FALSE, TRUE, TRUE),
+            ('cancel_job', TRUE, FALSE, TRUE, TRUE),
+            ('tg_add_job_with_row', TRUE, FALSE, TRUE, FALSE),
+            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE, FALSE),
+            ('trigger_job_with_fields', TRUE, FALSE, TRUE, FALSE),
+            ('enqueue_from_trigger', TRUE, FALSE, TRUE, FALSE),
+            ('schedule_next_run', TRUE, TRUE, TRUE, TRUE),
+            ('get_job', FALSE, TRUE, TRUE, TRUE),
+            ('get_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('complete_job', FALSE, TRUE, TRUE, TRUE),
+            ('fail_job', FALSE, TRUE, TRUE, TRUE),
+            ('finish_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('set_progress', FALSE, TRUE, TRUE, TRUE),
+            ('register_worker', FALSE, TRUE, TRUE, TRUE),
+            ('worker_heartbeat', FALSE, TRUE, TRUE, TRUE),
+            ('unregister_worker', FALSE, TRUE, TRUE, TRUE),
+            ('reap_dead_workers', FALSE, TRUE, TRUE, TRUE),
+            ('release_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('get_scheduled_job', FALSE, TRUE, TRUE, TRUE),
+            ('release_scheduled_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('run_scheduled_job', FALSE, TRUE, TRUE, TRUE),
+            ('purge_job_history', FALSE, TRUE, TRUE, TRUE),
+            ('setting', FALSE, TRUE, TRUE, TRUE),
+            ('metrics', FALSE, TRUE, TRUE, TRUE),
+            ('complete_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('permanently_fail_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('reschedule_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('remove_job', FALSE, FALSE, TRUE, TRUE),
+            ('force_unlock_workers', FALSE, FALSE, TRUE, TRUE),
+            ('retry_job', FALSE, FALSE, TRUE, TRUE),
+            ('delete_job', FALSE, FALSE, TRUE, TRUE),
+            ('delete_finished_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('waiting_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('failed_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('set_setting', FALSE, FALSE, TRUE, TRUE),
+            ('set_task_settings', FALSE, FALSE, TRUE, TRUE),
+            ('set_queue_concurrency', FALSE, FALSE, TRUE, TRUE)
+        ) AS l (name, enqueue, worker, admin, definer)
         CROSS JOIN LATERAL (
             SELECT array_to_string(ARRAY[
-                CASE WHEN l.enqueue THEN 'pgjobs_enqueue' END,
+                CASE WHEN l.enqueue THEN 'pgjobs_enqueue, pgjobs_enqueue_any' END,
                 CASE WHEN l.worker THEN 'pgjobs_worker' END,
                 CASE WHEN l.admin THEN 'pgjobs_admin' END
             ], ', ') AS grantees
@@ -3817,8 +4166,9 @@ BEGIN
             CONTINUE;
         END IF;
         EXECUTE format(
-            'ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp',
-            v_fn.sig
+            'ALTER FUNCTION %s %s SET search_path = pg_catalog, app_jobs, pg_temp',
+            v_fn.sig,
+            CASE WHEN v_fn.definer THEN 'SECURITY DEFINER' ELSE 'SECURITY INVOKER' END
         );
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', v_fn.sig, v_fn.grantees);
     END LOOP;
@@ -3828,23 +4178,24 @@ $$;
 -- Schema, tables, views, sequences: no rights for PUBLIC; the three roles may look up
 -- objects in the schema; nobody but the owner writes.
 REVOKE ALL ON SCHEMA app_jobs FROM PUBLIC;  -- noqa: CP02
-GRANT USAGE ON SCHEMA app_jobs TO pgjobs_enqueue, pgjobs_worker, pgjobs_admin;
+GRANT USAGE ON SCHEMA app_jobs TO pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker,
+pgjobs_admin;
 REVOKE ALL ON ALL TABLES IN SCHEMA app_jobs
-FROM PUBLIC, pgjobs_enqueue, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA app_jobs
-FROM PUBLIC, pgjobs_enqueue, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
 
 -- Workers and admins read everything (tables and views).
 GRANT SELECT ON ALL TABLES IN SCHEMA app_jobs TO pgjobs_worker, pgjobs_admin;
 
 -- Enqueuers read the tenant-scoped tables; row-level security below picks their rows.
 GRANT SELECT ON app_jobs.jobs, app_jobs.job_history, app_jobs.job_bundles,
-app_jobs.scheduled_jobs TO pgjobs_enqueue;
+app_jobs.scheduled_jobs TO pgjobs_enqueue, pgjobs_enqueue_any;
 
 -- Row-level security: pgjobs_enqueue sees the rows of its jwt.claims.database_id (none
--- without one); pgjobs_worker and pgjobs_admin see every row. The owner (whom the API
--- functions run as) is not subject to it; another role granted SELECT directly sees
--- nothing until a policy names it.
+-- without one); pgjobs_enqueue_any, pgjobs_worker and pgjobs_admin see every row. The
+-- owner (whom the API functions run as) is not subject to it; another role granted
+-- SELECT directly sees nothing until a policy names it.
 DO $$
 DECLARE
     v_table text;
@@ -3861,7 +4212,7 @@ BEGIN
         EXECUTE format('DROP POLICY IF EXISTS worker_admin_all ON app_jobs.%I', v_table);
         EXECUTE format(
             'CREATE POLICY worker_admin_all ON app_jobs.%I FOR SELECT '
-            || 'TO pgjobs_worker, pgjobs_admin USING (TRUE)',
+            || 'TO pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin USING (TRUE)',
             v_table
         );
     END LOOP;
@@ -3875,7 +4226,7 @@ DO $$
 BEGIN
     IF pg_catalog.current_setting('server_version_num')::integer >= 150000 THEN
         EXECUTE 'ALTER VIEW app_jobs.job_status SET (security_invoker = TRUE)';
-        EXECUTE 'GRANT SELECT ON app_jobs.job_status TO pgjobs_enqueue';
+        EXECUTE 'GRANT SELECT ON app_jobs.job_status TO pgjobs_enqueue, pgjobs_enqueue_any';
     END IF;
 END;
 $$;

@@ -155,3 +155,17 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- Raise PJ040 unless job_expiry (how long a claim of a worker that never registered
+-- holds) is positive and at most 100 years; NULL means the default.
+CREATE FUNCTION app_jobs.check_job_expiry(p_job_expiry interval) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF p_job_expiry <= interval '0' OR p_job_expiry > interval '100 years' THEN
+        RAISE EXCEPTION 'job_expiry must be positive and at most 100 years, got %',
+            p_job_expiry
+            USING ERRCODE = 'PJ040';
+    END IF;
+END;
+$$;

@@ -31,6 +31,7 @@ DECLARE
     v_failed bigint;
     v_failed_status text;
     v_missing bigint;
+    v_own bigint[];
 BEGIN
     PERFORM app_jobs.check_tenant(db_id);
     IF app_jobs.enqueue_ignored(identifier) THEN
@@ -75,11 +76,39 @@ BEGIN
         END IF;
         v_deps := ARRAY(SELECT DISTINCT d FROM unnest(depends_on) AS d WHERE d IS NOT NULL);
         -- Hold the dependencies until commit: one finishing now waits for this job to
-        -- exist, so it either counts here as finished or finds this job to unblock.
-        PERFORM 1 FROM app_jobs.jobs AS j WHERE j.id = ANY(v_deps) ORDER BY j.id FOR SHARE;
+        -- exist, so it either counts here as finished or finds this job to unblock. A job
+        -- depends only on jobs of its own tenant, and only those rows are locked (the
+        -- condition is part of the locking statement): another tenant's running job is
+        -- never held up.
+        v_own := ARRAY(
+            SELECT j.id FROM app_jobs.jobs AS j
+            WHERE j.id = ANY(v_deps) AND j.database_id IS NOT DISTINCT FROM add_job.db_id
+            ORDER BY j.id
+            FOR SHARE
+        );
+        SELECT d INTO v_missing FROM unnest(v_deps) AS d
+        WHERE NOT d = ANY(v_own)
+            AND NOT EXISTS (
+                SELECT 1 FROM app_jobs.job_history AS h
+                WHERE h.job_id = d AND h.database_id IS NOT DISTINCT FROM add_job.db_id
+            )
+        ORDER BY d
+        LIMIT 1;
+        IF v_missing IS NOT NULL THEN
+            IF EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = v_missing)
+                OR EXISTS (SELECT 1 FROM app_jobs.job_history AS h WHERE h.job_id = v_missing) THEN
+                RAISE EXCEPTION 'depends_on names job %, which belongs to another tenant',
+                    v_missing
+                    USING ERRCODE = 'PJ030',
+                    HINT = 'A job may depend only on jobs of its own tenant (db_id).';
+            END IF;
+            RAISE EXCEPTION 'depends_on names job %, which does not exist', v_missing
+                USING ERRCODE = 'PJ023',
+                HINT = 'A dependency must be a live job or one kept in job_history.';
+        END IF;
         v_pending := ARRAY(
             SELECT j.id FROM app_jobs.jobs AS j
-            WHERE j.id = ANY(v_deps) AND (j.locked_at IS NOT NULL OR j.attempts < j.max_attempts)
+            WHERE j.id = ANY(v_own) AND (j.locked_at IS NOT NULL OR j.attempts < j.max_attempts)
         );
         -- A dependency that already stopped without completing: failed for good (still
         -- in jobs), or failed / cancelled according to its latest history record.
@@ -88,7 +117,7 @@ BEGIN
             SELECT
                 d AS id,
                 CASE
-                    WHEN EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d) THEN 'failed'
+                    WHEN d = ANY(v_own) THEN 'failed'
                     ELSE (
                         SELECT h.status FROM app_jobs.job_history AS h
                         WHERE h.job_id = d ORDER BY h.finished_at DESC, h.id DESC LIMIT 1
@@ -98,16 +127,8 @@ BEGIN
             WHERE NOT d = ANY(v_pending)
         ) AS f
         WHERE f.status <> 'completed'
+        ORDER BY f.id
         LIMIT 1;
-        SELECT d INTO v_missing FROM unnest(v_deps) AS d
-        WHERE NOT EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = d)
-            AND NOT EXISTS (SELECT 1 FROM app_jobs.job_history AS h WHERE h.job_id = d)
-        LIMIT 1;
-        IF v_missing IS NOT NULL THEN
-            RAISE EXCEPTION 'depends_on names job %, which does not exist', v_missing
-                USING ERRCODE = 'PJ023',
-                HINT = 'A dependency must be a live job or one kept in job_history.';
-        END IF;
 
         INSERT INTO app_jobs.jobs AS j (
             database_id, task_identifier, payload, queue_name, run_at,
@@ -120,7 +141,8 @@ BEGIN
         INSERT INTO app_jobs.job_dependencies (job_id, depends_on)
         SELECT v_job.id, d FROM unnest(v_pending) AS d;
         IF v_failed IS NOT NULL THEN
-            RETURN app_jobs.cancel_dependent(v_job.id, v_failed, v_failed_status);
+            PERFORM app_jobs.cancel_dependents(ARRAY[v_job.id], v_failed, v_failed_status);
+            v_job.last_error := format('dependency %s %s', v_failed, v_failed_status);
         END IF;
         RETURN v_job;
     END IF;
@@ -137,18 +159,15 @@ BEGIN
         RETURN v_job;
     END IF;
 
-    -- Keys are one namespace: a caller held to its tenant may not touch another's job.
-    IF EXISTS (
-        SELECT 1 FROM app_jobs.jobs AS j
-        WHERE j.key = job_key AND NOT app_jobs.tenant_allowed(j.database_id)
-    ) THEN
-        RAISE EXCEPTION 'job key % belongs to another tenant''s job', job_key
-            USING ERRCODE = 'PJ030';
-    END IF;
-
-    -- unsafe_dedupe: whatever job holds the key (waiting or running) is the answer.
-    IF v_mode = 'unsafe_dedupe' THEN
-        LOOP
+    -- Keys are one namespace, and a key belongs to the tenant of the job holding it: a
+    -- job for another db_id may not take it over, whoever calls (PJ030). The tenant
+    -- condition is part of each statement that reads or changes the job holding the
+    -- key, so no interleaving lets one act on another tenant's job: when a statement
+    -- finds nothing it may act on, the key is checked for another tenant's job (PJ030),
+    -- else the loop tries again (the key moved meanwhile).
+    LOOP
+        IF v_mode = 'unsafe_dedupe' THEN
+            -- Whatever job of ours holds the key (waiting or running) is the answer.
             INSERT INTO app_jobs.jobs AS j (
                 database_id, task_identifier, payload, queue_name, run_at,
                 max_attempts, priority, key, timeout, origin
@@ -162,50 +181,58 @@ BEGIN
             IF FOUND THEN
                 RETURN v_job;
             END IF;
-            SELECT * INTO v_job FROM app_jobs.jobs AS j WHERE j.key = job_key;
+            SELECT * INTO v_job FROM app_jobs.jobs AS j
+            WHERE j.key = job_key AND j.database_id IS NOT DISTINCT FROM add_job.db_id;
             IF FOUND THEN
                 RETURN v_job;
             END IF;
-        END LOOP;
-    END IF;
-
-    -- A waiting job with this key is replaced; a running one keeps running
-    -- without its key (and without retries) while a new job takes the key.
-    -- The loop covers the races where another session moves the key between
-    -- our statements: every pass either returns or strips a running job.
-    LOOP
-        INSERT INTO app_jobs.jobs AS j (
-            database_id, task_identifier, payload, queue_name, run_at,
-            max_attempts, priority, key, timeout, origin
-        ) VALUES (
-            db_id, identifier, coalesce(payload, '{}'::json), queue_name,
-            coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), job_key,
-            v_timeout, add_job.origin
-        )
-        ON CONFLICT (key) DO UPDATE SET
-            database_id = excluded.database_id,
-            task_identifier = excluded.task_identifier,
-            payload = excluded.payload,
-            queue_name = excluded.queue_name,
-            run_at = CASE WHEN v_mode = 'preserve_run_at' THEN j.run_at ELSE excluded.run_at END,
-            max_attempts = excluded.max_attempts,
-            priority = excluded.priority,
-            timeout = excluded.timeout,
-            origin = excluded.origin,
-            attempts = 0,
-            last_error = NULL,
-            progress = NULL,
-            stage = NULL
-        WHERE j.locked_at IS NULL
-        RETURNING * INTO v_job;
-
-        IF FOUND THEN
-            RETURN v_job;
+        ELSE
+            -- A waiting job with this key is replaced; a running one keeps running
+            -- without its key (and without retries) while a new job takes the key.
+            INSERT INTO app_jobs.jobs AS j (
+                database_id, task_identifier, payload, queue_name, run_at,
+                max_attempts, priority, key, timeout, origin
+            ) VALUES (
+                db_id, identifier, coalesce(payload, '{}'::json), queue_name,
+                coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), job_key,
+                v_timeout, add_job.origin
+            )
+            ON CONFLICT (key) DO UPDATE SET
+                database_id = excluded.database_id,
+                task_identifier = excluded.task_identifier,
+                payload = excluded.payload,
+                queue_name = excluded.queue_name,
+                run_at = CASE
+                    WHEN v_mode = 'preserve_run_at' THEN j.run_at ELSE excluded.run_at
+                END,
+                max_attempts = excluded.max_attempts,
+                priority = excluded.priority,
+                timeout = excluded.timeout,
+                origin = excluded.origin,
+                attempts = 0,
+                last_error = NULL,
+                progress = NULL,
+                stage = NULL
+            WHERE j.locked_at IS NULL AND j.database_id IS NOT DISTINCT FROM add_job.db_id
+            RETURNING * INTO v_job;
+            IF FOUND THEN
+                RETURN v_job;
+            END IF;
+            -- Its attempts stay as they are (the worker's claim is fenced by them); no
+            -- attempt is left after this one.
+            UPDATE app_jobs.jobs AS j
+            SET key = NULL, max_attempts = j.attempts
+            WHERE j.key = job_key AND j.locked_at IS NOT NULL
+                AND j.database_id IS NOT DISTINCT FROM add_job.db_id;
+            CONTINUE WHEN FOUND;
         END IF;
-
-        UPDATE app_jobs.jobs AS j
-        SET key = NULL, attempts = j.max_attempts
-        WHERE j.key = job_key AND j.locked_at IS NOT NULL;
+        IF EXISTS (
+            SELECT 1 FROM app_jobs.jobs AS j
+            WHERE j.key = job_key AND j.database_id IS DISTINCT FROM add_job.db_id
+        ) THEN
+            RAISE EXCEPTION 'job key % belongs to another tenant''s job', job_key
+                USING ERRCODE = 'PJ030';
+        END IF;
     END LOOP;
 END;
 $$;

@@ -13,13 +13,15 @@ AS $$
 DECLARE
     v_now timestamptz := now();
     v_expiry interval := coalesce(job_expiry, interval '4 hours');
-    v_expired timestamptz := now() - v_expiry;
+    v_expired timestamptz;
     v_clock timestamptz := clock_timestamp();
     v_bucket record;
     v_tokens double precision;
     v_allow jsonb;
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs.check_job_expiry(job_expiry);
+    v_expired := v_now - v_expiry;
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'batch_size must be 1 to 10000, got %',
             coalesce(batch_size::text, 'NULL')

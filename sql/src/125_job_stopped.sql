@@ -12,8 +12,6 @@ CREATE FUNCTION app_jobs.job_stopped(
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
-DECLARE
-    v_dependent bigint;
 BEGIN
     IF app_jobs.setting('history') <> 'off' THEN
         INSERT INTO app_jobs.job_history (
@@ -37,13 +35,14 @@ BEGIN
         );
         DELETE FROM app_jobs.job_dependencies AS d WHERE d.depends_on = p_job.id;
     ELSE
-        FOR v_dependent IN
-            SELECT d.job_id FROM app_jobs.job_dependencies AS d
-            WHERE d.depends_on = p_job.id
-            ORDER BY d.job_id
-        LOOP
-            PERFORM app_jobs.cancel_dependent(v_dependent, p_job.id, p_status);
-        END LOOP;
+        PERFORM app_jobs.cancel_dependents(
+            ARRAY(
+                SELECT d.job_id FROM app_jobs.job_dependencies AS d
+                WHERE d.depends_on = p_job.id
+            ),
+            p_job.id,
+            p_status
+        );
     END IF;
 
     IF p_job.bundle_id IS NOT NULL THEN
@@ -52,7 +51,25 @@ BEGIN
 END;
 $$;
 
--- Tell listeners on jobs:stopped that a job stopped: ids and names only, never payload.
+-- One jobs:stopped event: ids and names only, never payload (at most about 2,200 bytes:
+-- names are at most 126 characters, the origin is cut to 256).
+CREATE FUNCTION app_jobs.stopped_event(
+    p_id bigint,
+    p_task text,
+    p_outcome text,
+    p_will_retry boolean,
+    p_bundle_id bigint,
+    p_origin text
+) RETURNS json
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT json_build_object(
+        'id', p_id, 'task', p_task, 'outcome', p_outcome, 'will_retry', p_will_retry,
+        'bundle_id', p_bundle_id, 'origin', left(p_origin, 256)
+    );
+$$;
+
+-- Tell listeners on jobs:stopped that a job stopped.
 CREATE FUNCTION app_jobs.notify_job_stopped(
     p_job app_jobs.jobs,
     p_outcome text,
@@ -60,68 +77,126 @@ CREATE FUNCTION app_jobs.notify_job_stopped(
 ) RETURNS void
 LANGUAGE sql VOLATILE
 AS $$
-    SELECT pg_catalog.pg_notify(
+    SELECT app_jobs.notify(
         'jobs:stopped',
-        json_build_object(
-            'id', p_job.id, 'task', p_job.task_identifier, 'outcome', p_outcome,
-            'will_retry', p_will_retry, 'bundle_id', p_job.bundle_id,
-            'origin', left(p_job.origin, 256)
+        app_jobs.stopped_event(
+            p_job.id, p_job.task_identifier, p_outcome, p_will_retry, p_job.bundle_id,
+            p_job.origin
         )::text
     );
 $$;
 
--- Tell jobs:stopped listeners that a batch of jobs completed: one notification per
--- chunk of events (a JSON array, each chunk well under NOTIFY's 8,000 bytes).
-CREATE FUNCTION app_jobs.notify_jobs_completed(
-    p_ids bigint[],
-    p_tasks text[],
-    p_origins text[]
-) RETURNS void
-LANGUAGE sql VOLATILE
-AS $$
-    SELECT pg_catalog.pg_notify('jobs:stopped', c.events::text)
-    FROM (
-        SELECT json_agg(e.event ORDER BY e.n) AS events
-        FROM (
-            SELECT
-                x.n,
-                json_build_object(
-                    'id', x.id, 'task', x.task, 'outcome', 'completed',
-                    'will_retry', FALSE, 'bundle_id', NULL, 'origin', left(x.origin, 256)
-                ) AS event,
-                sum(octet_length(x.task) + coalesce(octet_length(left(x.origin, 256)), 0) + 120)
-                    OVER (ORDER BY x.n) AS running_bytes
-            FROM unnest(p_ids, p_tasks, p_origins) WITH ORDINALITY AS x (id, task, origin, n)
-        ) AS e
-        GROUP BY e.running_bytes::bigint / 6000
-    ) AS c;
-$$;
-
--- Cancel a job waiting on a dependency that failed or was cancelled; returns its row.
-CREATE FUNCTION app_jobs.cancel_dependent(
-    p_job_id bigint,
+-- Cancel the given jobs, which wait on a dependency that failed or was cancelled, and
+-- every job that waits on them in turn, in a few set-based statements (a chain of any
+-- length). Each records why: the stopped dependency for the given jobs, a cancelled one
+-- for the others. Jobs first, then bundles, then queues (the shared lock order).
+-- Returns how many were cancelled.
+CREATE FUNCTION app_jobs.cancel_dependents(
+    p_job_ids bigint[],
     p_dependency_id bigint,
     p_dependency_status text
-) RETURNS app_jobs.jobs
+) RETURNS integer
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-    v_job app_jobs.jobs;
+    v_ids bigint[];
+    v_jobs app_jobs.jobs[];
+    v_dependency_ids bigint[];
+    v_dependency_statuses text[];
+    v_bundle record;
 BEGIN
-    DELETE FROM app_jobs.job_dependencies AS d WHERE d.job_id = p_job_id;
-    DELETE FROM app_jobs.jobs AS j WHERE j.id = p_job_id RETURNING * INTO v_job;
-    IF NOT FOUND THEN
-        RETURN NULL;
+    IF coalesce(cardinality(p_job_ids), 0) = 0 THEN
+        RETURN 0;
     END IF;
-    v_job.last_error := format('dependency %s %s', p_dependency_id, p_dependency_status);
-    PERFORM app_jobs.lock_bundles(ARRAY[v_job.bundle_id]);
-    PERFORM app_jobs.job_stopped(
-        v_job, 'cancelled', NULL, NULL, NULL,
-        jsonb_build_object(
-            'reason', 'dependency', 'dependency_id', p_dependency_id,
-            'dependency_status', p_dependency_status
+    -- UNION (not ALL) visits each job once however many paths lead to it.
+    v_ids := ARRAY(
+        WITH RECURSIVE doomed (id) AS (
+            SELECT g.id FROM unnest(p_job_ids) AS g (id)
+            UNION
+            SELECT d.job_id
+            FROM app_jobs.job_dependencies AS d
+            INNER JOIN doomed ON d.depends_on = doomed.id
         )
+
+        SELECT j.id FROM app_jobs.jobs AS j
+        WHERE j.id IN (SELECT doomed.id FROM doomed)
+        ORDER BY j.id
+        FOR UPDATE OF j
     );
-    RETURN v_job;
+    PERFORM app_jobs.lock_bundles(ARRAY(
+        SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.id = ANY(v_ids)
+    ));
+
+    -- (Arrays, not a temporary table: a caller could have created one of that name.)
+    WITH reasons AS (
+        SELECT
+            i.id,
+            CASE WHEN i.id = ANY(p_job_ids) THEN p_dependency_id ELSE (
+                SELECT min(d.depends_on) FROM app_jobs.job_dependencies AS d
+                WHERE d.job_id = i.id AND d.depends_on = ANY(v_ids)
+            ) END AS dependency_id,
+            CASE
+                WHEN i.id = ANY(p_job_ids) THEN p_dependency_status ELSE 'cancelled'
+            END AS dependency_status
+        FROM unnest(v_ids) AS i (id)
+    ),
+
+    unlinked AS (
+        DELETE FROM app_jobs.job_dependencies AS d
+        WHERE d.job_id = ANY(v_ids)
+    ),
+
+    gone AS (
+        DELETE FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(v_ids)
+        RETURNING j.*
+    )
+
+    SELECT
+        coalesce(array_agg(g::app_jobs.jobs ORDER BY g.id), '{}'),
+        coalesce(array_agg(r.dependency_id ORDER BY g.id), '{}'),
+        coalesce(array_agg(r.dependency_status ORDER BY g.id), '{}')
+    INTO v_jobs, v_dependency_ids, v_dependency_statuses
+    FROM gone AS g
+    INNER JOIN reasons AS r ON g.id = r.id;
+
+    IF app_jobs.setting('history') <> 'off' THEN
+        INSERT INTO app_jobs.job_history (
+            job_id, database_id, task_identifier, queue_name, key, payload, priority,
+            status, attempts, max_attempts, last_error, error_data, created_at, origin,
+            bundle_id
+        )
+        SELECT
+            c.id, c.database_id, c.task_identifier, c.queue_name, c.key, c.payload,
+            c.priority, 'cancelled', c.attempts, c.max_attempts,
+            format(
+                'dependency %s %s', v_dependency_ids[c.ordinality],
+                v_dependency_statuses[c.ordinality]
+            ),
+            jsonb_build_object(
+                'reason', 'dependency', 'dependency_id', v_dependency_ids[c.ordinality],
+                'dependency_status', v_dependency_statuses[c.ordinality]
+            ),
+            c.created_at, c.origin, c.bundle_id
+        FROM unnest(v_jobs) WITH ORDINALITY AS c
+        ORDER BY c.ordinality;
+    END IF;
+    PERFORM app_jobs.notify_chunks('jobs:stopped', ARRAY(
+        SELECT app_jobs.stopped_event(
+            c.id, c.task_identifier, 'cancelled', FALSE, c.bundle_id, c.origin
+        )
+        FROM unnest(v_jobs) AS c
+        ORDER BY c.id
+    ));
+    FOR v_bundle IN
+        SELECT c.bundle_id AS id, count(*)::integer AS n
+        FROM unnest(v_jobs) AS c
+        WHERE c.bundle_id IS NOT NULL
+        GROUP BY c.bundle_id
+        ORDER BY c.bundle_id
+    LOOP
+        PERFORM app_jobs.bundle_job_stopped(v_bundle.id, 'cancelled', v_bundle.n);
+    END LOOP;
+    RETURN cardinality(v_jobs);
 END;
 $$;

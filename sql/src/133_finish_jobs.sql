@@ -144,7 +144,11 @@ BEGIN
         INTO v_ids, v_attempts, v_tasks, v_origins
         FROM done AS d;
 
-        PERFORM app_jobs.notify_jobs_completed(v_ids, v_tasks, v_origins);
+        PERFORM app_jobs.notify_chunks('jobs:stopped', ARRAY(
+            SELECT app_jobs.stopped_event(c.id, c.task, 'completed', FALSE, NULL, c.origin)
+            FROM unnest(v_ids, v_tasks, v_origins) WITH ORDINALITY AS c (id, task, origin, n)
+            ORDER BY c.n
+        ));
         RETURN QUERY
         SELECT c.id, c.attempt, 'completed'::text
         FROM unnest(v_ids, v_attempts) AS c (id, attempt);

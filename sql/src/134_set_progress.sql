@@ -28,7 +28,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN FALSE;
     END IF;
-    PERFORM pg_catalog.pg_notify(
+    PERFORM app_jobs.notify(
         'jobs:progress',
         json_build_object(
             'id', set_progress.job_id, 'progress', set_progress.progress,

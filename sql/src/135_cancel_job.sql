@@ -17,7 +17,7 @@ BEGIN
         UPDATE app_jobs.jobs AS j
         SET cancel_requested_at = coalesce(j.cancel_requested_at, now())
         WHERE j.id = v_job.id;
-        PERFORM pg_catalog.pg_notify('jobs:cancel', v_job.id::text);
+        PERFORM app_jobs.notify('jobs:cancel', v_job.id::text);
         RETURN 'cancelling';
     END IF;
     IF v_job.attempts >= v_job.max_attempts THEN

@@ -1,7 +1,8 @@
 -- End jobs by hand (admin functions): p_status completed or cancelled deletes them,
 -- failed keeps them with their attempts used up; each goes through job_stopped
 -- (history, events, dependents, bundle). Jobs a live worker holds are skipped; a job
--- that had already failed for good is only deleted (it stopped once already).
+-- that had already failed for good stopped once already: it is only deleted, or (failed
+-- again) given the new last_error and returned, as the original permanently_fail_jobs.
 CREATE FUNCTION app_jobs.stop_jobs(
     p_job_ids bigint[],
     p_status text,
@@ -29,9 +30,12 @@ BEGIN
     LOOP
         v_stopped_before := v_job.locked_at IS NULL AND v_job.attempts >= v_job.max_attempts;
         IF p_status = 'failed' THEN
-            CONTINUE WHEN v_stopped_before;
             UPDATE app_jobs.jobs AS j
-            SET last_error = p_error, attempts = j.max_attempts, locked_at = NULL, locked_by = NULL
+            SET
+                last_error = p_error,
+                attempts = greatest(j.attempts, j.max_attempts),
+                locked_at = NULL,
+                locked_by = NULL
             WHERE j.id = v_job.id
             RETURNING * INTO v_job;
         ELSE

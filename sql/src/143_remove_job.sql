@@ -14,7 +14,7 @@ BEGIN
 
     -- Running: let it finish, but never retry it and free its key.
     UPDATE app_jobs.jobs AS j
-    SET key = NULL, attempts = j.max_attempts
+    SET key = NULL, max_attempts = greatest(j.attempts, 1)
     WHERE j.key = job_key
     RETURNING * INTO v_job;
     RETURN v_job;

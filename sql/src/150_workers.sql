@@ -77,7 +77,10 @@ COMMENT ON FUNCTION app_jobs.unregister_worker IS
 
 -- Free the jobs of workers silent for dead_for: each running job counts a failed attempt
 -- (backoff from the last heartbeat), a cancel-requested one ends cancelled. Safe to run
--- from every worker at once. PJ013 when dead_for is under 3 heartbeat intervals.
+-- from every worker at once. Each dead worker is reaped in a subtransaction of its own:
+-- one that cannot be (a lock wait timing out, say) is reported with status 'error' and a
+-- WARNING, stays registered for the next reap, and the others are reaped. PJ013 when
+-- dead_for is under 3 heartbeat intervals.
 CREATE FUNCTION app_jobs.reap_dead_workers(dead_for interval DEFAULT '20 seconds')
 RETURNS TABLE (worker_id text, job_id bigint, status text)
 LANGUAGE plpgsql VOLATILE
@@ -90,6 +93,8 @@ DECLARE
     v_job app_jobs.jobs;
     v_done app_jobs.jobs;
     v_error text;
+    v_job_ids bigint[];
+    v_statuses text[];
 BEGIN
     SELECT max(w.heartbeat_interval) INTO v_longest FROM app_jobs.workers AS w;
     IF dead_for IS NULL OR dead_for < 3 * coalesce(v_longest, interval '0')
@@ -113,36 +118,51 @@ BEGIN
             'worker %s stopped heartbeating at %s (presumed dead)',
             v_worker.id, v_worker.last_heartbeat
         );
-        -- Job rows first, then bundles, then queues in name order (as everywhere).
-        PERFORM 1 FROM app_jobs.jobs AS j
-        WHERE j.locked_by = v_worker.id
-        ORDER BY j.id
-        FOR UPDATE;
-        PERFORM app_jobs.lock_bundles(ARRAY(
-            SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.locked_by = v_worker.id
-        ));
-        FOR v_job IN
-            SELECT * FROM app_jobs.jobs AS j
+        -- (Rows are returned only once the worker's subtransaction succeeded.)
+        v_job_ids := '{}';
+        v_statuses := '{}';
+        BEGIN
+            -- Job rows first, then bundles, then queues in name order (as everywhere).
+            PERFORM 1 FROM app_jobs.jobs AS j
             WHERE j.locked_by = v_worker.id
-            ORDER BY j.queue_name NULLS FIRST, j.id
-        LOOP
-            v_done := app_jobs.finish_claim(
-                v_worker.id, v_job.id, NULL, 'failed', v_error,
-                jsonb_build_object(
-                    'reason', 'worker_dead', 'worker_id', v_worker.id,
-                    'last_heartbeat', v_worker.last_heartbeat
-                ),
-                NULL, v_worker.last_heartbeat
-            );
+            ORDER BY j.id
+            FOR UPDATE;
+            PERFORM app_jobs.lock_bundles(ARRAY(
+                SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.locked_by = v_worker.id
+            ));
+            FOR v_job IN
+                SELECT * FROM app_jobs.jobs AS j
+                WHERE j.locked_by = v_worker.id
+                ORDER BY j.queue_name NULLS FIRST, j.id
+            LOOP
+                v_done := app_jobs.finish_claim(
+                    v_worker.id, v_job.id, NULL, 'failed', v_error,
+                    jsonb_build_object(
+                        'reason', 'worker_dead', 'worker_id', v_worker.id,
+                        'last_heartbeat', v_worker.last_heartbeat
+                    ),
+                    NULL, v_worker.last_heartbeat
+                );
+                v_job_ids := v_job_ids || v_job.id;
+                v_statuses := v_statuses || app_jobs.claim_status(v_done, 'failed');
+            END LOOP;
+            UPDATE app_jobs.job_queues AS q
+            SET locked_by = NULL, locked_at = NULL
+            WHERE q.locked_by = v_worker.id;
+            DELETE FROM app_jobs.workers AS w WHERE w.id = v_worker.id;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'pgjobs: dead worker % could not be reaped: % (SQLSTATE %)',
+                v_worker.id, sqlerrm, sqlstate;
             worker_id := v_worker.id;
-            job_id := v_job.id;
-            status := app_jobs.claim_status(v_done, 'failed');
+            job_id := NULL;
+            status := 'error';
             RETURN NEXT;
-        END LOOP;
-        UPDATE app_jobs.job_queues AS q
-        SET locked_by = NULL, locked_at = NULL
-        WHERE q.locked_by = v_worker.id;
-        DELETE FROM app_jobs.workers AS w WHERE w.id = v_worker.id;
+            CONTINUE;
+        END;
+        RETURN QUERY
+        SELECT v_worker.id, r.id, r.status
+        FROM unnest(v_job_ids, v_statuses) WITH ORDINALITY AS r (id, status, n)
+        ORDER BY r.n;
     END LOOP;
 END;
 $$;

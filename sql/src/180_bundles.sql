@@ -8,13 +8,14 @@ AS $$
     FOR UPDATE;
 $$;
 
--- Count one stopped job of a bundle (none for a NULL status); when it was the last (or
--- the bundle is empty), stop the bundle: outcome,
+-- Count p_count stopped jobs of a bundle (none for a NULL status); when they were the
+-- last (or the bundle is empty), stop the bundle: outcome,
 -- the follow-up job (payload: bundle id, outcome, counts, the follow-up's own payload)
 -- and a jobs:bundle_stopped event.
 CREATE FUNCTION app_jobs.bundle_job_stopped(
     p_bundle_id bigint,
-    p_status text
+    p_status text,
+    p_count integer DEFAULT 1
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -26,10 +27,11 @@ BEGIN
     UPDATE app_jobs.job_bundles AS b
     SET
         completed_count = b.completed_count
-        + (p_status IS NOT DISTINCT FROM 'completed')::integer,
-        failed_count = b.failed_count + (p_status IS NOT DISTINCT FROM 'failed')::integer,
+        + (p_status IS NOT DISTINCT FROM 'completed')::integer * p_count,
+        failed_count = b.failed_count
+        + (p_status IS NOT DISTINCT FROM 'failed')::integer * p_count,
         cancelled_count = b.cancelled_count
-        + (p_status IS NOT DISTINCT FROM 'cancelled')::integer
+        + (p_status IS NOT DISTINCT FROM 'cancelled')::integer * p_count
     WHERE b.id = p_bundle_id AND b.stopped_at IS NULL
     RETURNING * INTO v_bundle;
     IF NOT FOUND
@@ -63,7 +65,7 @@ BEGIN
     UPDATE app_jobs.job_bundles AS b
     SET outcome = v_outcome, stopped_at = now(), followup_job_id = v_followup.id
     WHERE b.id = v_bundle.id;
-    PERFORM pg_catalog.pg_notify(
+    PERFORM app_jobs.notify(
         'jobs:bundle_stopped',
         json_build_object(
             'id', v_bundle.id, 'bundle_type', v_bundle.bundle_type,

@@ -1,6 +1,7 @@
 -- Set a task's retry policy, default max_attempts and timeout, and start-rate limit
 -- (rate_limit starts per rate_interval, bursts up to rate_burst); the whole row is
--- replaced, so a setting left out goes back to its default. PJ024 on bad values.
+-- replaced, so a setting left out goes back to its default. PJ024 on bad values, PJ035
+-- for max_attempts above 10000, PJ038 for a timeout over 100 years (as add_job).
 CREATE FUNCTION app_jobs.set_task_settings(
     task_identifier text,
     retry_kind text DEFAULT 'exponential',
@@ -22,6 +23,17 @@ BEGIN
     IF task_identifier IS NULL OR length(task_identifier) NOT BETWEEN 1 AND 126 THEN
         RAISE EXCEPTION 'task identifier must be 1 to 126 characters'
             USING ERRCODE = 'PJ001';
+    END IF;
+    -- The bounds add_job holds a job to, so a task default cannot make add_job (or the
+    -- scheduler tick) refuse every job of the task later.
+    IF set_task_settings.max_attempts > 10000 THEN
+        RAISE EXCEPTION 'max_attempts must be at most 10000, got %',
+            set_task_settings.max_attempts
+            USING ERRCODE = 'PJ035';
+    END IF;
+    IF set_task_settings.timeout > interval '100 years' THEN
+        RAISE EXCEPTION 'timeout must be at most 100 years, got %', set_task_settings.timeout
+            USING ERRCODE = 'PJ038';
     END IF;
     IF coalesce(retry_kind, 'exponential') NOT IN ('exponential', 'linear', 'fixed', 'list')
         OR retry_kind = 'list' AND coalesce(cardinality(retry_delays), 0) = 0

@@ -3,7 +3,7 @@ CREATE FUNCTION app_jobs.tg_notify_worker() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM pg_catalog.pg_notify('jobs:insert', '');
+    PERFORM app_jobs.notify('jobs:insert', '');
     RETURN NULL;
 END;
 $$;

@@ -1,4 +1,10 @@
--- Enqueue for a user's trigger: task from the trigger's first argument.
+-- The trigger functions below run with the rights of whoever fires them (SECURITY
+-- INVOKER, see 950_security.sql): turning the row into JSON may run casts of the
+-- caller's own types, which must never run as the extension's owner. Only the finished
+-- payload crosses into add_job, which checks the tenant and enqueues as the owner.
+
+-- Enqueue for a user's trigger: task from the trigger's first argument, tenant from the
+-- row's database_id column when it has one (else db_id's default, the claim).
 CREATE FUNCTION app_jobs.enqueue_from_trigger(
     p_tg_argv text[],
     p_row jsonb,

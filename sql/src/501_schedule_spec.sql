@@ -104,6 +104,14 @@ BEGIN
         RAISE EXCEPTION 'start, end or backfill of schedule_info is not valid: %', sqlerrm
             USING ERRCODE = 'PJ008';
     END;
+    -- Bounded to what clients can represent (Python's datetime ends with year 9999);
+    -- infinity is no start or end at all.
+    IF v_start NOT BETWEEN '1970-01-01 00:00:00+00' AND '9999-12-31 00:00:00+00'
+        OR v_end NOT BETWEEN '1970-01-01 00:00:00+00' AND '9999-12-31 00:00:00+00' THEN
+        RAISE EXCEPTION 'schedule start and end must lie between 1970 and 9999, got % and %',
+            v_start, v_end
+            USING ERRCODE = 'PJ008';
+    END IF;
     IF v_end < v_start THEN
         RAISE EXCEPTION 'schedule end % is before its start %', v_end, v_start
             USING ERRCODE = 'PJ011';

@@ -12,7 +12,7 @@ COMMENT ON FUNCTION app_jobs.metrics_label IS
 
 -- The queue's state in the Prometheus text exposition format (for a scrape exporter, or
 -- SELECT app_jobs.metrics() behind any HTTP endpoint): queue_stats, workers, the
--- notification queue. Samples of one family are contiguous, in label order.
+-- notification queue, failing schedules. Samples of one family are contiguous, in label order.
 CREATE FUNCTION app_jobs.metrics() RETURNS text
 LANGUAGE sql STABLE
 AS $$
@@ -62,6 +62,14 @@ AS $$
         (
             7, 'pgjobs_notification_queue_usage', 'gauge',
             'Fraction of the LISTEN/NOTIFY queue in use (pg_notification_queue_usage)'
+        ),
+        (
+            8, 'pgjobs_notifications_skipped_total', 'counter',
+            'pgjobs notifications skipped because the NOTIFY queue was at least half full'
+        ),
+        (
+            9, 'pgjobs_schedules_failing', 'gauge',
+            'Schedules whose latest due slot could not be enqueued (last_error set)'
         )
     ),
 
@@ -116,6 +124,13 @@ AS $$
         SELECT 6, 'pgjobs_workers_stale ' || w.stale FROM workers AS w
         UNION ALL
         SELECT 7, 'pgjobs_notification_queue_usage ' || pg_notification_queue_usage()
+        UNION ALL
+        SELECT
+            8, 'pgjobs_notifications_skipped_total ' || app_jobs.notifications_skipped_count()
+        UNION ALL
+        SELECT 9, 'pgjobs_schedules_failing ' || count(*)
+        FROM app_jobs.scheduled_jobs AS s
+        WHERE s.last_error IS NOT NULL
     ),
 
     lines (family, part, line) AS (

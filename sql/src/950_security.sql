@@ -1,11 +1,19 @@
 -- Access control, applied to every object created before it (so it must stay the last
--- source file). Three group roles:
---   pgjobs_enqueue  add jobs, bundles and schedules, cancel jobs and follow them, all
---                   limited to its tenant (jwt.claims.database_id);
---   pgjobs_worker   what pgjobs-worker calls (claim, finish, heartbeat, reap, tick, ...);
---   pgjobs_admin    every API function, on every tenant.
+-- source file). Four group roles:
+--   pgjobs_enqueue      add jobs, bundles and schedules, cancel jobs and follow them, all
+--                       limited to its tenant (jwt.claims.database_id);
+--   pgjobs_enqueue_any  the same for every tenant, for a trusted application (a
+--                       single-tenant app, a backend that sets db_id itself, a trigger
+--                       running as a table owner without claims); no worker or admin rights;
+--   pgjobs_worker       what pgjobs-worker calls (claim, finish, heartbeat, reap, tick, ...);
+--   pgjobs_admin        every API function, on every tenant.
 -- Nobody gets direct writes to the tables: the API functions run as their owner
--- (SECURITY DEFINER with a fixed search_path); internal helpers are granted to nobody.
+-- (SECURITY DEFINER with a fixed search_path) and never evaluate code a caller controls
+-- (their arguments arrive converted, by the caller, to built-in types). The trigger
+-- functions are the exception: they read the caller's row, whose column types (and their
+-- casts) the caller may have made, so they run with the caller's rights (SECURITY
+-- INVOKER) and hand a finished JSON payload to add_job. Internal helpers are granted to
+-- nobody.
 -- Row-level security lets pgjobs_enqueue read only its tenant's rows. Everything here is
 -- re-runnable: an upgrade script that replaces functions (which resets SECURITY
 -- DEFINER) ends by applying this file again.
@@ -16,7 +24,9 @@ DO $$
 DECLARE
     v_role text;
 BEGIN
-    FOREACH v_role IN ARRAY ARRAY['pgjobs_enqueue', 'pgjobs_worker', 'pgjobs_admin'] LOOP
+    FOREACH v_role IN ARRAY ARRAY[
+        'pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin'
+    ] LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role);
         BEGIN
             EXECUTE format('CREATE ROLE %I NOLOGIN', v_role);
@@ -24,6 +34,7 @@ BEGIN
                 'COMMENT ON ROLE %I IS %L', v_role,
                 'pgjobs: grant to roles that ' || CASE v_role
                     WHEN 'pgjobs_enqueue' THEN 'enqueue and follow jobs of their tenant'
+                    WHEN 'pgjobs_enqueue_any' THEN 'enqueue and follow jobs of every tenant'
                     WHEN 'pgjobs_worker' THEN 'run pgjobs workers'
                     ELSE 'administer pgjobs'
                 END
@@ -47,14 +58,16 @@ $$;
 -- effect where the pgjobs function was called: inside a SECURITY DEFINER function
 -- current_user is the owner, so this reads the "role" setting (what SET ROLE chose,
 -- which a definer function cannot change) and falls back to session_user without SET
--- ROLE. A caller with the privileges of pgjobs_worker, pgjobs_admin or the schema's
--- owner (superusers included) may act on every tenant; any other caller only on the
--- tenant of its jwt.claims.database_id setting (none without it, NULL included).
+-- ROLE. A caller with the privileges of pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin
+-- or the schema's owner (superusers included) may act on every tenant; any other caller
+-- only on the tenant of its jwt.claims.database_id setting (none without it, NULL
+-- included).
 CREATE OR REPLACE FUNCTION app_jobs.tenant_allowed(p_db_id uuid) RETURNS boolean
 LANGUAGE sql STABLE
 AS $$
     SELECT CASE
-        WHEN pg_catalog.pg_has_role(c.caller, 'pgjobs_worker', 'USAGE')
+        WHEN pg_catalog.pg_has_role(c.caller, 'pgjobs_enqueue_any', 'USAGE')
+            OR pg_catalog.pg_has_role(c.caller, 'pgjobs_worker', 'USAGE')
             OR pg_catalog.pg_has_role(c.caller, 'pgjobs_admin', 'USAGE')
             OR pg_catalog.pg_has_role(c.caller, n.nspowner, 'USAGE') THEN TRUE
         ELSE coalesce(
@@ -84,8 +97,9 @@ BEGIN
     IF NOT app_jobs.tenant_allowed(p_db_id) THEN
         RAISE EXCEPTION 'permission denied for database_id %', coalesce(p_db_id::text, 'NULL')
             USING ERRCODE = 'PJ030',
-            HINT = 'Without the privileges of pgjobs_worker or pgjobs_admin, a role acts only '
-            || 'on the tenant named by its jwt.claims.database_id setting.';
+            HINT = 'Without the privileges of pgjobs_enqueue_any, pgjobs_worker or '
+            || 'pgjobs_admin, a role acts only on the tenant named by its '
+            || 'jwt.claims.database_id setting.';
     END IF;
 END;
 $$;
@@ -96,7 +110,9 @@ COMMENT ON FUNCTION app_jobs.check_tenant IS
 -- Functions: nobody but the owner may run anything, except what the list below grants.
 -- pgjobs_version() is left alone: it is created after this file (by make), returns a
 -- constant and keeps the default EXECUTE for PUBLIC. A function missing from the list
--- (internal helpers, anything added without updating it) is granted to nobody.
+-- (internal helpers, anything added without updating it) is granted to nobody. Every
+-- listed function gets a fixed search_path; all but the trigger functions (and their
+-- helper) run as their owner. pgjobs_enqueue_any may call what pgjobs_enqueue may.
 DO $$
 DECLARE
     v_fn record;
@@ -108,59 +124,61 @@ BEGIN
         ORDER BY p.oid
     LOOP
         EXECUTE format(
-            'REVOKE ALL ON FUNCTION %s FROM PUBLIC, pgjobs_enqueue, pgjobs_worker, pgjobs_admin',
+            'REVOKE ALL ON FUNCTION %s FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, '
+            || 'pgjobs_worker, pgjobs_admin',
             v_fn.sig
         );
     END LOOP;
 
     FOR v_fn IN
-        SELECT l.name, g.grantees, p.oid::regprocedure AS sig
+        SELECT l.name, l.definer, g.grantees, p.oid::regprocedure AS sig
         FROM (
             VALUES
-            -- name                  enqueue worker admin
-            ('add_job', TRUE, FALSE, TRUE),
-            ('add_bundle', TRUE, FALSE, TRUE),
-            ('add_scheduled_job', TRUE, FALSE, TRUE),
-            ('cancel_job', TRUE, FALSE, TRUE),
-            ('tg_add_job_with_row', TRUE, FALSE, TRUE),
-            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE),
-            ('trigger_job_with_fields', TRUE, FALSE, TRUE),
-            ('schedule_next_run', TRUE, TRUE, TRUE),
-            ('get_job', FALSE, TRUE, TRUE),
-            ('get_jobs', FALSE, TRUE, TRUE),
-            ('complete_job', FALSE, TRUE, TRUE),
-            ('fail_job', FALSE, TRUE, TRUE),
-            ('finish_jobs', FALSE, TRUE, TRUE),
-            ('set_progress', FALSE, TRUE, TRUE),
-            ('register_worker', FALSE, TRUE, TRUE),
-            ('worker_heartbeat', FALSE, TRUE, TRUE),
-            ('unregister_worker', FALSE, TRUE, TRUE),
-            ('reap_dead_workers', FALSE, TRUE, TRUE),
-            ('release_jobs', FALSE, TRUE, TRUE),
-            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE),
-            ('get_scheduled_job', FALSE, TRUE, TRUE),
-            ('release_scheduled_jobs', FALSE, TRUE, TRUE),
-            ('run_scheduled_job', FALSE, TRUE, TRUE),
-            ('purge_job_history', FALSE, TRUE, TRUE),
-            ('setting', FALSE, TRUE, TRUE),
-            ('metrics', FALSE, TRUE, TRUE),
-            ('complete_jobs', FALSE, FALSE, TRUE),
-            ('permanently_fail_jobs', FALSE, FALSE, TRUE),
-            ('reschedule_jobs', FALSE, FALSE, TRUE),
-            ('remove_job', FALSE, FALSE, TRUE),
-            ('force_unlock_workers', FALSE, FALSE, TRUE),
-            ('retry_job', FALSE, FALSE, TRUE),
-            ('delete_job', FALSE, FALSE, TRUE),
-            ('delete_finished_jobs', FALSE, FALSE, TRUE),
-            ('waiting_jobs', FALSE, FALSE, TRUE),
-            ('failed_jobs', FALSE, FALSE, TRUE),
-            ('set_setting', FALSE, FALSE, TRUE),
-            ('set_task_settings', FALSE, FALSE, TRUE),
-            ('set_queue_concurrency', FALSE, FALSE, TRUE)
-        ) AS l (name, enqueue, worker, admin)
+            -- name                  enqueue worker admin  definer
+            ('add_job', TRUE, FALSE, TRUE, TRUE),
+            ('add_bundle', TRUE, FALSE, TRUE, TRUE),
+            ('add_scheduled_job', TRUE, FALSE, TRUE, TRUE),
+            ('cancel_job', TRUE, FALSE, TRUE, TRUE),
+            ('tg_add_job_with_row', TRUE, FALSE, TRUE, FALSE),
+            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE, FALSE),
+            ('trigger_job_with_fields', TRUE, FALSE, TRUE, FALSE),
+            ('enqueue_from_trigger', TRUE, FALSE, TRUE, FALSE),
+            ('schedule_next_run', TRUE, TRUE, TRUE, TRUE),
+            ('get_job', FALSE, TRUE, TRUE, TRUE),
+            ('get_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('complete_job', FALSE, TRUE, TRUE, TRUE),
+            ('fail_job', FALSE, TRUE, TRUE, TRUE),
+            ('finish_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('set_progress', FALSE, TRUE, TRUE, TRUE),
+            ('register_worker', FALSE, TRUE, TRUE, TRUE),
+            ('worker_heartbeat', FALSE, TRUE, TRUE, TRUE),
+            ('unregister_worker', FALSE, TRUE, TRUE, TRUE),
+            ('reap_dead_workers', FALSE, TRUE, TRUE, TRUE),
+            ('release_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('get_scheduled_job', FALSE, TRUE, TRUE, TRUE),
+            ('release_scheduled_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('run_scheduled_job', FALSE, TRUE, TRUE, TRUE),
+            ('purge_job_history', FALSE, TRUE, TRUE, TRUE),
+            ('setting', FALSE, TRUE, TRUE, TRUE),
+            ('metrics', FALSE, TRUE, TRUE, TRUE),
+            ('complete_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('permanently_fail_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('reschedule_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('remove_job', FALSE, FALSE, TRUE, TRUE),
+            ('force_unlock_workers', FALSE, FALSE, TRUE, TRUE),
+            ('retry_job', FALSE, FALSE, TRUE, TRUE),
+            ('delete_job', FALSE, FALSE, TRUE, TRUE),
+            ('delete_finished_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('waiting_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('failed_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('set_setting', FALSE, FALSE, TRUE, TRUE),
+            ('set_task_settings', FALSE, FALSE, TRUE, TRUE),
+            ('set_queue_concurrency', FALSE, FALSE, TRUE, TRUE)
+        ) AS l (name, enqueue, worker, admin, definer)
         CROSS JOIN LATERAL (
             SELECT array_to_string(ARRAY[
-                CASE WHEN l.enqueue THEN 'pgjobs_enqueue' END,
+                CASE WHEN l.enqueue THEN 'pgjobs_enqueue, pgjobs_enqueue_any' END,
                 CASE WHEN l.worker THEN 'pgjobs_worker' END,
                 CASE WHEN l.admin THEN 'pgjobs_admin' END
             ], ', ') AS grantees
@@ -176,8 +194,9 @@ BEGIN
             CONTINUE;
         END IF;
         EXECUTE format(
-            'ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp',
-            v_fn.sig
+            'ALTER FUNCTION %s %s SET search_path = pg_catalog, app_jobs, pg_temp',
+            v_fn.sig,
+            CASE WHEN v_fn.definer THEN 'SECURITY DEFINER' ELSE 'SECURITY INVOKER' END
         );
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', v_fn.sig, v_fn.grantees);
     END LOOP;
@@ -187,23 +206,24 @@ $$;
 -- Schema, tables, views, sequences: no rights for PUBLIC; the three roles may look up
 -- objects in the schema; nobody but the owner writes.
 REVOKE ALL ON SCHEMA app_jobs FROM PUBLIC;  -- noqa: CP02
-GRANT USAGE ON SCHEMA app_jobs TO pgjobs_enqueue, pgjobs_worker, pgjobs_admin;
+GRANT USAGE ON SCHEMA app_jobs TO pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker,
+pgjobs_admin;
 REVOKE ALL ON ALL TABLES IN SCHEMA app_jobs
-FROM PUBLIC, pgjobs_enqueue, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA app_jobs
-FROM PUBLIC, pgjobs_enqueue, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
 
 -- Workers and admins read everything (tables and views).
 GRANT SELECT ON ALL TABLES IN SCHEMA app_jobs TO pgjobs_worker, pgjobs_admin;
 
 -- Enqueuers read the tenant-scoped tables; row-level security below picks their rows.
 GRANT SELECT ON app_jobs.jobs, app_jobs.job_history, app_jobs.job_bundles,
-app_jobs.scheduled_jobs TO pgjobs_enqueue;
+app_jobs.scheduled_jobs TO pgjobs_enqueue, pgjobs_enqueue_any;
 
 -- Row-level security: pgjobs_enqueue sees the rows of its jwt.claims.database_id (none
--- without one); pgjobs_worker and pgjobs_admin see every row. The owner (whom the API
--- functions run as) is not subject to it; another role granted SELECT directly sees
--- nothing until a policy names it.
+-- without one); pgjobs_enqueue_any, pgjobs_worker and pgjobs_admin see every row. The
+-- owner (whom the API functions run as) is not subject to it; another role granted
+-- SELECT directly sees nothing until a policy names it.
 DO $$
 DECLARE
     v_table text;
@@ -220,7 +240,7 @@ BEGIN
         EXECUTE format('DROP POLICY IF EXISTS worker_admin_all ON app_jobs.%I', v_table);
         EXECUTE format(
             'CREATE POLICY worker_admin_all ON app_jobs.%I FOR SELECT '
-            || 'TO pgjobs_worker, pgjobs_admin USING (TRUE)',
+            || 'TO pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin USING (TRUE)',
             v_table
         );
     END LOOP;
@@ -234,7 +254,7 @@ DO $$
 BEGIN
     IF pg_catalog.current_setting('server_version_num')::integer >= 150000 THEN
         EXECUTE 'ALTER VIEW app_jobs.job_status SET (security_invoker = TRUE)';
-        EXECUTE 'GRANT SELECT ON app_jobs.job_status TO pgjobs_enqueue';
+        EXECUTE 'GRANT SELECT ON app_jobs.job_status TO pgjobs_enqueue, pgjobs_enqueue_any';
     END IF;
 END;
 $$;

@@ -1,0 +1,54 @@
+-- Notifications are a latency hint, never a reason for an enqueue or an outcome to fail:
+-- PostgreSQL refuses a commit (54000) once its notification queue is full, which one
+-- listener that stops reading (idle in a transaction) can cause. pgjobs' own
+-- notifications are skipped while the queue is at least half full (workers poll, so
+-- nothing is lost but latency) and counted here; metrics() reports the count.
+CREATE SEQUENCE app_jobs.notifications_skipped;
+
+COMMENT ON SEQUENCE app_jobs.notifications_skipped IS
+'Counts pgjobs notifications skipped because the NOTIFY queue was at least half full';
+
+-- Send a notification unless the NOTIFY queue is at least half full (then count it).
+CREATE FUNCTION app_jobs.notify(p_channel text, p_payload text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    IF pg_catalog.pg_notification_queue_usage() < 0.5 THEN
+        PERFORM pg_catalog.pg_notify(p_channel, p_payload);
+    ELSE
+        PERFORM pg_catalog.nextval('app_jobs.notifications_skipped');
+    END IF;
+END;
+$$;
+
+-- How many notifications notify() skipped since the install.
+CREATE FUNCTION app_jobs.notifications_skipped_count() RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END
+    FROM app_jobs.notifications_skipped AS s;
+$$;
+
+-- Send JSON events as JSON arrays, as many per notification as fit well under NOTIFY's
+-- 8000-byte limit. Chunks are cut where the running total of the events' real text
+-- lengths crosses a multiple of 5000 bytes, so a chunk holds less than 5000 bytes plus
+-- one event; callers keep each event under 2500 bytes (names of at most 126 characters,
+-- origins cut to 256 characters: at most 6 bytes each once JSON-escaped).
+CREATE FUNCTION app_jobs.notify_chunks(p_channel text, p_events json[]) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM app_jobs.notify(p_channel, c.events::text)
+    FROM (
+        SELECT json_agg(e.event ORDER BY e.n) AS events
+        FROM (
+            SELECT
+                x.event,
+                x.n,
+                sum(octet_length(x.event::text) + 1) OVER (ORDER BY x.n) AS running_bytes
+            FROM unnest(p_events) WITH ORDINALITY AS x (event, n)
+        ) AS e
+        GROUP BY e.running_bytes / 5000
+    ) AS c;
+END;
+$$;
