@@ -118,13 +118,13 @@ def test_job_key_upsert_under_contention(db, connect):
         def run(crew: Crew) -> None:
             crew.ready()
             while not adders_done.is_set() and crew.keep_going():
-                ids = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT id FROM app_jobs.get_jobs(%s, ARRAY['keyed'], batch_size := %s)",
-                        (worker_id, 3 if batched else 1),
-                    )
-                ]
+                claimed = conn.execute(
+                    "SELECT id, attempts FROM app_jobs.get_jobs(%s, ARRAY['keyed'],"
+                    " batch_size := %s)",
+                    (worker_id, 3 if batched else 1),
+                ).fetchall()
+                ids = [r[0] for r in claimed]
+                attempts = dict(claimed)
                 if not ids:
                     time.sleep(0.001)
                     continue
@@ -132,19 +132,26 @@ def test_job_key_upsert_under_contention(db, connect):
                 errors = [None if rng.random() < 0.5 else "boom" for _ in ids]
                 if batched:
                     outcomes = [
-                        {"id": i, "outcome": "completed" if e is None else "failed", "error": e}
+                        {"id": i, "attempt": attempts[i], "error": e,
+                         "outcome": "completed" if e is None else "failed"}
                         for i, e in zip(ids, errors, strict=True)
                     ]
                     stripped = conn.execute(
                         "SELECT id, key FROM app_jobs.jobs WHERE id = ANY(%s) AND key IS NULL",
                         (ids,),
                     ).fetchall()
-                    finished = conn.execute(
-                        "SELECT job_id FROM app_jobs.finish_jobs(%s, %s)"
-                        " WHERE status <> 'fenced'",
-                        (worker_id, Jsonb(outcomes)),
-                    ).fetchall()
-                    done = [(r[0], "?") for r in finished if r[0] not in dict(stripped)]
+                    # As pgjobs-worker does: an outcome reported busy (its row locked by
+                    # an adder at that moment) is delivered again.
+                    finished: list[int] = []
+                    while outcomes:
+                        rows = conn.execute(
+                            "SELECT job_id, status FROM app_jobs.finish_jobs(%s, %s)",
+                            (worker_id, Jsonb(outcomes)),
+                        ).fetchall()
+                        finished += [i for i, status in rows if status not in ("fenced", "busy")]
+                        busy = {i for i, status in rows if status == "busy"}
+                        outcomes = [o for o in outcomes if o["id"] in busy]
+                    done = [(i, "?") for i in finished if i not in dict(stripped)]
                     done += stripped
                 else:
                     fn = "complete_job(%s, %s)" if errors[0] is None else "fail_job(%s, %s, 'boom')"

@@ -1,6 +1,6 @@
 -- Schema: extension, tables (jobs, queues, schedules, workers, job_history, settings, job_dependencies, job_bundles, task_settings, queue_settings), columns, keys, claim index, functions (signatures, parameter names, return types), job_status view, triggers, pg_dump config.
 BEGIN;
-SELECT plan(305);
+SELECT plan(307);
 
 SELECT has_extension('pgjobs', 'extension pgjobs is installed');
 SELECT has_schema('app_jobs', 'schema app_jobs exists');
@@ -63,6 +63,8 @@ FROM (VALUES
     ('scheduled_jobs', 'last_scheduled_id', 'bigint'),
     ('scheduled_jobs', 'created_at', 'timestamp with time zone'),
     ('scheduled_jobs', 'updated_at', 'timestamp with time zone'),
+    ('scheduled_jobs', 'last_error', 'text'),
+    ('scheduled_jobs', 'last_error_at', 'timestamp with time zone'),
     ('workers', 'id', 'text'),
     ('workers', 'host', 'text'),
     ('workers', 'pid', 'integer'),
@@ -324,7 +326,8 @@ INSERT INTO fn VALUES
      'app_jobs.scheduled_jobs',
      ARRAY['db_id', 'identifier', 'payload', 'schedule_info', 'job_key', 'queue_name',
            'max_attempts', 'priority']),
-    ('run_scheduled_job', ARRAY['bigint'], 'app_jobs.jobs', ARRAY['scheduled_job_id']),
+    ('run_scheduled_job', ARRAY['bigint', 'interval'], 'app_jobs.jobs',
+     ARRAY['scheduled_job_id', 'job_expiry']),
     ('get_scheduled_job', ARRAY['text', 'text[]'], 'app_jobs.scheduled_jobs',
      ARRAY['worker_id', 'task_identifiers']),
     ('release_scheduled_jobs', ARRAY['text', 'bigint[]'], 'void', ARRAY['worker_id', 'ids']),
@@ -345,8 +348,9 @@ SELECT functions_are(
         'setting', 'finish_claim', 'claim_status', 'check_not_running',
         'lock_is_free', 'end_cancelled_claims',
         'queue_concurrency', 'enqueue_ignored', 'job_stopped', 'notify_job_stopped',
-        'cancel_dependent', 'lock_bundles', 'bundle_job_stopped', 'retry_delay',
-        'notify_jobs_completed', 'stop_jobs', 'tg_bundle_job_revived',
+        'cancel_dependents', 'lock_bundles', 'bundle_job_stopped', 'retry_delay',
+        'stopped_event', 'notify', 'notify_chunks', 'notifications_skipped_count',
+        'check_job_expiry', 'stop_jobs', 'tg_bundle_job_revived',
         'name_problem', 'check_payload', 'check_run_at', 'check_tenant', 'tenant_allowed',
         'metrics', 'metrics_label'
     ],

@@ -16,7 +16,7 @@ SELECT count(*) AS before_a FROM app_jobs.jobs \gset
 
 SELECT is(
     (app_jobs.add_job(
-        db_id := 'aaaaaaaa-0000-0000-0000-000000000002'::uuid,
+        db_id := 'aaaaaaaa-0000-0000-0000-000000000001'::uuid,
         identifier := 'task_a2', payload := '{"v": 2}'::json, job_key := 'k_a',
         queue_name := 'qb', run_at := '2021-01-01 00:00:00+00', max_attempts := 7,
         priority := 1
@@ -33,7 +33,7 @@ SELECT is(
 )
 FROM app_jobs.jobs AS j,
     (VALUES
-        ('database_id', 'aaaaaaaa-0000-0000-0000-000000000002'),
+        ('database_id', 'aaaaaaaa-0000-0000-0000-000000000001'),
         ('task_identifier', 'task_a2'),
         ('payload', '{"v": 2}'),
         ('queue_name', 'qb'),
@@ -58,14 +58,14 @@ SELECT is(
 );
 
 -- Same queue again: counts unchanged.
-SELECT app_jobs.add_job(identifier := 'task_a2', job_key := 'k_a', queue_name := 'qb') IS NOT NULL
+SELECT app_jobs.add_job(db_id := 'aaaaaaaa-0000-0000-0000-000000000001', identifier := 'task_a2', job_key := 'k_a', queue_name := 'qb') IS NOT NULL
     AS _ \gset
 SELECT is(
     (SELECT job_count FROM app_jobs.job_queues WHERE queue_name = 'qb'), 1,
     'upsert into the same queue keeps job_count at 1'
 );
 -- Queue removed by the upsert.
-SELECT app_jobs.add_job(identifier := 'task_a2', job_key := 'k_a') IS NOT NULL AS _ \gset
+SELECT app_jobs.add_job(db_id := 'aaaaaaaa-0000-0000-0000-000000000001', identifier := 'task_a2', job_key := 'k_a') IS NOT NULL AS _ \gset
 SELECT is(
     (SELECT count(*)::int FROM app_jobs.job_queues WHERE queue_name = 'qb'), 0,
     'upsert without a queue removes the job from its old queue'
@@ -74,7 +74,7 @@ SELECT is(
     (SELECT queue_name FROM app_jobs.jobs WHERE id = :a1), NULL, 'queue_name is now NULL'
 );
 -- And into a queue from none.
-SELECT app_jobs.add_job(identifier := 'task_a2', job_key := 'k_a', queue_name := 'qc') IS NOT NULL
+SELECT app_jobs.add_job(db_id := 'aaaaaaaa-0000-0000-0000-000000000001', identifier := 'task_a2', job_key := 'k_a', queue_name := 'qc') IS NOT NULL
     AS _ \gset
 SELECT is(
     (SELECT job_count FROM app_jobs.job_queues WHERE queue_name = 'qc'), 1,
@@ -121,8 +121,9 @@ SELECT isnt(:c2::bigint, :c1::bigint, 'upsert of a running job inserts a new job
 SELECT is(
     (SELECT ROW(key, attempts, max_attempts, locked_by, payload::text)::text
      FROM app_jobs.jobs WHERE id = :c1),
-    ROW(NULL::text, 4, 4, 'w_c', '{"v": 1}')::text,
-    'running job: key removed, attempts = max_attempts, still locked, payload untouched'
+    ROW(NULL::text, 1, 1, 'w_c', '{"v": 1}')::text,
+    'running job: key removed, max_attempts = attempts (its claim''s attempt is unchanged, '
+    || 'so its worker''s outcome still counts), still locked, payload untouched'
 );
 SELECT is(
     (SELECT ROW(key, attempts, locked_by, payload::text, is_available)::text
@@ -160,8 +161,8 @@ SELECT is(
 SELECT is(
     (SELECT ROW(attempts, max_attempts, is_available, last_error)::text
      FROM app_jobs.jobs WHERE id = :c1),
-    ROW(4, 4, false, 'crashed')::text,
-    'the failed old job stays, unavailable'
+    ROW(1, 1, false, 'crashed')::text,
+    'the failed old job stays, unavailable (failed for good after its one attempt)'
 );
 SELECT is(
     (app_jobs.get_job('w_c2', ARRAY['task_c'])).id, :c2::bigint,

@@ -154,8 +154,9 @@ SELECT is(
 );
 SELECT is(
     (SELECT ROW(key, attempts, max_attempts, locked_by)::text FROM app_jobs.jobs WHERE id = pg_temp.id('running')),
-    ROW(NULL::text, 6, 6, 'w_live')::text,
-    'running job: kept and locked, key removed, attempts = max_attempts'
+    ROW(NULL::text, 1, 1, 'w_live')::text,
+    'running job: kept and locked, key removed, max_attempts = its attempts (no retry; its '
+    || 'worker''s claim, fenced by the attempt, still counts)'
 );
 SELECT is(
     (app_jobs.fail_job('w_live', pg_temp.id('running'), 'x')).is_available, false,

@@ -1,6 +1,6 @@
--- Scheduled jobs: add_scheduled_job (defaults, named args, key upsert), run_scheduled_job (job fields, last_scheduled), get_scheduled_job and release_scheduled_jobs.
+-- Scheduled jobs: add_scheduled_job (defaults, named args, key upsert), run_scheduled_job (job fields and key, last_scheduled, ALREADY_SCHEDULED while its last job waits or runs within job_expiry), get_scheduled_job and release_scheduled_jobs.
 BEGIN;
-SELECT plan(40);
+SELECT plan(46);
 
 -- 1. add_scheduled_job defaults.
 SELECT set_config('jwt.claims.database_id', '00000000-0000-0000-0000-0000000000d1', true) AS _ \gset
@@ -30,8 +30,8 @@ FROM app_jobs.scheduled_jobs AS s,
 WHERE s.id = :s1;
 
 -- 2. Every argument, then a key upsert.
-INSERT INTO app_jobs.scheduled_jobs (task_identifier, schedule_info, key, created_at)
-VALUES ('old', '{}', 'nightly', '2001-01-01 00:00:00+00')
+INSERT INTO app_jobs.scheduled_jobs (database_id, task_identifier, schedule_info, key, created_at)
+VALUES ('00000000-0000-0000-0000-0000000000d2', 'old', '{}', 'nightly', '2001-01-01 00:00:00+00')
 RETURNING id AS s2 \gset
 SELECT count(*) AS sched_before FROM app_jobs.scheduled_jobs \gset
 SELECT is(
@@ -80,8 +80,9 @@ SELECT is(
                 run_at, attempts, key)::text
      FROM app_jobs.jobs WHERE id = (:'ran'::jsonb ->> 'id')::bigint),
     ROW('00000000-0000-0000-0000-0000000000d2'::uuid, 'nightly_report', '{"kind": "full"}',
-        'reports', 3, -1, now(), 0, NULL::text)::text,
-    'the job copies database_id, task, payload, queue, max_attempts and priority; runs now'
+        'reports', 3, -1, now(), 0, 'nightly')::text,
+    'the job copies database_id, task, payload, queue, max_attempts, priority and the '
+    || 'schedule''s key; runs now'
 );
 SELECT is(
     (SELECT ROW(last_scheduled, last_scheduled_id)::text FROM app_jobs.scheduled_jobs WHERE id = :s2),
@@ -92,23 +93,57 @@ SELECT is(
     (SELECT job_count FROM app_jobs.job_queues WHERE queue_name = 'reports'), 1,
     'the job counts in its queue'
 );
-SELECT isnt(
-    (app_jobs.run_scheduled_job(:s2)).id, (:'ran'::jsonb ->> 'id')::bigint,
-    'running it again adds another job'
+-- Running it again is refused while the job it added waits, and while that job runs
+-- within job_expiry (as the original: ALREADY_SCHEDULED).
+SELECT throws_ok(
+    format('SELECT app_jobs.run_scheduled_job(%s)', :s2), 'PJ041', 'ALREADY_SCHEDULED',
+    'running it again while its job waits: PJ041 ALREADY_SCHEDULED'
 );
 SELECT is(
-    (SELECT count(*)::int FROM app_jobs.jobs WHERE task_identifier = 'nightly_report'), 2,
-    'two jobs now'
+    (app_jobs.get_job('w', ARRAY['nightly_report'])).id,
+    (:'ran'::jsonb ->> 'id')::bigint,
+    'the spawned job is claimable like any other'
+);
+SELECT throws_ok(
+    format('SELECT app_jobs.run_scheduled_job(%s)', :s2), 'PJ041', 'ALREADY_SCHEDULED',
+    'while it runs (locked within the default job_expiry of 1 hour): refused'
+);
+SELECT throws_ok(
+    format('SELECT app_jobs.run_scheduled_job(%s, %L)', :s2, '0 seconds'), 'PJ040', NULL,
+    'job_expiry must be positive (PJ040)'
+);
+SELECT is(
+    (SELECT count(*)::int FROM app_jobs.jobs WHERE task_identifier = 'nightly_report'), 1,
+    'the refusals added nothing'
+);
+UPDATE app_jobs.jobs SET locked_at = now() - interval '2 minutes'
+WHERE id = (:'ran'::jsonb ->> 'id')::bigint;
+SELECT isnt(
+    (app_jobs.run_scheduled_job(:s2, job_expiry := '1 minute')).id,
+    (:'ran'::jsonb ->> 'id')::bigint,
+    'locked for longer than job_expiry: another job is added'
+);
+SELECT is(
+    (SELECT array_agg(ROW(key, locked_by)::text ORDER BY id) FROM app_jobs.jobs
+     WHERE task_identifier = 'nightly_report'),
+    ARRAY[ROW(NULL::text, 'w')::text, ROW('nightly', NULL::text)::text],
+    'the new job takes the key; the running one keeps running without it'
 );
 SELECT is(
     (SELECT last_scheduled_id FROM app_jobs.scheduled_jobs WHERE id = :s2),
     (SELECT max(id) FROM app_jobs.jobs WHERE task_identifier = 'nightly_report'),
     'last_scheduled_id follows the newest job'
 );
+SELECT count(*) AS _ FROM app_jobs.permanently_fail_jobs(ARRAY(
+    SELECT max(id) FROM app_jobs.jobs WHERE task_identifier = 'nightly_report'
+)) \gset
+SELECT lives_ok(
+    format('SELECT app_jobs.run_scheduled_job(%s)', :s2),
+    'a job that failed for good does not hold the schedule back'
+);
 SELECT is(
-    (app_jobs.get_job('w', ARRAY['nightly_report'])).id,
-    (:'ran'::jsonb ->> 'id')::bigint,
-    'the spawned job is claimable like any other'
+    (SELECT count(*)::int FROM app_jobs.jobs WHERE task_identifier = 'nightly_report'), 2,
+    'the failed job was replaced by the new one (same key): still two jobs'
 );
 SELECT set_config('jwt.claims.database_id', '', true) AS _ \gset
 SELECT is(

@@ -374,8 +374,8 @@ SELECT is(
 );
 SELECT (app_jobs.remove_job('bk')).id AS removed \gset
 SELECT is(
-    (SELECT row(locked_by, key, attempts)::text FROM app_jobs.jobs WHERE id = :b5),
-    row('busy'::text, NULL::text, 25)::text,
+    (SELECT row(locked_by, key, attempts, max_attempts)::text FROM app_jobs.jobs WHERE id = :b5),
+    row('busy'::text, NULL::text, 1, 1)::text,
     'remove_job on the live worker''s keyed claim only strips the key and retries (it keeps running)'
 );
 

@@ -1,4 +1,4 @@
--- Privileges: roles pgjobs_enqueue/worker/admin (NOLOGIN siblings), schema USAGE, the EXECUTE matrix of every app_jobs function for PUBLIC and each role (data below; unlisted functions are granted to nobody), SECURITY DEFINER with a pinned search_path on exactly the granted functions, table/view/sequence rights (no writes for anyone), row-level security and its policies, job_status as security_invoker, and real calls under SET ROLE (granted calls work, the rest fail with 42501).
+-- Privileges: roles pgjobs_enqueue/enqueue_any/worker/admin (NOLOGIN siblings; enqueue_any holds what enqueue holds), schema USAGE, the EXECUTE matrix of every app_jobs function for PUBLIC and each role (data below; unlisted functions are granted to nobody), SECURITY DEFINER with a pinned search_path on exactly the granted functions but the trigger functions (SECURITY INVOKER), table/view/sequence rights (no writes for anyone), row-level security and its policies, job_status as security_invoker, and real calls under SET ROLE (granted calls work, the rest fail with 42501).
 BEGIN;
 
 -- What each role may execute: PUBLIC, pgjobs_enqueue, pgjobs_worker, pgjobs_admin.
@@ -20,6 +20,7 @@ INSERT INTO expected_execute VALUES
 ('tg_add_job_with_row', FALSE, TRUE, FALSE, TRUE),
 ('tg_add_job_with_row_id', FALSE, TRUE, FALSE, TRUE),
 ('trigger_job_with_fields', FALSE, TRUE, FALSE, TRUE),
+('enqueue_from_trigger', FALSE, TRUE, FALSE, TRUE),
 ('schedule_next_run', FALSE, TRUE, TRUE, TRUE),
 ('get_job', FALSE, FALSE, TRUE, TRUE),
 ('get_jobs', FALSE, FALSE, TRUE, TRUE),
@@ -70,7 +71,7 @@ INSERT INTO expected_execute VALUES
 ('lock_is_free', FALSE, FALSE, FALSE, FALSE),
 ('notify_job_stopped', FALSE, FALSE, FALSE, FALSE),
 ('notify_jobs_completed', FALSE, FALSE, FALSE, FALSE),
-('enqueue_from_trigger', FALSE, FALSE, FALSE, FALSE),
+
 ('enqueue_ignored', FALSE, FALSE, FALSE, FALSE),
 ('queue_concurrency', FALSE, FALSE, FALSE, FALSE),
 ('retry_delay', FALSE, FALSE, FALSE, FALSE),
@@ -132,7 +133,7 @@ AS $$
 $$;
 
 SELECT plan(
-    71
+    76
     + (SELECT count(*)::integer FROM pg_proc WHERE pronamespace = 'app_jobs'::regnamespace)
     + (SELECT count(*)::integer FROM pg_class
         WHERE relnamespace = 'app_jobs'::regnamespace AND relkind IN ('r', 'v', 'm', 'S'))
@@ -140,15 +141,16 @@ SELECT plan(
 
 -- 1. Roles.
 SELECT has_role(r, format('role %s exists', r))
-FROM unnest(ARRAY['pgjobs_enqueue', 'pgjobs_worker', 'pgjobs_admin']) AS r;
+FROM unnest(ARRAY['pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin']) AS r;
 SELECT results_eq(
     $$SELECT rolname::text COLLATE "default", rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls,
         rolreplication
       FROM pg_roles WHERE rolname LIKE 'pgjobs\_%' ORDER BY rolname$$,
     $$VALUES ('pgjobs_admin', FALSE, FALSE, FALSE, FALSE, FALSE, FALSE),
              ('pgjobs_enqueue', FALSE, FALSE, FALSE, FALSE, FALSE, FALSE),
+             ('pgjobs_enqueue_any', FALSE, FALSE, FALSE, FALSE, FALSE, FALSE),
              ('pgjobs_worker', FALSE, FALSE, FALSE, FALSE, FALSE, FALSE)$$,
-    'the three roles are plain NOLOGIN roles'
+    'the four roles are plain NOLOGIN roles'
 );
 SELECT is_empty(
     $$SELECT g.rolname, m.rolname FROM pg_auth_members AS a
@@ -166,7 +168,7 @@ SELECT is(
     ARRAY[r <> 'public', FALSE],
     format('schema app_jobs for %s: USAGE %s, CREATE never', r, r <> 'public')
 )
-FROM unnest(ARRAY['public', 'pgjobs_enqueue', 'pgjobs_worker', 'pgjobs_admin']) AS r;
+FROM unnest(ARRAY['public', 'pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin']) AS r;
 
 -- 3. EXECUTE matrix: one test per function of app_jobs.
 SELECT is(
@@ -191,6 +193,13 @@ WHERE p.pronamespace = 'app_jobs'::regnamespace
 ORDER BY p.proname, p.oid;
 
 SELECT is_empty(
+    $$SELECT p.oid::regprocedure FROM pg_proc AS p
+      WHERE p.pronamespace = 'app_jobs'::regnamespace
+        AND has_function_privilege('pgjobs_enqueue_any', p.oid, 'EXECUTE')
+        <> has_function_privilege('pgjobs_enqueue', p.oid, 'EXECUTE')$$,
+    'pgjobs_enqueue_any may execute exactly what pgjobs_enqueue may'
+);
+SELECT is_empty(
     $$SELECT e.name FROM expected_execute AS e
       WHERE (e.enqueue OR e.worker OR e.admin)
         AND NOT EXISTS (SELECT 1 FROM pg_proc AS p
@@ -206,15 +215,28 @@ SELECT is_empty(
 );
 
 -- 4. SECURITY DEFINER exactly on the granted functions (pgjobs_version touches nothing),
--- each with a search_path that puts pg_catalog first and pg_temp last.
+-- but for the trigger functions and their helper, which read the caller's row and so run
+-- as the caller; each with a search_path that puts pg_catalog first and pg_temp last.
+CREATE TEMP TABLE invoker_api (name text PRIMARY KEY);
+INSERT INTO invoker_api VALUES
+('tg_add_job_with_row'), ('tg_add_job_with_row_id'), ('trigger_job_with_fields'),
+('enqueue_from_trigger');
 SELECT is_empty(
     $$SELECT p.oid::regprocedure FROM pg_proc AS p
       WHERE p.pronamespace = 'app_jobs'::regnamespace AND p.proname <> 'pgjobs_version'
         AND (has_function_privilege('pgjobs_enqueue', p.oid, 'EXECUTE')
             OR has_function_privilege('pgjobs_worker', p.oid, 'EXECUTE')
             OR has_function_privilege('pgjobs_admin', p.oid, 'EXECUTE'))
-        AND NOT p.prosecdef$$,
-    'every function granted to a role is SECURITY DEFINER'
+        AND p.prosecdef = (p.proname IN (SELECT name FROM invoker_api))$$,
+    'every function granted to a role is SECURITY DEFINER, but the trigger functions'
+);
+SELECT is_empty(
+    $$SELECT i.name, p.proconfig FROM invoker_api AS i
+      LEFT JOIN pg_proc AS p
+        ON p.proname = i.name AND p.pronamespace = 'app_jobs'::regnamespace
+      WHERE p.oid IS NULL OR p.prosecdef
+        OR NOT coalesce('search_path=pg_catalog, app_jobs, pg_temp' = ANY(p.proconfig), FALSE)$$,
+    'the trigger functions run as the caller (SECURITY INVOKER), with a pinned search_path'
 );
 SELECT is_empty(
     $$SELECT p.oid::regprocedure FROM pg_proc AS p
@@ -233,8 +255,9 @@ SELECT is(
         WHERE pronamespace = 'app_jobs'::regnamespace AND prosecdef),
     (SELECT count(*)::integer FROM pg_proc AS p JOIN expected_execute AS e ON e.name = p.proname
         WHERE p.pronamespace = 'app_jobs'::regnamespace
-            AND (e.enqueue OR e.worker OR e.admin) AND p.proname <> 'pgjobs_version'),
-    'as many SECURITY DEFINER functions as granted ones'
+            AND (e.enqueue OR e.worker OR e.admin) AND p.proname <> 'pgjobs_version'
+            AND p.proname NOT IN (SELECT name FROM invoker_api)),
+    'as many SECURITY DEFINER functions as granted ones, less the trigger functions'
 );
 SELECT is(
     (SELECT proconfig FROM pg_proc WHERE oid = 'app_jobs.get_jobs'::regproc),
@@ -266,6 +289,13 @@ WHERE c.relnamespace = 'app_jobs'::regnamespace AND c.relkind IN ('r', 'v', 'm',
 ORDER BY c.relname;
 
 SELECT is_empty(
+    $$SELECT c.oid::regclass FROM pg_class AS c
+      WHERE c.relnamespace = 'app_jobs'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'S')
+        AND pg_temp.relation_privileges('pgjobs_enqueue_any', c.oid)
+        <> pg_temp.relation_privileges('pgjobs_enqueue', c.oid)$$,
+    'pgjobs_enqueue_any holds on tables, views and sequences what pgjobs_enqueue holds'
+);
+SELECT is_empty(
     $$SELECT a.attrelid::regclass, a.attname FROM pg_attribute AS a
       JOIN pg_class AS c ON c.oid = a.attrelid
       WHERE c.relnamespace = 'app_jobs'::regnamespace AND a.attacl IS NOT NULL$$,
@@ -290,10 +320,10 @@ SELECT results_eq(
       CROSS JOIN (VALUES
           ('enqueue_own_tenant', '{pgjobs_enqueue}',
            '(database_id = (NULLIF(current_setting(''jwt.claims.database_id''::text, true), ''''::text))::uuid)'),
-          ('worker_admin_all', '{pgjobs_admin,pgjobs_worker}', 'true')
+          ('worker_admin_all', '{pgjobs_admin,pgjobs_enqueue_any,pgjobs_worker}', 'true')
       ) AS x (p, r, q)
       ORDER BY t, p$$,
-    'policies: enqueue reads its jwt.claims.database_id rows, worker and admin all rows'
+    'policies: enqueue reads its jwt.claims.database_id rows; enqueue_any, worker and admin all rows'
 );
 SELECT is(
     (SELECT reloptions FROM pg_class WHERE oid = 'app_jobs.job_status'::regclass),

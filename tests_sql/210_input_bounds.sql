@@ -344,28 +344,32 @@ SELECT is(
     '{"s": "\u0000"}',
     'and stored as given'
 );
--- A task default max_attempts or timeout (set_task_settings) is held to the same bound.
-SELECT lives_ok(
-    'SELECT app_jobs.set_task_settings(''many'', max_attempts := 20000)',
-    'set_task_settings takes a default max_attempts of 20000'
-);
+-- A task default max_attempts or timeout (set_task_settings) is held to the same bound
+-- when it is set (else add_job, and the scheduler tick, would refuse every job of it).
 SELECT throws_ok(
-    'SELECT app_jobs.add_job(identifier := ''many'')', 'PJ035',
+    'SELECT app_jobs.set_task_settings(''many'', max_attempts := 20000)', 'PJ035',
     'max_attempts must be at most 10000, got 20000',
-    'but add_job refuses a job that would get it'
+    'set_task_settings refuses a default max_attempts of 20000'
+);
+SELECT is(
+    (SELECT count(*)::integer FROM app_jobs.task_settings WHERE task_identifier = 'many'), 0,
+    'and stores nothing'
 );
 SELECT lives_ok(
     'SELECT app_jobs.add_job(identifier := ''many'', max_attempts := 10)',
     'unless the job says how many attempts it gets'
 );
-SELECT lives_ok(
-    'SELECT app_jobs.set_task_settings(''slow'', timeout := ''200 years'')',
-    'set_task_settings takes a default timeout of 200 years'
-);
 SELECT throws_ok(
-    'SELECT app_jobs.add_job(identifier := ''slow'')', 'PJ038',
+    'SELECT app_jobs.set_task_settings(''slow'', timeout := ''200 years'')', 'PJ038',
     'timeout must be at most 100 years, got 200 years',
-    'but add_job refuses a job that would get it'
+    'set_task_settings refuses a default timeout of 200 years'
+);
+SELECT is(
+    (SELECT ROW(max_attempts, timeout)::text FROM app_jobs.set_task_settings(
+        'edge_task', max_attempts := 10000, timeout := '100 years'
+    )),
+    ROW(10000, interval '100 years')::text,
+    'and takes the bounds themselves (10000 attempts, 100 years), stored as given'
 );
 SELECT lives_ok(
     'SELECT app_jobs.add_scheduled_job(identifier := ''edge'', schedule_info := ''{"rule": "@daily"}'', max_attempts := 10000)',

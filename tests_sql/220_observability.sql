@@ -121,12 +121,14 @@ SELECT is(
         '# TYPE pgjobs_jobs gauge', '# TYPE pgjobs_oldest_waiting_seconds gauge',
         '# TYPE pgjobs_finished_last_5m gauge', '# TYPE pgjobs_history_enabled gauge',
         '# TYPE pgjobs_workers gauge', '# TYPE pgjobs_workers_stale gauge',
-        '# TYPE pgjobs_notification_queue_usage gauge'
+        '# TYPE pgjobs_notification_queue_usage gauge',
+        '# TYPE pgjobs_notifications_skipped_total counter',
+        '# TYPE pgjobs_schedules_failing gauge'
     ],
     'one TYPE line per family, in order'
 );
 SELECT is(
-    (SELECT count(*)::integer FROM m WHERE line LIKE '# HELP pgjobs_% %'), 7,
+    (SELECT count(*)::integer FROM m WHERE line LIKE '# HELP pgjobs_% %'), 9,
     'one HELP line per family'
 );
 SELECT is(
@@ -192,7 +194,7 @@ SELECT is(
     (SELECT count(*)::integer
      FROM regexp_split_to_table(rtrim(app_jobs.metrics(), E'\n'), E'\n') AS l (line)
      WHERE line LIKE '# TYPE %'),
-    7,
+    9,
     'the newline in the task name does not start a line of its own'
 );
 SELECT is_empty(
