@@ -225,7 +225,7 @@ CREATE TABLE app_jobs.settings (
     name text PRIMARY KEY,
     value text NOT NULL,
     CONSTRAINT settings_name_check CHECK (
-        name IN ('history', 'history_retention', 'max_payload_bytes')
+        name IN ('history', 'history_retention', 'max_payload_bytes', 'notify_max_queue_usage')
     ),
     CONSTRAINT settings_max_payload_bytes_check CHECK (
         CASE
@@ -238,7 +238,8 @@ CREATE TABLE app_jobs.settings (
 
 COMMENT ON TABLE app_jobs.settings IS
 'history (on/off, default on), history_retention (interval, default 7 days), '
-'max_payload_bytes (1024 to 1073741824, default 262144)';
+'max_payload_bytes (1024 to 1073741824, default 262144), notify_max_queue_usage (0 to 1, '
+'default 0.5)';
 
 -- sql/src/070_job_dependencies_table.sql
 -- Which unfinished jobs a job waits for; a row goes when its dependency completes.
@@ -539,6 +540,7 @@ AS $$
             WHEN 'history' THEN 'on'
             WHEN 'history_retention' THEN '7 days'
             WHEN 'max_payload_bytes' THEN '262144'
+            WHEN 'notify_max_queue_usage' THEN '0.5'
         END
     );
 $$;
@@ -575,12 +577,24 @@ BEGIN
                 USING ERRCODE = 'PJ014';
         END IF;
         v_value := v_value::bigint::text;
+    ELSIF name = 'notify_max_queue_usage' THEN
+        IF (CASE
+            WHEN v_value !~ '^[ \t\n\r]*(0|1)?(\.[0-9]{1,6})?[ \t\n\r]*$' THEN TRUE
+            WHEN btrim(v_value, E' \t\n\r') IN ('', '.') THEN TRUE
+            ELSE v_value::numeric NOT BETWEEN 0 AND 1
+        END) IS NOT FALSE THEN
+            RAISE EXCEPTION 'notify_max_queue_usage must be a fraction from 0 to 1, got %',
+                coalesce(to_json(v_value)::text, 'NULL')
+                USING ERRCODE = 'PJ014';
+        END IF;
+        v_value := v_value::numeric::text;
     ELSE
         -- Values are echoed as JSON strings: control characters cannot reach the log raw.
         RAISE EXCEPTION 'unknown setting % or bad value %',
             coalesce(to_json(name)::text, 'NULL'), coalesce(to_json(v_value)::text, 'NULL')
             USING HINT = 'history takes on or off; history_retention an interval; '
-            || 'max_payload_bytes a number of bytes (1024 to 1073741824)',
+            || 'max_payload_bytes a number of bytes (1024 to 1073741824); '
+            || 'notify_max_queue_usage a fraction (0 to 1)',
             ERRCODE = 'PJ014';
     END IF;
     INSERT INTO app_jobs.settings AS s (name, value)
@@ -591,8 +605,8 @@ END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.set_setting IS
-'Set history (on/off), history_retention (interval) or max_payload_bytes (1024 to '
-'1073741824); PJ014 on anything else';
+'Set history (on/off), history_retention (interval), max_payload_bytes (1024 to '
+'1073741824) or notify_max_queue_usage (0 to 1); PJ014 on anything else';
 
 -- sql/src/103_lock_is_free.sql
 -- True when nobody live holds a lock: never taken, or older than p_expiry and held by
@@ -642,19 +656,22 @@ $$;
 -- Notifications are a latency hint, never a reason for an enqueue or an outcome to fail:
 -- PostgreSQL refuses a commit (54000) once its notification queue is full, which one
 -- listener that stops reading (idle in a transaction) can cause. pgjobs' own
--- notifications are skipped while the queue is at least half full (workers poll, so
--- nothing is lost but latency) and counted here; metrics() reports the count.
+-- notifications are skipped while the queue is used at least up to the
+-- notify_max_queue_usage setting (default half full; workers poll, so nothing is lost but
+-- latency) and counted here; metrics() reports the count.
 CREATE SEQUENCE app_jobs.notifications_skipped;
 
 COMMENT ON SEQUENCE app_jobs.notifications_skipped IS
-'Counts pgjobs notifications skipped because the NOTIFY queue was at least half full';
+'Counts pgjobs notifications skipped because the NOTIFY queue was too full';
 
--- Send a notification unless the NOTIFY queue is at least half full (then count it).
+-- Send a notification unless the NOTIFY queue is used up to notify_max_queue_usage (then
+-- count it).
 CREATE FUNCTION app_jobs.notify(p_channel text, p_payload text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-    IF pg_catalog.pg_notification_queue_usage() < 0.5 THEN
+    IF pg_catalog.pg_notification_queue_usage()
+        < app_jobs.setting('notify_max_queue_usage')::double precision THEN
         PERFORM pg_catalog.pg_notify(p_channel, p_payload);
     ELSE
         PERFORM pg_catalog.nextval('app_jobs.notifications_skipped');
@@ -3861,7 +3878,7 @@ AS $$
         ),
         (
             8, 'pgjobs_notifications_skipped_total', 'counter',
-            'pgjobs notifications skipped because the NOTIFY queue was at least half full'
+            'pgjobs notifications skipped: the NOTIFY queue was used up to notify_max_queue_usage'
         ),
         (
             9, 'pgjobs_schedules_failing', 'gauge',

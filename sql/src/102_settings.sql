@@ -8,6 +8,7 @@ AS $$
             WHEN 'history' THEN 'on'
             WHEN 'history_retention' THEN '7 days'
             WHEN 'max_payload_bytes' THEN '262144'
+            WHEN 'notify_max_queue_usage' THEN '0.5'
         END
     );
 $$;
@@ -44,12 +45,24 @@ BEGIN
                 USING ERRCODE = 'PJ014';
         END IF;
         v_value := v_value::bigint::text;
+    ELSIF name = 'notify_max_queue_usage' THEN
+        IF (CASE
+            WHEN v_value !~ '^[ \t\n\r]*(0|1)?(\.[0-9]{1,6})?[ \t\n\r]*$' THEN TRUE
+            WHEN btrim(v_value, E' \t\n\r') IN ('', '.') THEN TRUE
+            ELSE v_value::numeric NOT BETWEEN 0 AND 1
+        END) IS NOT FALSE THEN
+            RAISE EXCEPTION 'notify_max_queue_usage must be a fraction from 0 to 1, got %',
+                coalesce(to_json(v_value)::text, 'NULL')
+                USING ERRCODE = 'PJ014';
+        END IF;
+        v_value := v_value::numeric::text;
     ELSE
         -- Values are echoed as JSON strings: control characters cannot reach the log raw.
         RAISE EXCEPTION 'unknown setting % or bad value %',
             coalesce(to_json(name)::text, 'NULL'), coalesce(to_json(v_value)::text, 'NULL')
             USING HINT = 'history takes on or off; history_retention an interval; '
-            || 'max_payload_bytes a number of bytes (1024 to 1073741824)',
+            || 'max_payload_bytes a number of bytes (1024 to 1073741824); '
+            || 'notify_max_queue_usage a fraction (0 to 1)',
             ERRCODE = 'PJ014';
     END IF;
     INSERT INTO app_jobs.settings AS s (name, value)
@@ -60,5 +73,5 @@ END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.set_setting IS
-'Set history (on/off), history_retention (interval) or max_payload_bytes (1024 to '
-'1073741824); PJ014 on anything else';
+'Set history (on/off), history_retention (interval), max_payload_bytes (1024 to '
+'1073741824) or notify_max_queue_usage (0 to 1); PJ014 on anything else';

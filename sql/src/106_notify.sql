@@ -1,19 +1,22 @@
 -- Notifications are a latency hint, never a reason for an enqueue or an outcome to fail:
 -- PostgreSQL refuses a commit (54000) once its notification queue is full, which one
 -- listener that stops reading (idle in a transaction) can cause. pgjobs' own
--- notifications are skipped while the queue is at least half full (workers poll, so
--- nothing is lost but latency) and counted here; metrics() reports the count.
+-- notifications are skipped while the queue is used at least up to the
+-- notify_max_queue_usage setting (default half full; workers poll, so nothing is lost but
+-- latency) and counted here; metrics() reports the count.
 CREATE SEQUENCE app_jobs.notifications_skipped;
 
 COMMENT ON SEQUENCE app_jobs.notifications_skipped IS
-'Counts pgjobs notifications skipped because the NOTIFY queue was at least half full';
+'Counts pgjobs notifications skipped because the NOTIFY queue was too full';
 
--- Send a notification unless the NOTIFY queue is at least half full (then count it).
+-- Send a notification unless the NOTIFY queue is used up to notify_max_queue_usage (then
+-- count it).
 CREATE FUNCTION app_jobs.notify(p_channel text, p_payload text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-    IF pg_catalog.pg_notification_queue_usage() < 0.5 THEN
+    IF pg_catalog.pg_notification_queue_usage()
+        < app_jobs.setting('notify_max_queue_usage')::double precision THEN
         PERFORM pg_catalog.pg_notify(p_channel, p_payload);
     ELSE
         PERFORM pg_catalog.nextval('app_jobs.notifications_skipped');

@@ -65,7 +65,7 @@ AS $$
         ),
         (
             8, 'pgjobs_notifications_skipped_total', 'counter',
-            'pgjobs notifications skipped because the NOTIFY queue was at least half full'
+            'pgjobs notifications skipped: the NOTIFY queue was used up to notify_max_queue_usage'
         ),
         (
             9, 'pgjobs_schedules_failing', 'gauge',
