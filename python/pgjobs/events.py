@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,39 +37,124 @@ class JobFailed(Exception):
         self.error = error
 
 
-def listen(conn: Any, timeout: float | None = None) -> Iterator[Event]:
-    """Yield job and bundle events on `conn` (a psycopg Connection in autocommit mode)
-    as they are committed; stops after `timeout` seconds without one (None: never).
+class _Events:
+    """What Listener and AsyncListener share: the state and the unpacking.
+
+    The connection is only ever used inside one call (notifications are read to the end
+    of psycopg's notifies() before an event is handed out), so between two events the
+    caller may use it for anything, or close the iterator."""
+
+    def __init__(self, conn: Any, timeout: float | None):
+        self._conn = conn
+        self._timeout = timeout
+        self._pending: deque[Event] = deque()  # read, not handed out yet
+        self._listening = False
+        self._closed = False
+
+    def _take(self, notes: list[Any]) -> None:
+        """Queue the events of the notifications read (other channels' are skipped)."""
+        for note in notes:
+            if note.channel in (JOB_STOPPED, BUNDLE_STOPPED):
+                self._pending.extend(_unpack(note))
+
+    def _end(self) -> bool:
+        """Mark the iterator ended; True when UNLISTEN is still to be sent."""
+        unlisten = self._listening and not self._conn.closed
+        self._listening = False
+        self._closed = True
+        self._pending.clear()
+        return unlisten
+
+
+class Listener(_Events):
+    """listen()'s iterator of events; close() (or leaving its `with` block) stops it."""
+
+    def __init__(self, conn: Any, timeout: float | None):
+        super().__init__(conn, timeout)
+        for statement in sql.LISTEN_STOPPED:
+            conn.execute(statement)
+        self._listening = True
+
+    def __iter__(self) -> Listener:
+        return self
+
+    def __next__(self) -> Event:
+        while not self._pending and not self._closed:
+            notes = list(self._conn.notifies(timeout=self._timeout, stop_after=1))
+            if not notes:
+                self.close()  # quiet for `timeout` seconds
+            self._take(notes)
+        if not self._pending:
+            raise StopIteration
+        return self._pending.popleft()
+
+    def close(self) -> None:
+        """UNLISTEN the event channels and end the iteration; idempotent."""
+        if self._end():
+            for statement in sql.UNLISTEN_STOPPED:
+                self._conn.execute(statement)
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncListener(_Events):
+    """listen_async()'s async iterator of events; `await close()` (or leaving its
+    `async with` block) stops it."""
+
+    async def _start(self) -> None:
+        if not self._listening and not self._closed:
+            for statement in sql.LISTEN_STOPPED:
+                await self._conn.execute(statement)
+            self._listening = True
+
+    def __aiter__(self) -> AsyncListener:
+        return self
+
+    async def __anext__(self) -> Event:
+        await self._start()
+        while not self._pending and not self._closed:
+            notes = [n async for n in self._conn.notifies(timeout=self._timeout, stop_after=1)]
+            if not notes:
+                await self.close()  # quiet for `timeout` seconds
+            self._take(notes)
+        if not self._pending:
+            raise StopAsyncIteration
+        return self._pending.popleft()
+
+    async def close(self) -> None:
+        """UNLISTEN the event channels and end the iteration; idempotent."""
+        if self._end():
+            for statement in sql.UNLISTEN_STOPPED:
+                await self._conn.execute(statement)
+
+    aclose = close  # the async generator name, for contextlib.aclosing
+
+    async def __aenter__(self) -> AsyncListener:
+        await self._start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def listen(conn: Any, timeout: float | None = None) -> Listener:
+    """Job and bundle events on `conn` (a psycopg Connection in autocommit mode) as they
+    are committed; the iteration stops after `timeout` seconds without one (None: never).
 
     Listening starts when listen() is called, not at the first next(): events committed
-    in between are not lost."""
-    for statement in sql.LISTEN_STOPPED:
-        conn.execute(statement)
-    return _events(conn, timeout)
+    in between are not lost. Between events the connection is free for other use.
+    close(), the end of a `with listen(...)` block or the timeout UNLISTENs."""
+    return Listener(conn, timeout)
 
 
-def _events(conn: Any, timeout: float | None) -> Iterator[Event]:
-    while True:
-        got = False
-        for note in conn.notifies(timeout=timeout, stop_after=1):
-            got = True
-            yield from _unpack(note)
-        if not got:
-            return
-
-
-async def listen_async(conn: Any, timeout: float | None = None) -> AsyncIterator[Event]:
-    """listen for a psycopg AsyncConnection in autocommit mode."""
-    for statement in sql.LISTEN_STOPPED:
-        await conn.execute(statement)
-    while True:
-        got = False
-        async for note in conn.notifies(timeout=timeout, stop_after=1):
-            got = True
-            for event in _unpack(note):
-                yield event
-        if not got:
-            return
+def listen_async(conn: Any, timeout: float | None = None) -> AsyncListener:
+    """listen for a psycopg AsyncConnection in autocommit mode. Listening starts at
+    `async with` or at the first event asked for."""
+    return AsyncListener(conn, timeout)
 
 
 def _unpack(note: Any) -> list[Event]:

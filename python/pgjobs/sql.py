@@ -160,6 +160,8 @@ SELECT status, result, last_error FROM app_jobs.job_status WHERE id = %s
 
 LISTEN_STOPPED = ('LISTEN "jobs:stopped"', 'LISTEN "jobs:bundle_stopped"')
 
+UNLISTEN_STOPPED = ('UNLISTEN "jobs:stopped"', 'UNLISTEN "jobs:bundle_stopped"')
+
 SET_IGNORE_ENQUEUES = "SELECT set_config('pgjobs.ignore_enqueues', %s, false)"
 
 GET_IGNORE_ENQUEUES = "SELECT current_setting('pgjobs.ignore_enqueues', true)"
