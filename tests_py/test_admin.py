@@ -1,5 +1,6 @@
 """The `pgjobs` admin command: install into an empty database, upgrade as a no-op, add and
-status, retry and remove of permanently failed jobs, run as the installed console script.
+status (schedules and the failing ones too), retry (afresh: job_status says waiting) and
+remove of permanently failed jobs, run as the installed console script.
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ def test_retry_all_failed(db, sql):
     assert sql("SELECT attempts, is_available, run_at <= now() FROM app_jobs.jobs "
                "WHERE id = %s", (failed,)) == [(0, True, True)]
     assert sql("SELECT attempts FROM app_jobs.jobs WHERE id = %s", (waiting,)) == [(0,)]
+    # Afresh, as a new job: waiting (not retrying), the old error gone.
+    assert sql("SELECT status, last_error FROM app_jobs.job_status WHERE id = %s",
+               (failed,)) == [("waiting", None)]
+    res = pgjobs(conninfo, "status")
+    flaky = next(ln for ln in res.stdout.splitlines() if ln.startswith("flaky")).split()
+    assert flaky[1:7] == ["-", "1", "0", "0", "0", "0"]  # waiting 1, retrying 0, failed 0
 
     res = pgjobs(conninfo, "retry", "--all-failed")
     assert res.returncode == 0, res.stderr
@@ -150,3 +157,32 @@ def test_remove_failed(db, sql):
     assert res.returncode == 0, res.stderr
     assert f"[{again}]" in res.stdout
     assert [r[0] for r in sql("SELECT id FROM app_jobs.jobs")] == [waiting]
+
+
+def test_status_shows_schedules_and_the_failing_ones(db, sql):
+    conninfo = db.info.dsn
+    res = pgjobs(conninfo, "status")
+    assert res.returncode == 0, res.stderr
+    assert "schedules: 0 (0 failing)" in res.stdout.splitlines()
+
+    ids = [sql("SELECT (app_jobs.add_scheduled_job(identifier := %s, "
+               "schedule_info := '{\"rule\": \"* * * * *\"}')).id", (task,))[0][0]
+           for task in ("nightly", "hourly", "broken")]
+    res = pgjobs(conninfo, "status")
+    assert res.returncode == 0, res.stderr
+    assert "schedules: 3 (0 failing)" in res.stdout.splitlines()
+    assert "last error" not in res.stdout
+
+    sql("UPDATE app_jobs.scheduled_jobs SET last_error = %s, "
+        "last_error_at = now() - interval '10 minutes' WHERE id = %s",
+        ("payload too large\nDETAIL: more lines", ids[2]))
+    res = pgjobs(conninfo, "status")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    at = lines.index("schedules: 3 (1 failing)")
+    assert lines[at + 1].split() == ["schedule", "task", "last", "error", "when"]
+    row = lines[at + 3]
+    assert row.split()[:2] == [str(ids[2]), "broken"]
+    assert "payload too large" in row and "DETAIL" not in row
+    assert row.endswith("10.0m ago")
+    assert lines[at + 4] == ""  # the table holds the failing schedule only

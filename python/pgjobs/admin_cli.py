@@ -25,17 +25,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
+DATABASE_URL_HELP = "libpq URL [PGJOBS_DATABASE_URL, then DATABASE_URL, then PG*]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pgjobs", description="Manage a pgjobs queue.")
     p.add_argument("--database-url", default=os.environ.get("PGJOBS_DATABASE_URL"),
-                   help="libpq URL [PGJOBS_DATABASE_URL, then DATABASE_URL, then PG*]")
+                   help=DATABASE_URL_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     inst = sub.add_parser("install", help="create the app_jobs schema (plain SQL by default)")
     inst.add_argument("--extension", action="store_true",
                       help="use CREATE EXTENSION (needs `make install` on the server)")
     sub.add_parser("upgrade", help="apply pending upgrade scripts")
-    st = sub.add_parser("status", help="jobs per task and queue, workers, notification queue")
+    st = sub.add_parser("status",
+                        help="jobs per task and queue, workers, schedules, notification queue")
     st.add_argument("--watch", nargs="?", const=2.0, type=_positive_float, metavar="SECONDS",
                     help="refresh every SECONDS (default 2) until Ctrl-C")
 
@@ -57,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("ids", nargs="*", type=int, help="job ids (only failed ones are used)")
         cmd.add_argument("--all-failed", action="store_true", help="every failed job")
         cmd.add_argument("--task", help="only failed jobs of this task")
+
+    # The connection options go before or after the subcommand; after wins (SUPPRESS:
+    # a subcommand that is not given one leaves the value from before it alone).
+    for cmd in sub.choices.values():
+        cmd.add_argument("--database-url", default=argparse.SUPPRESS, help=DATABASE_URL_HELP)
     return p
 
 
@@ -80,29 +89,46 @@ def _age(value: timedelta | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+def _one_line(text: str, width: int = 80) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
 def status(conn: psycopg.Connection) -> str:
-    """Jobs per task and queue (app_jobs.queue_stats), workers, notification queue."""
+    """Jobs per task and queue (app_jobs.queue_stats), workers, schedules (the failing
+    ones in a table), notification queue; sections separated by blank lines."""
     rows = conn.execute(sql.STATUS).fetchall()
     headers = ["task", "queue", "waiting", "scheduled", "running", "retrying", "failed",
                "oldest waiting", "blocked", "completed/min", "failed/min"]
     body = [[r[0], r[1] or "-", *(str(v) for v in r[2:7]), _age(r[7]),
              *(str(v) for v in r[8:11])] for r in rows]
-    parts = [_format_table(headers, body) if body else "no jobs"]
+    sections = [_format_table(headers, body) if body else "no jobs"]
 
     workers = conn.execute(sql.STATUS_WORKERS).fetchall()
     if workers:
         stale = sum(1 for w in workers if w[4])
-        parts.append(f"workers: {len(workers)} ({stale} stale)")
-        parts.append(_format_table(
+        sections.append(f"workers: {len(workers)} ({stale} stale)\n" + _format_table(
             ["worker", "host", "pid", "last heartbeat"],
             [[w[0], w[1] or "-", "-" if w[2] is None else str(w[2]),
               _age(w[3]) + " ago" + (" (stale)" if w[4] else "")] for w in workers],
         ))
     else:
-        parts.append("workers: none registered")
+        sections.append("workers: none registered")
+
+    total = conn.execute(sql.STATUS_SCHEDULES).fetchone()[0]
+    failing = conn.execute(sql.STATUS_FAILING_SCHEDULES).fetchall()
+    schedules = f"schedules: {total} ({len(failing)} failing)"
+    if failing:
+        schedules += "\n" + _format_table(
+            ["schedule", "task", "last error", "when"],
+            [[str(f[0]), f[1], _one_line(f[2]), "-" if f[3] is None else _age(f[3]) + " ago"]
+             for f in failing],
+        )
+    sections.append(schedules)
+
     usage = conn.execute(sql.NOTIFICATION_QUEUE).fetchone()[0]
-    parts.append(f"notification queue usage: {usage * 100:.2f}%")
-    return "\n\n".join(parts[:1] + ["\n".join(parts[1:-1]), parts[-1]])
+    sections.append(f"notification queue usage: {usage * 100:.2f}%")
+    return "\n\n".join(sections)
 
 
 def watch(conn: psycopg.Connection, every: float) -> None:

@@ -130,6 +130,15 @@ ORDER BY w.id
 
 NOTIFICATION_QUEUE = "SELECT pg_notification_queue_usage()"
 
+STATUS_SCHEDULES = "SELECT count(*) FROM app_jobs.scheduled_jobs"
+
+STATUS_FAILING_SCHEDULES = """
+SELECT s.id, s.task_identifier, s.last_error, now() - s.last_error_at AS error_age
+FROM app_jobs.scheduled_jobs AS s
+WHERE s.last_error IS NOT NULL
+ORDER BY s.id
+"""
+
 FAILED_JOB_IDS = """
 SELECT id FROM app_jobs.jobs
 WHERE locked_at IS NULL AND attempts >= max_attempts
@@ -137,8 +146,14 @@ WHERE locked_at IS NULL AND attempts >= max_attempts
 ORDER BY id
 """
 
+# retry_job starts each still permanently failed job afresh: attempts 0, no last_error.
 RETRY_JOBS = """
-SELECT id FROM app_jobs.reschedule_jobs(%s::bigint[], run_at := now(), attempts := 0)
+SELECT r.id
+FROM app_jobs.jobs AS j
+CROSS JOIN LATERAL app_jobs.retry_job(j.id) AS r
+WHERE j.id = ANY(%s::bigint[]) AND j.locked_at IS NULL AND j.attempts >= j.max_attempts
+    AND r.id IS NOT NULL
+ORDER BY r.id
 """
 
 REMOVE_JOBS = "SELECT id FROM app_jobs.complete_jobs(%s::bigint[])"
