@@ -87,10 +87,10 @@ AS $$
 $$;
 
 -- Cancel the given jobs, which wait on a dependency that failed or was cancelled, and
--- every job that waits on them in turn, in a few set-based statements (a chain of any
--- length). Each records why: the stopped dependency for the given jobs, a cancelled one
--- for the others. Jobs first, then bundles, then queues (the shared lock order).
--- Returns how many were cancelled.
+-- every job that waits on them in turn, in a few set-based statements (a chain or a fan
+-- of any size). Each records why: the stopped dependency for the given jobs, a cancelled
+-- one (its lowest id) for the others. Jobs first, then bundles, then queues (the shared
+-- lock order). Returns how many were cancelled.
 CREATE FUNCTION app_jobs.cancel_dependents(
     p_job_ids bigint[],
     p_dependency_id bigint,
@@ -100,65 +100,51 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     v_ids bigint[];
+    v_reasons bigint[];
     v_jobs app_jobs.jobs[];
-    v_dependency_ids bigint[];
-    v_dependency_statuses text[];
     v_bundle record;
 BEGIN
     IF coalesce(cardinality(p_job_ids), 0) = 0 THEN
         RETURN 0;
     END IF;
-    -- UNION (not ALL) visits each job once however many paths lead to it.
-    v_ids := ARRAY(
-        WITH RECURSIVE doomed (id) AS (
-            SELECT g.id FROM unnest(p_job_ids) AS g (id)
-            UNION
-            SELECT d.job_id
-            FROM app_jobs.job_dependencies AS d
-            INNER JOIN doomed ON d.depends_on = doomed.id
-        )
+    -- Every dependency edge into the doomed set once (UNION drops an edge seen before, so
+    -- a job reached by several paths is expanded once); a given job's reason is the
+    -- stopped dependency (NULL here), any other's the lowest doomed job it waits on.
+    WITH RECURSIVE doomed (id, reason) AS (
+        SELECT g.id, NULL::bigint FROM unnest(p_job_ids) AS g (id)
+        UNION
+        SELECT d.job_id, d.depends_on
+        FROM app_jobs.job_dependencies AS d
+        INNER JOIN doomed ON d.depends_on = doomed.id
+    ),
 
-        SELECT j.id FROM app_jobs.jobs AS j
-        WHERE j.id IN (SELECT doomed.id FROM doomed)
-        ORDER BY j.id
-        FOR UPDATE OF j
-    );
+    reasons AS (
+        SELECT
+            dm.id,
+            -- A given job (NULL reason) is cancelled by the stopped dependency.
+            CASE WHEN bool_or(dm.reason IS NULL) THEN NULL ELSE min(dm.reason) END AS reason
+        FROM doomed AS dm
+        GROUP BY dm.id
+    )
+
+    SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}'), array_agg(r.reason ORDER BY r.id)
+    INTO v_ids, v_reasons
+    FROM reasons AS r;
+    PERFORM 1 FROM app_jobs.jobs AS j WHERE j.id = ANY(v_ids) ORDER BY j.id FOR UPDATE;
     PERFORM app_jobs.lock_bundles(ARRAY(
         SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.id = ANY(v_ids)
     ));
 
     -- (Arrays, not a temporary table: a caller could have created one of that name.)
-    WITH reasons AS (
-        SELECT
-            i.id,
-            CASE WHEN i.id = ANY(p_job_ids) THEN p_dependency_id ELSE (
-                SELECT min(d.depends_on) FROM app_jobs.job_dependencies AS d
-                WHERE d.job_id = i.id AND d.depends_on = ANY(v_ids)
-            ) END AS dependency_id,
-            CASE
-                WHEN i.id = ANY(p_job_ids) THEN p_dependency_status ELSE 'cancelled'
-            END AS dependency_status
-        FROM unnest(v_ids) AS i (id)
-    ),
-
-    unlinked AS (
-        DELETE FROM app_jobs.job_dependencies AS d
-        WHERE d.job_id = ANY(v_ids)
-    ),
-
-    gone AS (
+    DELETE FROM app_jobs.job_dependencies AS d WHERE d.job_id = ANY(v_ids);
+    WITH gone AS (
         DELETE FROM app_jobs.jobs AS j
         WHERE j.id = ANY(v_ids)
         RETURNING j.*
     )
 
-    SELECT
-        coalesce(array_agg(g::app_jobs.jobs ORDER BY g.id), '{}'),
-        coalesce(array_agg(r.dependency_id ORDER BY g.id), '{}'),
-        coalesce(array_agg(r.dependency_status ORDER BY g.id), '{}')
-    INTO v_jobs, v_dependency_ids, v_dependency_statuses
-    FROM gone AS g
-    INNER JOIN reasons AS r ON g.id = r.id;
+    SELECT coalesce(array_agg(g::app_jobs.jobs ORDER BY g.id), '{}') INTO v_jobs
+    FROM gone AS g;
 
     IF app_jobs.setting('history') <> 'off' THEN
         INSERT INTO app_jobs.job_history (
@@ -169,17 +155,22 @@ BEGIN
         SELECT
             c.id, c.database_id, c.task_identifier, c.queue_name, c.key, c.payload,
             c.priority, 'cancelled', c.attempts, c.max_attempts,
-            format(
-                'dependency %s %s', v_dependency_ids[c.ordinality],
-                v_dependency_statuses[c.ordinality]
-            ),
+            format('dependency %s %s', r.dependency_id, r.dependency_status),
             jsonb_build_object(
-                'reason', 'dependency', 'dependency_id', v_dependency_ids[c.ordinality],
-                'dependency_status', v_dependency_statuses[c.ordinality]
+                'reason', 'dependency', 'dependency_id', r.dependency_id,
+                'dependency_status', r.dependency_status
             ),
             c.created_at, c.origin, c.bundle_id
-        FROM unnest(v_jobs) WITH ORDINALITY AS c
-        ORDER BY c.ordinality;
+        FROM unnest(v_jobs) AS c
+        INNER JOIN (
+            SELECT
+                x.id,
+                coalesce(x.reason, p_dependency_id) AS dependency_id,
+                CASE WHEN x.reason IS NULL THEN p_dependency_status ELSE 'cancelled' END
+                    AS dependency_status
+            FROM unnest(v_ids, v_reasons) AS x (id, reason)
+        ) AS r ON c.id = r.id
+        ORDER BY c.id;
     END IF;
     PERFORM app_jobs.notify_chunks('jobs:stopped', ARRAY(
         SELECT app_jobs.stopped_event(
