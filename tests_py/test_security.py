@@ -3,10 +3,9 @@ member of pgjobs_enqueue, pgjobs_worker or pgjobs_admin (or of none), and does w
 kind of client does: a worker-only login runs pgjobs-worker end to end, an enqueue-only
 login enqueues and follows its own tenant's jobs, an admin login runs the `pgjobs`
 command, a PostgREST-style NOINHERIT authenticator acts through SET ROLE, and a
-non-superuser owns a plain (no CREATE EXTENSION) install.
-
-The tenant refusals (PJ030) need add_job / cancel_job to call app_jobs.check_tenant /
-tenant_allowed; until they do, those checks are expected failures (xfail).
+non-superuser owns a plain (no CREATE EXTENSION) install. An enqueue login is refused
+(PJ030) every call on another tenant, unconditionally, and the other tenant's rows stay
+as they were.
 """
 
 from __future__ import annotations
@@ -65,17 +64,6 @@ def owner_sql(db: psycopg.Connection, query: str, params: object = None) -> list
     rows = cur.fetchall() if cur.description else []
     db.commit()
     return rows
-
-
-def wired(db: psycopg.Connection, function: str, pattern: str = "check_tenant") -> bool:
-    """Whether app_jobs.<function> already calls the tenant check."""
-    row = db.execute(
-        "SELECT bool_or(prosrc ~ %s) FROM pg_proc"
-        " WHERE proname = %s AND pronamespace = 'app_jobs'::regnamespace",
-        (pattern, function),
-    ).fetchone()
-    db.commit()
-    return bool(row and row[0])
 
 
 def run_worker(conninfo: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -171,25 +159,91 @@ def test_enqueue_login_enqueues_and_follows_its_tenant(db, login, tmp_path):
         assert conn.execute("SELECT count(*) FROM app_jobs.job_history").fetchone() == (1,)
 
 
-def test_enqueue_login_cannot_act_for_another_tenant(db, login):
-    other = owner_sql(
-        db, "SELECT id FROM app_jobs.add_job(db_id := %s, identifier := 'sec_ok')", (TENANT_B,)
-    )[0][0]
+def tenant_rows(db: psycopg.Connection, tenant: str) -> dict[str, list]:
+    """Every row of `tenant` in jobs, scheduled_jobs and job_bundles, as the owner sees them."""
+    return {
+        table: owner_sql(db, f"SELECT to_jsonb(t) FROM app_jobs.{table} AS t"
+                             " WHERE database_id = %s ORDER BY id", (tenant,))
+        for table in ("jobs", "scheduled_jobs", "job_bundles")
+    }
+
+
+# What an enqueue login held to tenant A tries against tenant B (or no tenant at all).
+REFUSED = {
+    "add_job for B": (
+        "SELECT app_jobs.add_job(db_id := %(b)s, identifier := 'sec_ok')"),
+    "add_job for no tenant": (
+        "SELECT app_jobs.add_job(db_id := NULL, identifier := 'sec_ok')"),
+    "add_job with the key of B's job": (
+        "SELECT app_jobs.add_job(identifier := 'sec_ok', job_key := 'sec_b_key')"),
+    "add_bundle for B": (
+        "SELECT app_jobs.add_bundle('sec', '[{\"identifier\": \"sec_ok\"}]', db_id := %(b)s)"),
+    "add_scheduled_job for B": (
+        "SELECT app_jobs.add_scheduled_job(db_id := %(b)s, identifier := 'sec_ok',"
+        " schedule_info := '{\"rule\": \"* * * * *\"}')"),
+    "add_scheduled_job with the key of B's schedule": (
+        "SELECT app_jobs.add_scheduled_job(identifier := 'sec_ok',"
+        " schedule_info := '{\"rule\": \"* * * * *\"}', job_key := 'sec_b_sched')"),
+}
+
+
+@pytest.mark.parametrize("what", REFUSED)
+def test_enqueue_login_cannot_enqueue_for_another_tenant(db, login, what):
+    owner_sql(db, "SELECT app_jobs.add_job(db_id := %s, identifier := 'sec_ok',"
+                  " job_key := 'sec_b_key')", (TENANT_B,))
+    owner_sql(db, "SELECT app_jobs.add_scheduled_job(db_id := %s, identifier := 'sec_ok',"
+                  " schedule_info := '{\"rule\": \"0 0 1 1 *\"}', job_key := 'sec_b_sched')",
+              (TENANT_B,))
+    before = tenant_rows(db, TENANT_B)
     with psycopg.connect(login("pgjobs_enqueue", claim=TENANT_A), autocommit=True) as conn:
-        if wired(db, "cancel_job", "tenant_allowed|check_tenant"):
-            assert conn.execute("SELECT app_jobs.cancel_job(%s)", (other,)).fetchone() == (None,)
-            assert owner_sql(db, "SELECT count(*) FROM app_jobs.jobs WHERE id = %s",
-                             (other,)) == [(1,)]
-        if not wired(db, "add_job"):
-            pytest.xfail("add_job does not call app_jobs.check_tenant yet")
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute(REFUSED[what], {"b": TENANT_B})
+        assert err.value.sqlstate == "PJ030", err.value
+        # The same login may act on its own tenant: the refusal is about the tenant.
+        assert pgjobs.add_job(conn, "sec_ok") is not None
+    assert tenant_rows(db, TENANT_B) == before
+    assert owner_sql(db, "SELECT count(*) FROM app_jobs.jobs WHERE database_id IS NULL") == [
+        (0,)]
+
+
+def test_enqueue_login_add_job_message_names_the_tenant(db, login):
+    with psycopg.connect(login("pgjobs_enqueue", claim=TENANT_A), autocommit=True) as conn:
         with pytest.raises(psycopg.Error, match="permission denied for database_id") as err:
             pgjobs.add_job(conn, "sec_ok", db_id=TENANT_B)
         assert err.value.sqlstate == "PJ030"
+        assert TENANT_B in str(err.value)
         with pytest.raises(psycopg.Error) as err:
             pgjobs.add_bundle(conn, "sec", [{"identifier": "sec_ok"}], db_id=TENANT_B)
         assert err.value.sqlstate == "PJ030"
-    assert owner_sql(db, "SELECT count(*) FROM app_jobs.jobs WHERE database_id = %s",
-                     (TENANT_B,)) == [(1,)]
+    assert owner_sql(db, "SELECT count(*) FROM app_jobs.jobs") == [(0,)]
+
+
+def test_enqueue_login_cannot_cancel_another_tenants_job(db, login):
+    """cancel_job of B's waiting or running job (or a tenant-less one) is NULL, as if
+    the job did not exist, and changes nothing; the login's own job is cancelled."""
+    waiting = owner_sql(
+        db, "SELECT id FROM app_jobs.add_job(db_id := %s, identifier := 'sec_wait')",
+        (TENANT_B,))[0][0]
+    running = owner_sql(
+        db, "SELECT id FROM app_jobs.add_job(db_id := %s, identifier := 'sec_run')",
+        (TENANT_B,))[0][0]
+    nobody = owner_sql(db, "SELECT id FROM app_jobs.add_job(identifier := 'sec_wait')")[0][0]
+    own = owner_sql(
+        db, "SELECT id FROM app_jobs.add_job(db_id := %s, identifier := 'sec_wait')",
+        (TENANT_A,))[0][0]
+    assert owner_sql(db, "SELECT id FROM app_jobs.get_jobs('w_sec', ARRAY['sec_run'])") == [
+        (running,)]
+    before = tenant_rows(db, TENANT_B)
+    with psycopg.connect(login("pgjobs_enqueue", claim=TENANT_A), autocommit=True) as conn:
+        for job_id in (waiting, running, nobody):
+            assert conn.execute("SELECT app_jobs.cancel_job(%s)", (job_id,)).fetchone() == (
+                None,), job_id
+        assert conn.execute("SELECT app_jobs.cancel_job(%s)", (own,)).fetchone() == (
+            "cancelled",)
+    assert tenant_rows(db, TENANT_B) == before
+    assert owner_sql(db, "SELECT count(*) FROM app_jobs.jobs WHERE id = %s", (nobody,)) == [(1,)]
+    assert owner_sql(db, "SELECT job_id, status FROM app_jobs.job_history") == [
+        (own, "cancelled")]
 
 
 def test_authenticator_acts_through_set_role(db, login):
@@ -221,8 +275,6 @@ def test_authenticator_acts_through_set_role(db, login):
         ).fetchone() == (1,)
         conn.rollback()
 
-        if not wired(db, "add_job"):
-            pytest.xfail("add_job does not call app_jobs.check_tenant yet")
         conn.execute("SET LOCAL ROLE pgjobs_enqueue")
         conn.execute("SELECT set_config('jwt.claims.database_id', %s, true)", (TENANT_A,))
         with pytest.raises(psycopg.Error) as err:

@@ -1,6 +1,6 @@
--- add_job without a key: defaults, explicit and positional arguments, NULL arguments, db_id from jwt.claims.database_id, boundary lengths.
+-- add_job without a key: defaults, explicit and positional arguments, NULL arguments, db_id from jwt.claims.database_id, boundary values (lengths, max_attempts, priority) stored exactly as given.
 BEGIN;
-SELECT plan(47);
+SELECT plan(60);
 
 -- No jwt.claims.database_id setting at all: db_id is NULL.
 SELECT is(
@@ -155,36 +155,42 @@ SELECT is(
     'each has its own id'
 );
 
--- Boundary values are accepted.
-SELECT lives_ok(
-    format('SELECT app_jobs.add_job(identifier := %L)', v.s),
-    format('identifier of %s characters is accepted', length(v.s))
-)
-FROM (VALUES ('i'), (repeat('i', 126))) AS v (s);
-SELECT lives_ok(
-    format('SELECT app_jobs.add_job(identifier := %L, queue_name := %L)', 'b', v.s),
-    format('queue name of %s characters is accepted', length(v.s))
-)
-FROM (VALUES ('q'), (repeat('q', 126))) AS v (s);
-SELECT lives_ok(
-    format('SELECT app_jobs.add_job(identifier := %L, job_key := %L)', 'b', v.s),
-    format('key of %s characters is accepted', length(v.s))
-)
-FROM (VALUES ('k'), (repeat('k', 512))) AS v (s);
-SELECT lives_ok(
-    'SELECT app_jobs.add_job(identifier := ''b'', max_attempts := 1)',
-    'max_attempts of 1 is accepted'
+-- Boundary values are accepted and stored exactly as given (not just "no error"): each
+-- case's call is made inside lives_ok, then its job is read back.
+CREATE TEMP TABLE bounds (
+    n serial, what text, identifier text, queue_name text, job_key text,
+    max_attempts integer, priority integer, job_id bigint
 );
+INSERT INTO bounds (what, identifier, queue_name, job_key, max_attempts, priority) VALUES
+    ('identifier of 1 character', 'i', NULL, NULL, NULL, NULL),
+    ('identifier of 126 characters', repeat('i', 125) || 'j', NULL, NULL, NULL, NULL),
+    ('identifier of 126 multi-byte characters', repeat('é', 126), NULL, NULL, NULL, NULL),
+    ('queue name of 1 character', 'b', 'q', NULL, NULL, NULL),
+    ('queue name of 126 characters', 'b', 'q' || repeat('r', 124) || 's', NULL, NULL, NULL),
+    ('key of 1 character', 'b', NULL, 'k', NULL, NULL),
+    ('key of 512 characters', 'b', NULL, 'k' || repeat('l', 510) || 'm', NULL, NULL),
+    ('max_attempts of 1', 'b', NULL, NULL, 1, NULL),
+    ('max_attempts of 10000', 'b', NULL, NULL, 10000, NULL),
+    ('the lowest priority', 'b', NULL, NULL, NULL, -2147483648),
+    ('the highest priority', 'b', NULL, NULL, NULL, 2147483647);
 SELECT lives_ok(
-    'SELECT app_jobs.add_job(identifier := ''b'', priority := -2147483648)',
-    'any integer priority is accepted'
-);
+    format(
+        'UPDATE bounds SET job_id = (app_jobs.add_job(identifier := %L, queue_name := %L, '
+        'job_key := %L, max_attempts := %s, priority := %s)).id WHERE n = %s',
+        b.identifier, b.queue_name, b.job_key, coalesce(b.max_attempts::text, 'NULL'),
+        coalesce(b.priority::text, 'NULL'), b.n
+    ),
+    b.what || ' is accepted'
+)
+FROM bounds AS b ORDER BY b.n;
 SELECT is(
-    (SELECT count(*)::int FROM app_jobs.jobs WHERE task_identifier IN ('i', 'b')
-        OR length(task_identifier) = 126),
-    8,
-    'each boundary call added one job'
-);
+    (SELECT ROW(j.task_identifier, j.queue_name, j.key, j.max_attempts, j.priority)::text
+     FROM app_jobs.jobs AS j WHERE j.id = b.job_id),
+    ROW(b.identifier, b.queue_name, b.job_key, coalesce(b.max_attempts, 25),
+        coalesce(b.priority, 0))::text,
+    b.what || ' is stored exactly as given'
+)
+FROM bounds AS b ORDER BY b.n;
 
 -- A run_at in the past is kept as given.
 SELECT is(

@@ -1,6 +1,6 @@
 -- add_job with job_key: upsert of a waiting job in place (fields, attempts/last_error reset, queue moves), of a failed job, and of a running job (it loses its key and its retries; a new job takes the key).
 BEGIN;
-SELECT plan(47);
+SELECT plan(48);
 
 -- A. Waiting job: replaced in place. It has failed twice already, long ago
 -- (inserted directly: the timestamps trigger would not let an UPDATE set created_at).
@@ -195,8 +195,9 @@ SELECT is(
 SELECT id AS e1 FROM app_jobs.add_job(identifier := 'task_e', job_key := 'k_e') \gset
 SELECT is((app_jobs.get_job('w_e', ARRAY['task_e'])).id, :e1::bigint, 'w_e claims');
 UPDATE app_jobs.jobs SET locked_at = now() - interval '5 hours' WHERE id = :e1;
+SELECT id AS e2 FROM app_jobs.add_job(identifier := 'task_e', job_key := 'k_e') \gset
 SELECT isnt(
-    (app_jobs.add_job(identifier := 'task_e', job_key := 'k_e')).id, :e1::bigint,
+    :e2::bigint, :e1::bigint,
     'a locked job (even with an old lock) is not replaced in place'
 );
 SELECT is(
@@ -205,11 +206,20 @@ SELECT is(
     'it lost its key and its retries'
 );
 
--- Keys of different jobs do not interfere.
-SELECT is(
-    (SELECT count(*)::int FROM app_jobs.jobs WHERE key IS NOT NULL),
-    (SELECT count(DISTINCT key)::int FROM app_jobs.jobs WHERE key IS NOT NULL),
-    'keys stay unique across all scenarios'
+-- Keys of different jobs do not interfere: after all scenarios each key is held by the
+-- job its scenario left holding it, and the jobs that lost theirs hold none.
+SELECT results_eq(
+    $$SELECT key, id FROM app_jobs.jobs WHERE key IS NOT NULL ORDER BY key$$,
+    format(
+        $$VALUES ('k_a'::text, %s::bigint), ('k_b', %s), ('k_c', %s), ('k_d', %s), ('k_e', %s)$$,
+        :a1, :b1, :c2, :d2, :e2
+    ),
+    'each key is held by the job its scenario left holding it'
+);
+SELECT results_eq(
+    $$SELECT id FROM app_jobs.jobs WHERE key IS NULL ORDER BY id$$,
+    format($$VALUES (%s::bigint), (%s)$$, :c1, :e1),
+    'the two jobs that lost their key while running hold none; no other keyless job exists'
 );
 
 SELECT * FROM finish();

@@ -1,6 +1,6 @@
 -- jobs:stopped and jobs:bundle_stopped payloads stay within NOTIFY's 8000-byte limit whatever the job (huge payloads, 256-character origins, long names): every path that sends them succeeds. Delivery itself needs a commit and is covered by pytest.
 BEGIN;
-SELECT plan(17);
+SELECT plan(16);
 
 -- Start from empty tables whatever the database held (all undone by the ROLLBACK).
 DELETE FROM app_jobs.job_dependencies;
@@ -28,12 +28,8 @@ SELECT lives_ok(
         'failed', TRUE)$$,
     'notify_job_stopped: the payload, last_error and origin beyond 256 characters are left out'
 );
--- What it sends, rebuilt from its definition: ids and names only.
-SELECT ok(
-    (SELECT prosrc !~ 'p_job\.(payload|last_error|key|database_id)' FROM pg_proc
-     WHERE oid = 'app_jobs.notify_job_stopped(app_jobs.jobs, text, boolean)'::regprocedure),
-    'notify_job_stopped never reads the payload, error, key or database of the job'
-);
+-- (What it sends, ids and names only, is received by a listener in
+-- tests_py/test_notify.py: pgTAP cannot receive notifications.)
 SELECT ok(
     octet_length(json_build_object(
         'id', 9223372036854775807, 'task', repeat('é', 126), 'outcome', 'cancelled',

@@ -1,6 +1,6 @@
--- Tenancy: tenant_allowed/check_tenant (the caller is the SET ROLE role, else session_user; worker, admin and owner act on every tenant, anyone else only on its jwt.claims.database_id, none without one), row-level security (pgjobs_enqueue reads only its tenant's jobs, job_status, job_history, job_bundles, scheduled_jobs; worker and admin read all), and the API refusing other tenants (PJ030) for add_job, add_bundle, add_scheduled_job, job triggers, and cancel_job treating another tenant's job as missing. The refusals are TODO until the functions call check_tenant / tenant_allowed.
+-- Tenancy: tenant_allowed/check_tenant (the caller is the SET ROLE role, else session_user; worker, admin and owner act on every tenant, anyone else only on its jwt.claims.database_id, none without one), row-level security (pgjobs_enqueue reads only its tenant's jobs, job_status, job_history, job_bundles, scheduled_jobs; worker and admin read all), and the API refusing other tenants (PJ030) for add_job, add_bundle, add_scheduled_job, job triggers, job keys of another tenant's job or schedule, and cancel_job treating another tenant's job as missing; every refusal is unconditional and leaves the other tenant's rows as they were.
 BEGIN;
-SELECT plan(42);
+SELECT plan(66);
 
 \set a '''00000000-0000-0000-0000-00000000000a'''
 \set b '''00000000-0000-0000-0000-00000000000b'''
@@ -15,7 +15,7 @@ SELECT id AS b2 FROM app_jobs.add_job(db_id := :b, identifier := 't_done') \gset
 SELECT id AS n1 FROM app_jobs.add_job(identifier := 't_wait') \gset
 SELECT count(*) AS claimed FROM app_jobs.get_jobs('w_t', ARRAY['t_done'], '4 hours', 10) \gset
 SELECT count(*) AS finished FROM app_jobs.finish_jobs(
-    'w_t', format('[{"id": %s}, {"id": %s}]', :a2, :b2)::jsonb
+    'w_t', format('[{"id": %s, "attempt": 1}, {"id": %s, "attempt": 1}]', :a2, :b2)::jsonb
 ) \gset
 SELECT id AS ab FROM app_jobs.add_bundle(
     'tb', '[{"identifier": "t_bundled"}]', db_id := :a
@@ -233,86 +233,138 @@ SELECT is(
 );
 RESET ROLE;
 
--- 3. The API refuses other tenants. TODO until the functions call the check.
-SELECT
-    coalesce(bool_or(p.proname = 'add_job' AND p.prosrc LIKE '%check_tenant%'), FALSE)
-        AS add_job_wired,
-    coalesce(bool_or(p.proname IN ('add_job', 'add_bundle') AND p.prosrc LIKE '%check_tenant%'), FALSE)
-        AS add_bundle_wired,
-    coalesce(bool_or(p.proname = 'add_scheduled_job' AND p.prosrc LIKE '%check_tenant%'), FALSE)
-        AS add_scheduled_job_wired,
-    coalesce(bool_or(p.proname = 'cancel_job' AND p.prosrc ~ 'tenant_allowed|check_tenant'), FALSE)
-        AS cancel_job_wired
-FROM pg_proc AS p
-WHERE p.pronamespace = 'app_jobs'::regnamespace
-\gset
+-- 3. The API refuses other tenants, whatever the function's source says: every call
+-- below is made, and must fail with PJ030, as an enqueue member held to tenant A.
+SELECT id AS bk FROM app_jobs.add_job(db_id := :b, identifier := 't_keyed', job_key := 'b_key') \gset
+SELECT id AS bsk FROM app_jobs.add_scheduled_job(
+    db_id := :b, identifier := 't_sched', schedule_info := '{"rule": "0 0 1 1 *"}',
+    job_key := 'b_sched_key'
+) \gset
+SELECT id AS brun FROM app_jobs.add_job(db_id := :b, identifier := 't_run') \gset
+SELECT id AS arun FROM app_jobs.add_job(db_id := :a, identifier := 't_run') \gset
+SELECT id AS await FROM app_jobs.add_job(db_id := :a, identifier := 't_a_wait') \gset
+SELECT is(
+    (SELECT array_agg(id ORDER BY id) FROM app_jobs.get_jobs('w_t3', ARRAY['t_run'], '4 hours', 10)),
+    ARRAY[:brun, :arun]::bigint[],
+    'fixtures: a running job of B and one of A'
+);
+-- Everything of B and of no tenant, as the owner sees it, before the refused calls.
+CREATE FUNCTION pg_temp.others() RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_build_object(
+        'jobs', (SELECT jsonb_agg(to_jsonb(j) ORDER BY j.id) FROM app_jobs.jobs AS j
+                 WHERE j.database_id IS DISTINCT FROM '00000000-0000-0000-0000-00000000000a'),
+        'schedules', (SELECT jsonb_agg(to_jsonb(s) ORDER BY s.id) FROM app_jobs.scheduled_jobs AS s
+                      WHERE s.database_id IS DISTINCT FROM '00000000-0000-0000-0000-00000000000a'),
+        'bundles', (SELECT jsonb_agg(to_jsonb(b) ORDER BY b.id) FROM app_jobs.job_bundles AS b)
+    );
+$$;
+SELECT pg_temp.others() AS others_before \gset
+
+CREATE TEMP TABLE refusals (n serial, claim text, what text, call text, msg text);
+GRANT SELECT ON refusals TO PUBLIC;
+INSERT INTO refusals (claim, what, call, msg) VALUES
+    ('a', 'add_job for B',
+     format('SELECT app_jobs.add_job(db_id := %L, identifier := %L)', :b, 't_x'),
+     'permission denied for database_id 00000000-0000-0000-0000-00000000000b'),
+    ('a', 'add_job for no tenant (db_id NULL)',
+     'SELECT app_jobs.add_job(db_id := NULL, identifier := ''t_x'')',
+     'permission denied for database_id NULL'),
+    ('a', 'add_job for B with a fresh job_key',
+     format('SELECT app_jobs.add_job(db_id := %L, identifier := %L, job_key := %L)', :b, 't_x', 'fresh_key'),
+     NULL),
+    ('a', 'add_job for A with the key of B''s job (replace)',
+     'SELECT app_jobs.add_job(identifier := ''t_x'', job_key := ''b_key'')', NULL),
+    ('a', 'add_job for A with the key of B''s job (unsafe_dedupe returns it)',
+     'SELECT app_jobs.add_job(identifier := ''t_x'', job_key := ''b_key'', job_key_mode := ''unsafe_dedupe'')',
+     NULL),
+    ('a', 'add_job for B with depends_on',
+     format('SELECT app_jobs.add_job(db_id := %L, identifier := %L, depends_on := ARRAY[%s]::bigint[])', :b, 't_x', :a1),
+     NULL),
+    ('a', 'add_job for A depending on B''s job',
+     format('SELECT app_jobs.add_job(identifier := %L, depends_on := ARRAY[%s]::bigint[])', 't_x', :b1),
+     NULL),
+    ('a', 'add_bundle for B',
+     format('SELECT app_jobs.add_bundle(%L, %L, db_id := %L)', 'tb', '[{"identifier": "t_x"}]', :b),
+     'permission denied for database_id 00000000-0000-0000-0000-00000000000b'),
+    ('a', 'add_bundle for no tenant',
+     'SELECT app_jobs.add_bundle(''tb'', ''[{"identifier": "t_x"}]'', db_id := NULL)', NULL),
+    ('a', 'add_scheduled_job for B',
+     format('SELECT app_jobs.add_scheduled_job(db_id := %L, identifier := %L, schedule_info := %L)',
+        :b, 't_x', '{"rule": "* * * * *"}'),
+     'permission denied for database_id 00000000-0000-0000-0000-00000000000b'),
+    ('a', 'add_scheduled_job for no tenant',
+     'SELECT app_jobs.add_scheduled_job(db_id := NULL, identifier := ''t_x'', schedule_info := ''{"rule": "* * * * *"}'')',
+     NULL),
+    ('a', 'add_scheduled_job for A with the key of B''s schedule (it would take it over)',
+     'SELECT app_jobs.add_scheduled_job(identifier := ''t_x'', schedule_info := ''{"rule": "* * * * *"}'', job_key := ''b_sched_key'')',
+     NULL),
+    ('a', 'trigger: a row of B',
+     format('INSERT INTO tenant_rows VALUES (2, %L)', :b), NULL),
+    ('', 'add_job', 'SELECT app_jobs.add_job(identifier := ''t_x'')', NULL),
+    ('', 'add_bundle', 'SELECT app_jobs.add_bundle(''tb'', ''[{"identifier": "t_x"}]'')', NULL),
+    ('', 'add_scheduled_job',
+     'SELECT app_jobs.add_scheduled_job(identifier := ''t_x'', schedule_info := ''{"rule": "* * * * *"}'')', NULL),
+    ('', 'trigger row without a tenant',
+     'INSERT INTO tenant_rows VALUES (3, NULL)', NULL);
 
 SET LOCAL ROLE pgjobs_enqueue;
 SET LOCAL jwt.claims.database_id = '00000000-0000-0000-0000-00000000000a';
-
-SELECT lives_ok(
-    format('SELECT app_jobs.add_job(db_id := %L, identifier := %L)', :a, 't_x'),
-    'enqueue with claim A: add_job for A (explicit db_id) works'
-);
-
-\if :add_job_wired
-\else
-SELECT todo('add_job does not call app_jobs.check_tenant(db_id) yet', 4);
-\endif
-SELECT throws_ok(
-    format('SELECT app_jobs.add_job(db_id := %L, identifier := %L)', :b, 't_x'),
-    'PJ030', 'permission denied for database_id 00000000-0000-0000-0000-00000000000b',
-    'enqueue with claim A: add_job for B is refused (PJ030)'
-);
-SELECT throws_ok(
-    $$SELECT app_jobs.add_job(db_id := NULL, identifier := 't_x')$$,
-    'PJ030', NULL,
-    'enqueue with claim A: add_job for no tenant is refused'
-);
-SELECT throws_ok(
-    format('INSERT INTO tenant_rows VALUES (2, %L)', :b), 'PJ030', NULL,
-    'trigger: a row of another tenant is refused'
-);
+SELECT throws_ok(r.call, 'PJ030', r.msg, format('enqueue with claim A: %s is refused (PJ030)', r.what))
+FROM refusals AS r WHERE r.claim = 'a' ORDER BY r.n;
 SET LOCAL jwt.claims.database_id = '';
-SELECT throws_ok(
-    $$SELECT app_jobs.add_job(identifier := 't_x')$$,
-    'PJ030', NULL,
-    'enqueue without a claim: add_job is refused'
-);
+SELECT throws_ok(r.call, 'PJ030', r.msg, format('enqueue without a claim: %s is refused (PJ030)', r.what))
+FROM refusals AS r WHERE r.claim = '' ORDER BY r.n;
 SET LOCAL jwt.claims.database_id = '00000000-0000-0000-0000-00000000000a';
 
-\if :add_bundle_wired
-\else
-SELECT todo('add_bundle does not call app_jobs.check_tenant(db_id) yet', 1);
-\endif
-SELECT throws_ok(
-    format('SELECT app_jobs.add_bundle(%L, %L, db_id := %L)', 'tb', '[{"identifier": "t_x"}]', :b),
-    'PJ030', NULL,
-    'enqueue with claim A: add_bundle for B is refused'
-);
-
-\if :add_scheduled_job_wired
-\else
-SELECT todo('add_scheduled_job does not call app_jobs.check_tenant(db_id) yet', 1);
-\endif
-SELECT throws_ok(
-    format(
-        'SELECT app_jobs.add_scheduled_job(db_id := %L, identifier := %L, schedule_info := %L)',
-        :b, 't_x', '{"rule": "* * * * *"}'
-    ),
-    'PJ030', NULL,
-    'enqueue with claim A: add_scheduled_job for B is refused'
-);
-
-\if :cancel_job_wired
-\else
-SELECT todo('cancel_job does not skip other tenants'' jobs (tenant_allowed) yet', 1);
-\endif
-SELECT is(app_jobs.cancel_job(:b1), NULL, 'enqueue with claim A: cancel_job of B''s job is NULL (as if missing)');
+-- cancel_job: another tenant's job (waiting or running) and a tenant-less one look missing;
+-- the caller's own jobs are cancelled (so NULL above is not just a broken cancel_job).
+SELECT is(app_jobs.cancel_job(:b1), NULL, 'enqueue with claim A: cancel_job of B''s waiting job is NULL (as if missing)');
+SELECT is(app_jobs.cancel_job(:brun), NULL, 'enqueue with claim A: cancel_job of B''s running job is NULL');
+SELECT is(app_jobs.cancel_job(:n1), NULL, 'enqueue with claim A: cancel_job of a job of no tenant is NULL');
+SELECT is(app_jobs.cancel_job(:await), 'cancelled', 'enqueue with claim A: cancel_job of A''s waiting job cancels it');
+SELECT is(app_jobs.cancel_job(:arun), 'cancelling', 'enqueue with claim A: cancel_job of A''s running job asks its worker');
+SET LOCAL jwt.claims.database_id = '';
+SELECT is(app_jobs.cancel_job(:b1), NULL, 'enqueue without a claim: cancel_job of B''s job is NULL');
 RESET ROLE;
+SELECT pg_temp.others() AS others_after \gset
+SET LOCAL ROLE pgjobs_enqueue;
+
+-- Positive controls: the same calls for the own tenant work.
+SET LOCAL jwt.claims.database_id = '00000000-0000-0000-0000-00000000000a';
 SELECT is(
-    (SELECT count(*)::integer FROM app_jobs.jobs WHERE id = :b1), 1,
-    'and B''s job is still there'
+    (SELECT database_id FROM app_jobs.add_job(db_id := :a, identifier := 't_x')), :a::uuid,
+    'enqueue with claim A: add_job for A (explicit db_id) works'
+);
+SELECT is(
+    (SELECT database_id FROM app_jobs.add_bundle('tb', '[{"identifier": "t_x"}]', db_id := :a)), :a::uuid,
+    'enqueue with claim A: add_bundle for A works'
+);
+SELECT is(
+    (SELECT database_id FROM app_jobs.add_scheduled_job(
+        identifier := 't_x', schedule_info := '{"rule": "* * * * *"}', job_key := 'a_sched_key')),
+    :a::uuid,
+    'enqueue with claim A: add_scheduled_job for A works'
+);
+RESET ROLE;
+
+SELECT is(
+    :'others_after'::jsonb -> k, :'others_before'::jsonb -> k,
+    format('after the refusals: %s of B (and of no tenant) are exactly as before', k)
+)
+FROM unnest(ARRAY['jobs', 'schedules', 'bundles']) AS k;
+SELECT is(
+    pg_temp.others() -> 'jobs', :'others_before'::jsonb -> 'jobs',
+    'at the end: B''s jobs and the tenant-less job are still as they were'
+);
+SELECT is(
+    (SELECT array_agg(job_id ORDER BY job_id) FROM app_jobs.job_history WHERE status = 'cancelled'),
+    ARRAY[:await]::bigint[],
+    'the only cancellation recorded is A''s own job'
+);
+SELECT is(
+    (SELECT ROW(locked_by, cancel_requested_at IS NULL)::text FROM app_jobs.jobs WHERE id = :brun),
+    ROW('w_t3', TRUE)::text,
+    'B''s running job got no cancel request'
 );
 
 SELECT * FROM finish();

@@ -1,6 +1,6 @@
--- Input hardening: names (task identifiers, queue names, worker ids) without control or invisible characters or edge whitespace (PJ031, PJ032, PJ036), the payload cap max_payload_bytes (PJ033; set_setting PJ014), run_at between 1970 and 100 years ahead (PJ034), max_attempts at most 10000 (PJ035), worker_id at most 256 characters (PJ005); every rejection changes nothing, the boundaries are accepted, and SQL-looking strings in every text argument are stored and treated as plain data.
+-- Input hardening: names (task identifiers, queue names, worker ids) without control or invisible characters or edge whitespace (PJ031, PJ032, PJ036), the payload cap max_payload_bytes (PJ033; set_setting PJ014), run_at between 1970 and 100 years ahead (PJ034), max_attempts at most 10000 (PJ035), worker_id at most 256 characters (PJ005); every rejection changes nothing, the boundaries are accepted and stored exactly as given, and SQL-looking strings in every text argument are stored and treated as plain data.
 BEGIN;
-SELECT plan(430);
+SELECT plan(467);
 SET LOCAL timezone = 'UTC';
 
 -- Start from empty tables whatever the database held (all undone by the ROLLBACK).
@@ -281,56 +281,79 @@ SELECT throws_ok(
 )
 FROM (VALUES ('abc'), ('100'), ('1023'), ('1073741825'), (' 2048')) AS v (v);
 
--- 2. Boundaries and ordinary names are accepted.
-SELECT lives_ok(
-    format('SELECT app_jobs.add_job(identifier := %L, queue_name := %L)', v.name, v.name),
-    format('name %s is accepted as identifier and queue name', to_json(v.name))
-)
+-- 2. Boundaries and ordinary names are accepted, and stored exactly as given: each call
+-- below is made inside lives_ok (it keeps the id of the row it returns), then the row is
+-- read back and every listed column compared, as text, with what was given.
+CREATE TEMP TABLE accepted (
+    n serial, what text, tbl text DEFAULT 'jobs', call text, expected jsonb, row_id bigint
+);
+-- The listed columns of a stored row as text (json payloads as their exact text: a
+-- \u0000 in them cannot go through jsonb).
+CREATE FUNCTION pg_temp.stored(p_tbl text, p_id bigint, p_cols jsonb) RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT jsonb_object_agg(k, CASE k WHEN 'payload' THEN r.payload ELSE r.cols ->> k END)
+    FROM jsonb_object_keys(p_cols) AS k,
+        (
+            SELECT j.payload::text AS payload, json_build_object(
+                'task_identifier', j.task_identifier, 'queue_name', j.queue_name,
+                'locked_by', j.locked_by, 'run_at', j.run_at, 'max_attempts', j.max_attempts,
+                'timeout', j.timeout, 'priority', j.priority
+            ) AS cols
+            FROM app_jobs.jobs AS j WHERE p_tbl = 'jobs' AND j.id = p_id
+            UNION ALL
+            SELECT s.payload::text, json_build_object(
+                'task_identifier', s.task_identifier, 'max_attempts', s.max_attempts,
+                'schedule_info', s.schedule_info::text, 'next_run_at', s.next_run_at
+            )
+            FROM app_jobs.scheduled_jobs AS s WHERE p_tbl = 'scheduled_jobs' AND s.id = p_id
+        ) AS r;
+$$;
+INSERT INTO accepted (what, call, expected)
+SELECT format('name %s as identifier and queue name', to_json(v.name)),
+    format('app_jobs.add_job(identifier := %L, queue_name := %L)', v.name, v.name),
+    jsonb_build_object('task_identifier', v.name, 'queue_name', v.name)
 FROM (VALUES
     ('send_email'), ('tasks.py'), ('tasks.send-email:v2'), ('app/jobs@eu-west-1'),
     ('Send email'), ('a  b'), ('TASK_A'), ('tâche_日本語'), ('🚀 launch'), ('x'),
-    ('a"b''c\d'), ('%s %I $1 %%'), (repeat('é', 126)), (repeat('q', 126))
+    ('a"b''c\d'), ('%s %I $1 %%'), (repeat('é', 126)), ('q' || repeat('r', 124) || 's')
 ) AS v (name);
-SELECT is(
-    (SELECT count(*)::int FROM app_jobs.jobs WHERE task_identifier = queue_name), 14,
-    'each accepted name made its job, name stored as given'
-);
-SELECT lives_ok(
-    format('SELECT app_jobs.get_job(%L, ARRAY[''nothing''])', v.w),
-    format('worker_id %s is accepted', v.what)
-)
+-- A worker id is stored as the lock holder of the job it claims (one job per case).
+INSERT INTO app_jobs.jobs (task_identifier)
+SELECT 'wid_' || g FROM generate_series(1, 4) AS g;
+INSERT INTO accepted (what, call, expected)
+SELECT format('worker_id %s', v.what),
+    format('app_jobs.get_job(%L, ARRAY[%L])', v.w, 'wid_' || v.k),
+    jsonb_build_object('locked_by', v.w, 'task_identifier', 'wid_' || v.k)
 FROM (VALUES
-    ('of 256 characters', repeat('w', 256)), ('host-pid-hex', 'db-host.example-1234-0a1b2c'),
-    ('with a colon and spaces', 'worker 1: eu'), ('unicode', 'wörker-日本')
-) AS v (what, w);
-
-SELECT lives_ok(
-    format('SELECT app_jobs.add_job(identifier := ''edge'', run_at := %s)', v.expr),
-    format('run_at %s is accepted', v.what)
-)
+    (1, 'of 256 characters', 'w' || repeat('x', 254) || 'y'),
+    (2, 'host-pid-hex', 'db-host.example-1234-0a1b2c'),
+    (3, 'with a colon and spaces', 'worker 1: eu'), (4, 'unicode', 'wörker-日本')
+) AS v (k, what, w);
+INSERT INTO accepted (what, call, expected)
+SELECT format('run_at %s', v.what),
+    format('app_jobs.add_job(identifier := ''edge'', run_at := %s)', v.expr),
+    jsonb_build_object('run_at', to_json(v.stored) #>> '{}')
 FROM (VALUES
-    ('1970-01-01 00:00:00+00', '''1970-01-01 00:00:00+00'''),
-    ('exactly 100 years from now', 'now() + interval ''100 years'''),
-    ('NULL (now)', 'NULL'),
-    ('in a non-UTC zone on the lower bound', '''1970-01-01 01:00:00+01''')
-) AS v (what, expr);
-SELECT is(
-    (SELECT array_agg(run_at ORDER BY id) FROM app_jobs.jobs WHERE task_identifier = 'edge'),
-    ARRAY['1970-01-01 00:00:00+00', now() + interval '100 years', now(), '1970-01-01 00:00:00+00']::timestamptz[],
-    'boundary run_at values are stored as given'
-);
-SELECT lives_ok(
-    'SELECT app_jobs.add_job(identifier := ''edge'', max_attempts := 10000)',
-    'max_attempts 10000 is accepted'
-);
-SELECT lives_ok(
-    'SELECT app_jobs.add_job(identifier := ''edge'', timeout := ''100 years'')',
-    'timeout 100 years is accepted'
-);
-SELECT lives_ok(
-    format('SELECT app_jobs.add_job(identifier := ''edge'', payload := %L)', v.p),
-    'a payload ' || v.what || ' is accepted'
-)
+    ('1970-01-01 00:00:00+00', '''1970-01-01 00:00:00+00''', '1970-01-01 00:00:00+00'::timestamptz),
+    ('exactly 100 years from now', 'now() + interval ''100 years''', now() + interval '100 years'),
+    ('NULL (now)', 'NULL', now()),
+    ('in a non-UTC zone on the lower bound', '''1970-01-01 01:00:00+01''', '1970-01-01 00:00:00+00')
+) AS v (what, expr, stored);
+INSERT INTO accepted (what, call, expected) VALUES
+    ('max_attempts 10000', 'app_jobs.add_job(identifier := ''edge'', max_attempts := 10000)',
+     '{"max_attempts": "10000"}'),
+    ('timeout 100 years', 'app_jobs.add_job(identifier := ''edge'', timeout := ''100 years'')',
+     '{"timeout": "100 years"}'),
+    ('priority -2147483648', 'app_jobs.add_job(identifier := ''edge'', priority := -2147483648)',
+     '{"priority": "-2147483648"}'),
+    ('priority 2147483647', 'app_jobs.add_job(identifier := ''edge'', priority := 2147483647)',
+     '{"priority": "2147483647"}'),
+    ('a job of a task without settings, max_attempts 10',
+     'app_jobs.add_job(identifier := ''many'', max_attempts := 10)', '{"max_attempts": "10"}');
+INSERT INTO accepted (what, call, expected)
+SELECT 'a payload ' || v.what,
+    format('app_jobs.add_job(identifier := ''edge'', payload := %L)', v.p),
+    jsonb_build_object('payload', v.p)
 FROM (VALUES
     ('of 256 nested arrays', repeat('[', 256) || repeat(']', 256)),
     ('of 256 nested objects around a number', repeat('{"a": ', 256) || '1' || repeat('}', 256)),
@@ -339,11 +362,29 @@ FROM (VALUES
     ('with \u0000 in a string', '{"s": "\u0000"}'),
     ('with 1e999999 and 300 shallow arrays', '{"n": 1e999999, "a": [' || repeat('[1], ', 300) || '1]}')
 ) AS v (what, p);
-SELECT is(
-    (SELECT payload::text FROM app_jobs.jobs WHERE task_identifier = 'edge' AND payload::text = '{"s": "\u0000"}'),
-    '{"s": "\u0000"}',
-    'and stored as given'
-);
+INSERT INTO accepted (what, tbl, call, expected) VALUES
+    ('a schedule with max_attempts 10000', 'scheduled_jobs',
+     'app_jobs.add_scheduled_job(identifier := ''edge'', schedule_info := ''{"rule": "@daily"}'', max_attempts := 10000)',
+     '{"max_attempts": "10000", "schedule_info": "{\"rule\": \"@daily\"}"}');
+INSERT INTO accepted (what, tbl, call, expected)
+SELECT format('a schedule in time zone %s', tz), 'scheduled_jobs',
+    format('app_jobs.add_scheduled_job(identifier := ''tz'', schedule_info := %L)',
+        json_build_object('rule', '@daily', 'tz', tz)),
+    jsonb_build_object(
+        'schedule_info', json_build_object('rule', '@daily', 'tz', tz)::text,
+        'next_run_at', to_json(app_jobs.schedule_next_run(
+            json_build_object('rule', '@daily', 'tz', tz), now())) #>> '{}'
+    )
+FROM unnest(ARRAY['UTC', 'Europe/Berlin', 'America/Argentina/Buenos_Aires', 'Etc/GMT+5']) AS tz;
+
+SELECT lives_ok(
+    format('UPDATE accepted SET row_id = (%s).id WHERE n = %s', a.call, a.n),
+    a.what || ' is accepted'
+)
+FROM accepted AS a ORDER BY a.n;
+SELECT is(pg_temp.stored(a.tbl, a.row_id, a.expected), a.expected, a.what || ' is stored as given')
+FROM accepted AS a ORDER BY a.n;
+
 -- A task default max_attempts or timeout (set_task_settings) is held to the same bound
 -- when it is set (else add_job, and the scheduler tick, would refuse every job of it).
 SELECT throws_ok(
@@ -354,10 +395,6 @@ SELECT throws_ok(
 SELECT is(
     (SELECT count(*)::integer FROM app_jobs.task_settings WHERE task_identifier = 'many'), 0,
     'and stores nothing'
-);
-SELECT lives_ok(
-    'SELECT app_jobs.add_job(identifier := ''many'', max_attempts := 10)',
-    'unless the job says how many attempts it gets'
 );
 SELECT throws_ok(
     'SELECT app_jobs.set_task_settings(''slow'', timeout := ''200 years'')', 'PJ038',
@@ -371,40 +408,45 @@ SELECT is(
     ROW(10000, interval '100 years')::text,
     'and takes the bounds themselves (10000 attempts, 100 years), stored as given'
 );
-SELECT lives_ok(
-    'SELECT app_jobs.add_scheduled_job(identifier := ''edge'', schedule_info := ''{"rule": "@daily"}'', max_attempts := 10000)',
-    'a schedule with max_attempts 10000 is accepted'
+SELECT id AS edge_task_job FROM app_jobs.add_job(identifier := 'edge_task') \gset
+SELECT is(
+    (SELECT ROW(max_attempts, timeout)::text FROM app_jobs.jobs WHERE id = :edge_task_job),
+    ROW(10000, interval '100 years')::text,
+    'a job of that task gets those defaults'
 );
-SELECT lives_ok(
-    format('SELECT app_jobs.add_job(identifier := ''edge'', priority := %s)', p),
-    format('priority %s is accepted', p)
-)
-FROM unnest(ARRAY[-2147483648, 2147483647]) AS p;
 
-SELECT lives_ok(
-    format('SELECT app_jobs.add_scheduled_job(identifier := ''tz'', schedule_info := %L)',
-        json_build_object('rule', '@daily', 'tz', tz)),
-    format('a schedule in time zone %s is accepted', tz)
-)
-FROM unnest(ARRAY['UTC', 'Europe/Berlin', 'America/Argentina/Buenos_Aires', 'Etc/GMT+5']) AS tz;
-
--- Payload cap: exactly max_payload_bytes passes, one byte more does not.
-SELECT lives_ok(
-    format('SELECT app_jobs.add_job(identifier := ''big'', payload := %L::json)', '"' || repeat('x', 262142) || '"'),
-    'a payload of exactly 262144 bytes is accepted'
+-- Payload cap: exactly max_payload_bytes passes (and is stored whole), one byte more does not.
+SELECT id AS big_job FROM app_jobs.add_job(
+    identifier := 'big', payload := ('"' || repeat('x', 262142) || '"')::json
+) \gset
+SELECT id AS big_sched FROM app_jobs.add_scheduled_job(
+    identifier := 'big', schedule_info := '{"rule": "@daily"}',
+    payload := ('"' || repeat('y', 262142) || '"')::json
+) \gset
+SELECT is(
+    (SELECT ROW(octet_length(payload::text), md5(payload::text))::text FROM app_jobs.jobs WHERE id = :big_job),
+    ROW(262144, md5('"' || repeat('x', 262142) || '"'))::text,
+    'a payload of exactly 262144 bytes is accepted and stored whole'
 );
-SELECT lives_ok(
-    format('SELECT app_jobs.add_scheduled_job(identifier := ''big'', schedule_info := ''{"rule": "@daily"}'', payload := %L::json)',
-        '"' || repeat('x', 262142) || '"'),
-    'a schedule payload of exactly 262144 bytes is accepted'
+SELECT is(
+    (SELECT ROW(octet_length(payload::text), md5(payload::text))::text FROM app_jobs.scheduled_jobs WHERE id = :big_sched),
+    ROW(262144, md5('"' || repeat('y', 262142) || '"'))::text,
+    'a schedule payload of exactly 262144 bytes is accepted and stored whole'
 );
 SELECT is(app_jobs.setting('max_payload_bytes'), '262144', 'max_payload_bytes defaults to 262144');
 SELECT is(app_jobs.set_setting('max_payload_bytes', v.v), v.stored, format('set_setting max_payload_bytes %s', to_json(v.v)))
 FROM (VALUES ('1073741824', '1073741824'), (' +2048 ', '2048'), ('0001024', '1024')) AS v (v, stored);
 SELECT is(app_jobs.setting('max_payload_bytes'), '1024', 'the last one counts');
-SELECT lives_ok(
-    format('SELECT app_jobs.add_job(identifier := ''small'', payload := %L::json)', '{"a": "' || repeat('x', 1015) || '"}'),
+SELECT is(
+    (SELECT payload::text FROM app_jobs.add_job(
+        identifier := 'small', payload := ('{"a": "' || repeat('x', 1015) || '"}')::json)),
+    '{"a": "' || repeat('x', 1015) || '"}',
     'with max_payload_bytes 1024, a payload of 1024 bytes is accepted'
+);
+SELECT is(
+    (SELECT payload::text FROM app_jobs.jobs WHERE task_identifier = 'small'),
+    '{"a": "' || repeat('x', 1015) || '"}',
+    'and stored as given'
 );
 SELECT throws_ok(
     format('SELECT app_jobs.add_job(identifier := ''small'', payload := %L::json)', '{"a": "' || repeat('x', 1016) || '"}'),
