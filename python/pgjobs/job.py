@@ -9,6 +9,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+# The longest stage text set_progress takes (characters); the database refuses longer
+# ones (SQLSTATE PJ039).
+MAX_STAGE_LENGTH = 1000
+
 
 class JobControl:
     """The worker's side of a running job: why it must stop, and where progress goes."""
@@ -76,7 +80,8 @@ class Job:
         return self.control.stop_event
 
     def set_progress(self, progress: int, stage: str | None = None) -> None:
-        """Report progress (0-100) and a stage; stored on the job and announced by NOTIFY.
+        """Report progress (0-100) and a stage of at most 1000 characters; stored on the
+        job and announced by NOTIFY.
 
         Safe from async handlers and threads; the worker sends the latest value.
         """
@@ -88,6 +93,9 @@ class Job:
             raise TypeError(f"stage must be a str or None, got {type(stage).__name__}")
         if stage is not None and ("\x00" in stage or not _is_utf8(stage)):
             raise ValueError("stage cannot contain NUL characters or lone surrogates")
+        if stage is not None and len(stage) > MAX_STAGE_LENGTH:
+            raise ValueError(
+                f"stage must be at most {MAX_STAGE_LENGTH} characters, got {len(stage)}")
         self.control.report_progress(progress, stage)
 
     def describe(self) -> str:

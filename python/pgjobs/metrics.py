@@ -51,7 +51,8 @@ class WorkerMetrics:
     enabled = True
 
     def __init__(self, running: Callable[[], float] | None = None,
-                 connected: Callable[[], float] | None = None):
+                 connected: Callable[[], float] | None = None,
+                 owed: Callable[[], float] | None = None):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.jobs_started = Counter(
@@ -83,13 +84,22 @@ class WorkerMetrics:
         self.connected = Gauge(
             "pgjobs_worker_connected", "1 while the worker's database connections are up",
             registry=r)
+        self.outcomes_owed = Gauge(
+            "pgjobs_worker_outcomes_owed",
+            "Outcomes of finished handlers the database has not taken yet", registry=r)
+        self.statements_refused = Counter(
+            "pgjobs_worker_statements_refused",
+            "Statements the database refused on a live connection, by statement and SQLSTATE",
+            ["statement", "sqlstate"], registry=r)
         self.notification_queue_usage = Gauge(
             "pgjobs_worker_notification_queue_usage",
-            "pg_notification_queue_usage() as read at the last heartbeat", registry=r)
+            "pg_notification_queue_usage() as last read by the worker", registry=r)
         if running is not None:
             self.running.set_function(_safe(running))
         if connected is not None:
             self.connected.set_function(_safe(connected))
+        if owed is not None:
+            self.outcomes_owed.set_function(_safe(owed))
         self._tasks: dict[str, _TaskMetrics] = {}
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -127,6 +137,9 @@ class WorkerMetrics:
 
     def notification_usage(self, value: float) -> None:
         self.notification_queue_usage.set(value)
+
+    def statement_refused(self, statement: str, sqlstate: str) -> None:
+        self.statements_refused.labels(statement, sqlstate).inc()
 
     # -- the endpoint -------------------------------------------------------------------
 
@@ -176,6 +189,9 @@ class _NoMetrics:
         pass
 
     def notification_usage(self, value: float) -> None:
+        pass
+
+    def statement_refused(self, statement: str, sqlstate: str) -> None:
         pass
 
     def close(self) -> None:

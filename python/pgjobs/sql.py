@@ -38,10 +38,13 @@ PURGE_HISTORY_UNTIMED = (
     "SET LOCAL statement_timeout = 0; SELECT app_jobs.purge_job_history() AS purged"
 )
 
-# The worker's session limits, in milliseconds as text ('0': none).
-SET_SESSION_TIMEOUTS = """
+# The limits of the worker's work and heartbeat sessions, in milliseconds as text ('0':
+# none), all set here, in one statement: statement_timeout,
+# idle_in_transaction_session_timeout, lock_timeout.
+SET_SESSION_LIMITS = """
 SELECT set_config('statement_timeout', %s, false),
-       set_config('idle_in_transaction_session_timeout', %s, false)
+       set_config('idle_in_transaction_session_timeout', %s, false),
+       set_config('lock_timeout', %s, false)
 """
 
 # The LISTEN connection idles by design: never an idle-session or statement limit on it.

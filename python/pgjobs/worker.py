@@ -1,11 +1,21 @@
 """The worker: claim jobs in batches, run their handlers, report outcomes, survive outages.
 
-One asyncio loop drives everything. A LISTEN connection wakes the loop when jobs are
-inserted (or cancelled); a poll interval covers lost notifications. A second connection
-claims jobs and delivers outcomes, which are kept until delivered, so a lost connection
-or a database restart costs a reconnect, never a job. A heartbeat task keeps this
-worker registered as alive, learns of cancel requests and of claims rescued from it
-(fencing), and reaps the jobs of workers that stopped heartbeating.
+One asyncio loop drives everything over three connections:
+
+- LISTEN wakes the loop when jobs are inserted (or cancelled); a poll interval covers
+  lost notifications.
+- The work connection claims jobs, reports progress, delivers outcomes and does the
+  housekeeping: scheduler ticks, reaping dead workers, purging old history.
+- The heartbeat connection only heartbeats: it keeps this worker registered as alive and
+  learns of cancel requests and of claims rescued from it (fencing). It connects and
+  reconnects on its own, so a statement blocked on the work connection never makes a
+  live worker look dead.
+
+Database errors come in two kinds. A lost connection (the connection broken or closed,
+SQLSTATE class 08, 57P01-57P03) means reconnecting. Any other error is the database
+refusing one statement on a live connection: it is logged with the statement, its
+SQLSTATE and the jobs concerned, that step is tried again after a backoff, and the
+worker goes on. Outcomes are kept until the database has them, so neither costs a job.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ import signal
 import socket
 import threading
 import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -34,6 +46,33 @@ from .outcome import Outcome, jsonable
 from .tasks import Handler, default_timeout, is_async
 
 log = logging.getLogger("pgjobs.worker")
+
+# Refusals after which the same statement may well succeed later: lock not available
+# (lock_timeout), query cancelled (statement_timeout), serialization failure, deadlock,
+# notification queue full, and class 53 (insufficient resources).
+TRANSIENT_SQLSTATES = frozenset({"55P03", "57014", "40001", "40P01", "54000"})
+# The server ended the session: shutdown, crash shutdown, cannot connect now.
+SESSION_ENDED_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def connection_lost(conn: psycopg.AsyncConnection | None, exc: psycopg.Error) -> bool:
+    """True when exc means the connection is gone (reconnect); False when the database
+    refused one statement on a live connection. Decided from the connection's state and
+    the SQLSTATE, never from the exception's class: psycopg raises OperationalError for
+    classes 53-58 too (54001 stack depth, 55P03 lock timeout, ...)."""
+    if conn is None or conn.closed or conn.broken:
+        return True
+    state = exc.sqlstate
+    if state is None:
+        # Nothing came from the server: a failure to talk to it, unless psycopg itself
+        # refused to send a value (a DataError, say), which leaves the session usable.
+        return isinstance(exc, psycopg.OperationalError)
+    return state.startswith("08") or state in SESSION_ENDED_SQLSTATES
+
+
+def is_transient(exc: psycopg.Error) -> bool:
+    state = exc.sqlstate or ""
+    return state in TRANSIENT_SQLSTATES or state.startswith("53")
 
 
 def default_worker_id() -> str:
@@ -60,9 +99,11 @@ class WorkerOptions:
     default_timeout: float | None = None
     cancel_grace: float = 5.0
     history_purge_interval: float = 3600.0
-    # Seconds; 0 turns the limit off. The LISTEN connection only gets the idle one.
+    # Seconds; 0 turns the limit off. The work and heartbeat connections get all three,
+    # the LISTEN connection only the idle-in-transaction one.
     statement_timeout: float = 60.0
     idle_in_transaction_timeout: float = 60.0
+    lock_timeout: float = 5.0
     # Serve Prometheus metrics at http://metrics_host:metrics_port/metrics (None: off).
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
@@ -76,6 +117,47 @@ class Stats:
     fenced: int = 0
     released: int = 0
     started: float = field(default_factory=time.monotonic)
+
+
+class Backoff:
+    """When a statement the database refused (or a periodic step) may run again: FIRST
+    seconds after the first refusal, doubling up to CAP; a success resets it."""
+
+    FIRST = 0.25
+    CAP = 5.0
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.at = 0.0  # time.monotonic() from which it may run
+
+    def due(self, now: float) -> bool:
+        return now >= self.at
+
+    def refused(self, now: float, at_least: float = 0.0) -> float:
+        """Push the next try back (by at_least seconds or more); the delay."""
+        self.delay = min(max(self.delay * 2, self.FIRST), self.CAP)
+        self.at = now + max(self.delay, at_least)
+        return self.at - now
+
+    def succeeded(self, next_at: float = 0.0) -> None:
+        self.delay = 0.0
+        self.at = next_at
+
+
+@dataclass
+class Owed:
+    """An outcome the database has not taken yet."""
+
+    outcome: Outcome
+    retry: Backoff = field(default_factory=Backoff)
+    # Refused with an error before: sent on its own, so it cannot hold up a batch.
+    alone: bool = False
+    # Already the plain failure that replaced an outcome the database refused.
+    plain: bool = False
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.outcome.job.id, self.outcome.job.attempts
 
 
 class Worker:
@@ -95,25 +177,30 @@ class Worker:
         self.stats = Stats()
         self._conn: psycopg.AsyncConnection | None = None
         self._listen_conn: psycopg.AsyncConnection | None = None
+        self._heartbeat_conn: psycopg.AsyncConnection | None = None
         self._listener: asyncio.Task | None = None
+        self._heartbeater: asyncio.Task | None = None
         self._kick = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._heartbeat_now = asyncio.Event()
         self._running: dict[int, asyncio.Task] = {}
         self._jobs: dict[int, Job] = {}
-        self._owed: list[Outcome] = []
+        self._owed: dict[tuple[int, int], Owed] = {}
         self._progress: dict[int, tuple[int, int, str | None]] = {}
+        self._progress_retry: dict[int, Backoff] = {}
+        # Per statement of the work connection: when it may run next (periodic steps
+        # and backoffs after a refusal).
+        self._steps: defaultdict[str, Backoff] = defaultdict(Backoff)
         self._connected_once = False
-        self._next_tick = 0.0
-        self._heartbeat_now = asyncio.Event()
-        self._heartbeater: asyncio.Task | None = None
-        self._beat: asyncio.Task | None = None
-        self._next_purge = 0.0
+        # After a reconnect: release claims whose answer was lost with the connection.
+        self._claims_to_check = False
         self._loop_thread = 0
         self.metrics: WorkerMetrics | Any = NO_METRICS
         if options.metrics_port is not None:
             self.metrics = WorkerMetrics(
                 running=lambda: len(self._running),
-                connected=lambda: 1.0 if self._healthy() else 0.0,
+                connected=lambda: 1.0 if self._healthy() and self._heartbeat_up() else 0.0,
+                owed=lambda: len(self._owed),
             )
 
     # -- lifecycle -----------------------------------------------------------------
@@ -126,9 +213,11 @@ class Worker:
         self._kick.set()
 
     async def run(self) -> int:
-        """Process jobs until stopped (or, with burst, until none is available); exit code."""
+        """Process jobs until stopped (or, with burst, until none is available); exit code:
+        0, or 1 when outcomes were still owed at the shutdown deadline."""
         loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        delivered = False
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self.stop)
@@ -150,15 +239,17 @@ class Worker:
             )
             self._heartbeater = asyncio.create_task(self._heartbeat_loop())
             await self._main_loop()
-            await self._drain()
-            await self._unregister()
+            delivered = await self._drain()
+            # No heartbeat may register this worker again after it unregistered.
+            await self._stop_heartbeats()
+            if delivered:
+                await self._unregister()
         finally:
-            if self._heartbeater is not None:
-                self._heartbeater.cancel()
+            await self._stop_heartbeats()
             await self._close()
             self.metrics.close()
         self._log_summary()
-        return 0
+        return 0 if delivered else 1
 
     async def _main_loop(self) -> None:
         while not self._stopping.is_set():
@@ -169,48 +260,50 @@ class Worker:
                 await self._ensure_connected()
                 # Claim first: a job that was just enqueued starts before this worker
                 # reports what finished meanwhile.
-                jobs = []
+                jobs: list[Job] | None = []
                 free = self.options.concurrency - len(self._running)
                 if free > 0:
                     jobs = await self._claim(min(self.batch_size, free))
-                    for job in jobs:
+                    for job in jobs or ():
                         self._start(job)
                 await self._flush_progress()
                 # What was delivered may free a queue's slot: look again at once.
                 delivered = await self._flush_outcomes()
-                await self._scheduler_tick()
+                await self._housekeeping()
                 if jobs or delivered:
                     continue
-                if free > 0 and self.options.burst and not self._running and not self._owed:
+                if (jobs is not None and free > 0 and self.options.burst
+                        and not self._running and not self._owed):
                     log.info("worker %s: no job available, burst mode ends", self.worker_id)
                     return
                 await self._wait(self._wait_time())
-            except psycopg.errors.QueryCanceled as exc:
-                # statement_timeout (or pg_cancel_backend): the connection is fine and the
-                # statement changed nothing (what was owed is still owed); try again later.
-                log.warning("worker %s: statement cancelled: %s", self.worker_id,
-                            first_line(exc))
-                await self._wait(self.options.poll_interval)
-            except psycopg.OperationalError as exc:
-                log.warning("worker %s lost its database connection: %s", self.worker_id, exc)
-                await self._close()
+            except psycopg.Error as exc:
+                if not await self._loop_error(exc):
+                    await self._wait(self.options.poll_interval)
+
+    async def _loop_error(self, exc: psycopg.Error) -> bool:
+        """An error no step handled; True when it was a lost connection (now closed).
+        Each step handles the database refusing its own statement, but whatever gets
+        here still never ends the worker."""
+        if not connection_lost(self._conn, exc):
+            self._refused("worker loop", exc, then="going on")
+            return False
+        log.warning("worker %s lost its database connection: %s", self.worker_id,
+                    first_line(exc))
+        await self._close()
+        return True
 
     def _wait_time(self) -> float:
-        """Until the next poll, or the next scheduler tick if that comes first."""
-        if self.options.schedule_interval <= 0:
-            return self.options.poll_interval
-        until_tick = max(self._next_tick - time.monotonic(), 0.0)
-        return min(self.options.poll_interval, until_tick)
+        """Until the next poll, or sooner when a periodic step or a retry comes due."""
+        return min(self.options.poll_interval, self._next_due() - time.monotonic())
 
-    async def _scheduler_tick(self) -> None:
-        """Enqueue due recurring jobs; any number of workers may do this at once."""
-        if self.options.schedule_interval <= 0 or time.monotonic() < self._next_tick:
-            return
-        self._next_tick = time.monotonic() + self.options.schedule_interval
-        cur = await self._conn.execute(sql.SCHEDULER_TICK)
-        spawned = (await cur.fetchone())["spawned"]
-        if spawned:
-            log.info("worker %s enqueued %d scheduled job(s)", self.worker_id, spawned)
+    def _next_due(self) -> float:
+        """The earliest time a periodic step or a retry comes due (inf: none pending)."""
+        now = time.monotonic()
+        pending = [b.at for b in self._steps.values()]
+        pending += [o.retry.at for o in self._owed.values()]
+        pending += [b.at for b in self._progress_retry.values()]
+        return min((at for at in pending if at > now), default=float("inf"))
 
     async def _wait(self, timeout: float) -> None:
         try:
@@ -218,8 +311,10 @@ class Worker:
         except asyncio.TimeoutError:
             pass
 
-    async def _drain(self) -> None:
-        """After a stop: let running jobs finish in time, deliver outcomes, release the rest."""
+    async def _drain(self) -> bool:
+        """After a stop: let running jobs finish in time, release the ones still running
+        (their attempt refunded), and keep delivering owed outcomes until the deadline.
+        A handler that finished is never released: True when nothing is left owed."""
         if self._running:
             log.info(
                 "worker %s waiting up to %.1f s for %d running job(s)",
@@ -229,27 +324,45 @@ class Worker:
                 list(self._running.values()), timeout=self.options.shutdown_timeout
             )
         deadline = time.monotonic() + max(self.options.shutdown_timeout, 5.0)
-        leftover = list(self._running)
+        leftover = sorted(self._running)
         for task in self._running.values():
             task.cancel()
-        while time.monotonic() < deadline:
+        while leftover or self._owed or self._claims_to_check:
+            if time.monotonic() >= deadline:
+                break
             try:
                 await self._ensure_connected(deadline=deadline)
+                if leftover and await self._step("release_jobs", self._release, leftover,
+                                                 job_ids=leftover) is not None:
+                    leftover = []
                 await self._flush_outcomes()
-                if leftover:
-                    await self._conn.execute(sql.RELEASE_JOBS, (self.worker_id, leftover))
-                    self.stats.released += len(leftover)
-                    for job_id in leftover:
-                        log.warning("job %s released: still running at shutdown", job_id)
-                return
-            except (psycopg.OperationalError, TimeoutError) as exc:
-                log.warning("worker %s: cannot deliver at shutdown yet: %s", self.worker_id, exc)
-                await self._close()
-                await asyncio.sleep(0.2)
-        log.error(
-            "worker %s gave up delivering %d outcome(s) at shutdown",
-            self.worker_id, len(self._owed),
-        )
+                await self._check_claims()
+            except TimeoutError as exc:
+                log.warning("worker %s: cannot deliver at shutdown yet: %s", self.worker_id,
+                            exc)
+            except psycopg.Error as exc:
+                await self._loop_error(exc)
+            now = time.monotonic()
+            await asyncio.sleep(max(min(self._next_due(), now + 0.2, deadline) - now, 0.0))
+        if self._owed:
+            ids = sorted(job_id for job_id, _ in self._owed)
+            log.error(
+                "worker %s could not deliver the outcome(s) of job(s) %s by the shutdown "
+                "deadline; not unregistering (that would refund their attempts): once "
+                "this worker is presumed dead, the reaper counts each as a failed attempt",
+                self.worker_id, ", ".join(map(str, ids)),
+                extra={"event": "outcomes_undelivered", "job_ids": ids},
+            )
+            return False
+        return True
+
+    async def _release(self, job_ids: list[int]) -> bool:
+        """Hand back jobs whose handlers were still running at shutdown (attempt refunded)."""
+        await self._conn.execute(sql.RELEASE_JOBS, (self.worker_id, job_ids))
+        self.stats.released += len(job_ids)
+        for job_id in job_ids:
+            log.warning("job %s released: still running at shutdown", job_id)
+        return True
 
     # -- connections ----------------------------------------------------------------
 
@@ -264,15 +377,32 @@ class Worker:
         self._connected_once = True
         self._kick.set()
 
-    async def _open_connections(self) -> None:
-        self._conn = await psycopg.AsyncConnection.connect(
+    async def _open_session(self, role: str) -> psycopg.AsyncConnection:
+        """A work or heartbeat session: autocommit, named after this worker, with the
+        worker's session limits."""
+        conn = await psycopg.AsyncConnection.connect(
             self.conninfo, autocommit=True, row_factory=dict_row,
-            application_name=f"pgjobs-worker {self.worker_id}"[:63],
+            application_name=f"{role} {self.worker_id}"[:63],
         )
-        await self._conn.execute(sql.SET_SESSION_TIMEOUTS, (
+        try:
+            await conn.execute(sql.SET_SESSION_LIMITS, self._session_limits())
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    def _session_limits(self) -> tuple[str, str, str]:
+        """statement_timeout, idle_in_transaction_session_timeout and lock_timeout of the
+        work and heartbeat sessions, as SET_SESSION_LIMITS takes them (all of them here,
+        in one place)."""
+        return (
             _milliseconds(self.options.statement_timeout),
             _milliseconds(self.options.idle_in_transaction_timeout),
-        ))
+            _milliseconds(self.options.lock_timeout),
+        )
+
+    async def _open_connections(self) -> None:
+        self._conn = await self._open_session("pgjobs-worker")
         self._listen_conn = await psycopg.AsyncConnection.connect(
             self.conninfo, autocommit=True,
             application_name=f"pgjobs-listen {self.worker_id}"[:63],
@@ -288,20 +418,10 @@ class Worker:
         for statement in sql.LISTEN:
             await self._listen_conn.execute(statement)
         self._listener = asyncio.create_task(self._listen(self._listen_conn))
-        await self._register()
+        await self._register(self._conn)
         if self._connected_once:
             log.info("worker %s reconnected", self.worker_id)
-            await self._release_lost_claims()
-
-    async def _release_lost_claims(self) -> None:
-        """Jobs locked under our id that we are not running: claims whose answer was lost."""
-        cur = await self._conn.execute(sql.HELD_JOB_IDS, (self.worker_id,))
-        held = {row["id"] for row in await cur.fetchall()}
-        lost = sorted(held - set(self._running) - {o.job.id for o in self._owed})
-        if lost:
-            await self._conn.execute(sql.RELEASE_JOBS, (self.worker_id, lost))
-            log.warning("worker %s released %d claim(s) lost with the connection", self.worker_id,
-                        len(lost))
+            self._claims_to_check = True
 
     async def _ensure_connected(self, deadline: float | None = None) -> None:
         if self._healthy():
@@ -312,7 +432,9 @@ class Worker:
             try:
                 await self._connect()
                 return
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:
+                # Unreachable, or refused while setting up (registration timed out on a
+                # lock, say): either way, start over after a while.
                 if deadline is not None and time.monotonic() + delay > deadline:
                     raise TimeoutError("database unreachable") from exc
                 log.warning(
@@ -335,6 +457,10 @@ class Worker:
             and not self._listener.done()
         )
 
+    def _heartbeat_up(self) -> bool:
+        conn = self._heartbeat_conn
+        return conn is not None and not conn.closed and not conn.broken
+
     async def _listen(self, conn: psycopg.AsyncConnection) -> None:
         try:
             async for note in conn.notifies():
@@ -349,6 +475,7 @@ class Worker:
             self._kick.set()
 
     async def _close(self) -> None:
+        """Close the work and LISTEN connections (the heartbeat task owns its own)."""
         if self._listener is not None:
             self._listener.cancel()
             try:
@@ -357,25 +484,118 @@ class Worker:
                 pass
             self._listener = None
         for conn in (self._conn, self._listen_conn):
-            if conn is not None:
-                try:
-                    await conn.close()
-                except Exception:
-                    pass
+            await _close_quietly(conn)
         self._conn = self._listen_conn = None
-        # A heartbeat still waiting on the closed connection must be done with it before
-        # a new connection may reuse its file descriptor (psycopg would otherwise drop
-        # the new connection's wait along with the old one's, and connect would hang).
-        beat = self._beat
-        if beat is not None and not beat.done():
-            await asyncio.wait({beat}, timeout=1.0)
-            if not beat.done():
-                beat.cancel()
-                await asyncio.wait({beat}, timeout=5.0)
+
+    # -- statements on the work connection ------------------------------------------
+
+    async def _step(self, statement: str, run: Callable[..., Awaitable[Any]], *args: Any,
+                    every: float = 0.0, job_ids: Iterable[int] = ()) -> Any:
+        """Run one step on the work connection unless it is not due yet; its result, or
+        None when it did not run or the database refused it (logged, then tried again
+        after a backoff). A lost connection raises. With `every`, the step is periodic:
+        it is next due `every` seconds later (or after its backoff if that is longer)."""
+        backoff = self._steps[statement]
+        if not backoff.due(time.monotonic()):
+            return None
+        try:
+            result = await run(*args)
+        except psycopg.Error as exc:
+            if connection_lost(self._conn, exc):
+                raise
+            delay = backoff.refused(time.monotonic(), at_least=every)
+            self._refused(statement, exc, job_ids, f"trying again in {delay:.2f} s")
+            return None
+        backoff.succeeded(time.monotonic() + every if every > 0 else 0.0)
+        return result
+
+    def _refused(self, statement: str, exc: psycopg.Error, job_ids: Iterable[int] = (),
+                 then: str = "") -> None:
+        """Log a statement the database refused on a live connection: its name, SQLSTATE,
+        the jobs concerned, and what happens next. WARNING when it may pass by itself."""
+        state = exc.sqlstate or "none"
+        ids = sorted(set(job_ids))
+        self.metrics.statement_refused(statement, state)
+        log.log(
+            logging.WARNING if is_transient(exc) else logging.ERROR,
+            "worker %s: %s refused%s: SQLSTATE %s: %s%s", self.worker_id, statement,
+            f" (job {', '.join(map(str, ids))})" if ids else "", state, first_line(exc),
+            f"; {then}" if then else "",
+            extra={"event": "statement_refused", "statement": statement, "sqlstate": state,
+                   "job_ids": ids},
+        )
+
+    async def _housekeeping(self) -> None:
+        """The periodic steps that are due, each on its own cadence and backoff."""
+        o = self.options
+        if o.schedule_interval > 0:
+            await self._step("run_due_scheduled_jobs", self._scheduler_tick,
+                             every=o.schedule_interval)
+        await self._step("reap_dead_workers", self._reap, every=o.heartbeat_interval)
+        await self._step("purge_job_history", self._purge_history,
+                         every=o.history_purge_interval)
+        if self.metrics.enabled:
+            await self._step("pg_notification_queue_usage", self._read_notification_usage,
+                             every=o.heartbeat_interval)
+        await self._check_claims()
+
+    async def _scheduler_tick(self) -> bool:
+        """Enqueue due recurring jobs; any number of workers may do this at once."""
+        cur = await self._conn.execute(sql.SCHEDULER_TICK)
+        spawned = (await cur.fetchone())["spawned"]
+        if spawned:
+            log.info("worker %s enqueued %d scheduled job(s)", self.worker_id, spawned)
+        return True
+
+    async def _reap(self) -> bool:
+        cur = await self._conn.execute(sql.REAP_DEAD_WORKERS, (self.options.dead_for,))
+        for row in await cur.fetchall():
+            log.warning(
+                "job %s of dead worker %s rescued: %s", row["job_id"], row["worker_id"],
+                row["status"], extra={"event": "job_rescued", "job_id": row["job_id"]},
+            )
+        return True
+
+    async def _purge_history(self) -> bool:
+        # Exempt from statement_timeout: a large backlog is deleted in one statement.
+        cur = await self._conn.execute(sql.PURGE_HISTORY_UNTIMED)
+        cur.nextset()
+        purged = (await cur.fetchone())["purged"]
+        if purged:
+            log.info("worker %s purged %d history row(s)", self.worker_id, purged)
+        return True
+
+    async def _read_notification_usage(self) -> bool:
+        cur = await self._conn.execute(sql.NOTIFICATION_QUEUE_USAGE)
+        self.metrics.notification_usage((await cur.fetchone())["usage"])
+        return True
+
+    async def _check_claims(self) -> None:
+        if self._claims_to_check and await self._step(
+                "release_jobs (lost claims)", self._release_lost_claims) is not None:
+            self._claims_to_check = False
+
+    async def _release_lost_claims(self) -> bool:
+        """Jobs locked under our id that we neither run nor owe an outcome for: claims
+        whose answer was lost with the connection. A finished handler's claim is never
+        released here: that would refund an attempt that ran."""
+        cur = await self._conn.execute(sql.HELD_JOB_IDS, (self.worker_id,))
+        held = {row["id"] for row in await cur.fetchall()}
+        owed = {job_id for job_id, _ in self._owed}
+        lost = sorted(held - set(self._running) - owed)
+        if lost:
+            await self._conn.execute(sql.RELEASE_JOBS, (self.worker_id, lost))
+            log.warning("worker %s released %d claim(s) lost with the connection: job %s",
+                        self.worker_id, len(lost), ", ".join(map(str, lost)))
+        return True
 
     # -- jobs -------------------------------------------------------------------------
 
-    async def _claim(self, n: int) -> list[Job]:
+    async def _claim(self, n: int) -> list[Job] | None:
+        """Up to n jobs; None when the claim did not run (refused, or backing off)."""
+        return await self._step("get_jobs", self._get_jobs, n)
+
+    async def _get_jobs(self, n: int) -> list[Job]:
         began = time.perf_counter()
         cur = await self._conn.execute(
             sql.CLAIM_JOBS,
@@ -395,7 +615,6 @@ class Worker:
             control._report_progress = self._progress_reporter(job)
             jobs.append(job)
         return jobs
-
     def _start(self, job: Job) -> None:
         self.metrics.job_started(job.task_identifier)
         self._jobs[job.id] = job
@@ -487,7 +706,8 @@ class Worker:
                 job.describe(), extra={"event": "job_fenced", "job_id": job.id},
             )
         else:
-            self._owed.append(outcome)
+            owed = Owed(outcome)
+            self._owed[owed.key] = owed
             self.metrics.job_ran(job.task_identifier, duration)
             self._log_outcome(outcome, duration_ms)
         self._kick.set()
@@ -516,91 +736,175 @@ class Worker:
         self._running.pop(job.id, None)
         self._jobs.pop(job.id, None)
         self._progress.pop(job.id, None)
+        self._progress_retry.pop(job.id, None)
+
+    # -- outcomes ---------------------------------------------------------------------
 
     async def _flush_outcomes(self) -> int:
-        """Deliver every owed outcome in one statement (how many); keep them all if the
-        connection fails. If the database refuses the batch itself, deliver one by one,
-        and an outcome it still refuses becomes a plain failure, so no claim stays stuck."""
-        if not self._owed:
-            return 0
-        batch = list(self._owed)
-        try:
-            rows = await self._finish(batch)
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error as exc:
-            log.error("worker %s: outcome batch refused (%s); delivering one by one",
-                      self.worker_id, first_line(exc))
-            rows = []
-            for outcome in batch:
-                rows += await self._finish_alone(outcome)
-        del self._owed[: len(batch)]
-        sent = {o.job.id: o for o in batch}
-        for row in rows:
-            if row["status"] != "fenced":
-                if self.metrics.enabled and row["job_id"] in sent:
-                    self.metrics.job_recorded(
-                        sent[row["job_id"]].job.task_identifier, row["status"]
-                    )
-            else:
-                self.stats.fenced += 1
-                self.metrics.job_fenced()
-                # Logged as completed/failed when the handler returned; it did not count.
-                outcome = getattr(sent.get(row["job_id"]), "outcome", None)
-                if outcome == "completed":
-                    self.stats.completed -= 1
-                elif outcome == "failed":
-                    self.stats.failed -= 1
-                elif outcome == "cancelled":
-                    self.stats.cancelled -= 1
-                log.warning(
-                    "job %s attempt %s: this worker no longer held the claim (fenced); "
-                    "its outcome changed nothing", row["job_id"], row["attempt"],
-                    extra={"event": "job_fenced", "job_id": row["job_id"]},
-                )
-        return len(batch)
+        """Deliver the owed outcomes that are due; how many the database took.
 
-    async def _finish(self, batch: list[Outcome]) -> list[dict[str, Any]]:
-        cur = await self._conn.execute(
-            sql.FINISH_JOBS, (self.worker_id, Jsonb([o.as_json() for o in batch]))
-        )
+        Fresh outcomes go in one finish_jobs call; one the database refused before goes
+        on its own, and so does each outcome of a refused batch. Per outcome, a transient
+        refusal keeps it owed (tried again after a backoff) and any other makes it a plain
+        failure, so that no claim stays stuck. A 'busy' claim (its row locked by another
+        session right now) stays owed too: it is not taken until finish_jobs says so.
+        """
+        now = time.monotonic()
+        due = [o for o in self._owed.values() if o.retry.due(now)]
+        batch = [o for o in due if not o.alone]
+        alone = [o for o in due if o.alone]
+        taken = 0
+        if batch:
+            try:
+                taken += self._settle(batch, await self._finish(batch))
+            except psycopg.Error as exc:
+                if connection_lost(self._conn, exc):
+                    raise
+                self._refused("finish_jobs", exc, (o.outcome.job.id for o in batch),
+                              "delivering one by one")
+                alone = batch + alone
+        for owed in alone:
+            taken += await self._deliver_alone(owed)
+        return taken
+
+    async def _deliver_alone(self, owed: Owed) -> int:
+        try:
+            return self._settle([owed], await self._finish([owed]))
+        except psycopg.Error as exc:
+            if connection_lost(self._conn, exc):
+                raise
+            owed.alone = True
+            if is_transient(exc) or owed.plain:
+                return self._keep(owed, exc)
+            job = owed.outcome.job
+            self._refused("finish_jobs", exc, [job.id], "recording a plain failure instead")
+            self._count(owed.outcome.outcome, -1)
+            owed.outcome = Outcome(job, "failed",
+                                   error=f"outcome could not be stored: {first_line(exc)}")
+            owed.plain = True
+            self._count("failed", +1)
+        return await self._deliver_alone(owed)
+
+    def _keep(self, owed: Owed, exc: psycopg.Error) -> int:
+        delay = owed.retry.refused(time.monotonic())
+        self._refused("finish_jobs", exc, [owed.outcome.job.id],
+                      f"outcome kept, trying again in {delay:.2f} s")
+        return 0
+
+    async def _finish(self, batch: list[Owed]) -> list[dict[str, Any]]:
+        cur = await self._conn.execute(sql.FINISH_JOBS, (
+            self.worker_id, Jsonb([o.outcome.as_json() for o in batch]),
+        ))
         return await cur.fetchall()
 
-    async def _finish_alone(self, outcome: Outcome) -> list[dict[str, Any]]:
-        try:
-            return await self._finish([outcome])
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error as exc:
-            log.error("job %s: outcome refused (%s); recording a plain failure",
-                      outcome.job.describe(), first_line(exc))
-            plain = Outcome(outcome.job, "failed",
-                            error=f"outcome could not be stored: {first_line(exc)}")
-            return await self._finish([plain])
+    def _settle(self, sent: list[Owed], rows: list[dict[str, Any]]) -> int:
+        """Act on finish_jobs' answer for `sent`; how many outcomes it took."""
+        by_key = {o.key: o for o in sent}
+        taken = 0
+        for row in rows:
+            owed = by_key.get((row["job_id"], row["attempt"]))
+            if owed is None:
+                continue
+            if row["status"] == "busy":
+                first = owed.retry.delay == 0
+                delay = owed.retry.refused(time.monotonic())
+                (log.info if first else log.debug)(
+                    "job %s attempt %s: its row is locked by another session; outcome "
+                    "kept, trying again in %.2f s", row["job_id"], row["attempt"], delay,
+                    extra={"event": "outcome_busy", "job_id": row["job_id"]},
+                )
+                continue
+            del self._owed[owed.key]
+            taken += 1
+            outcome = owed.outcome
+            if row["status"] != "fenced":
+                self.metrics.job_recorded(outcome.job.task_identifier, row["status"])
+                continue
+            self.stats.fenced += 1
+            self.metrics.job_fenced()
+            # Counted as completed/failed/cancelled when the handler returned: it did not
+            # count after all.
+            self._count(outcome.outcome, -1)
+            log.warning(
+                "job %s attempt %s: this worker no longer held the claim (fenced); "
+                "its outcome changed nothing", row["job_id"], row["attempt"],
+                extra={"event": "job_fenced", "job_id": row["job_id"]},
+            )
+        return taken
+
+    def _count(self, outcome: str, delta: int) -> None:
+        """Adjust the summary's count of completed, failed or cancelled attempts."""
+        if outcome == "completed":
+            self.stats.completed += delta
+        elif outcome == "cancelled":
+            self.stats.cancelled += delta
+        else:
+            self.stats.failed += delta
+
+    # -- progress ---------------------------------------------------------------------
 
     async def _flush_progress(self) -> None:
-        """Send the latest progress of each running job that reported some."""
+        """Send the latest progress of each running job that reported some and is due.
+        A batch the database refuses is sent one by one; per job, a transient refusal is
+        tried again after a backoff, any other drops that report (logged)."""
         if not self._progress:
             return
-        pending = dict(self._progress)
-        ids = sorted(pending)
+        now = time.monotonic()
+        pending = {
+            job_id: report for job_id, report in self._progress.items()
+            if job_id not in self._progress_retry or self._progress_retry[job_id].due(now)
+        }
+        fresh = sorted(i for i in pending if i not in self._progress_retry)
+        alone = sorted(i for i in pending if i in self._progress_retry)
+        if fresh:
+            try:
+                await self._set_progress(fresh, pending)
+            except psycopg.Error as exc:
+                if connection_lost(self._conn, exc):
+                    raise
+                self._refused("set_progress", exc, fresh, "sending one by one")
+                alone = sorted(fresh + alone)
+        for job_id in alone:
+            try:
+                await self._set_progress([job_id], pending)
+            except psycopg.Error as exc:
+                if connection_lost(self._conn, exc):
+                    raise
+                if is_transient(exc):
+                    retry = self._progress_retry.setdefault(job_id, Backoff())
+                    delay = retry.refused(time.monotonic())
+                    self._refused("set_progress", exc, [job_id],
+                                  f"trying again in {delay:.2f} s")
+                else:
+                    self._refused("set_progress", exc, [job_id], "progress report dropped")
+                    self._sent_progress(job_id, pending[job_id])
+
+    async def _set_progress(self, ids: list[int],
+                            pending: dict[int, tuple[int, int, str | None]]) -> None:
         await self._conn.execute(sql.SET_PROGRESS, (
             self.worker_id, ids, [pending[i][1] for i in ids], [pending[i][2] for i in ids],
             [pending[i][0] for i in ids],
         ))
         for job_id in ids:
-            if self._progress.get(job_id) == pending[job_id]:
-                del self._progress[job_id]
+            self._sent_progress(job_id, pending[job_id])
+
+    def _sent_progress(self, job_id: int, report: tuple[int, int, str | None]) -> None:
+        """Done with this report (unless a newer one came meanwhile)."""
+        self._progress_retry.pop(job_id, None)
+        if self._progress.get(job_id) == report:
+            del self._progress[job_id]
 
     # -- liveness -----------------------------------------------------------------------
 
-    async def _register(self) -> None:
-        await self._conn.execute(sql.REGISTER_WORKER, (
+    async def _register(self, conn: psycopg.AsyncConnection) -> None:
+        await conn.execute(sql.REGISTER_WORKER, (
             self.worker_id, socket.gethostname(), os.getpid(), self.tasks,
             self.options.heartbeat_interval,
         ))
 
     async def _unregister(self) -> None:
+        """Clean exit: release whatever is still held (attempts refunded) and forget this
+        worker. Only when no outcome is owed."""
         try:
             await self._ensure_connected(deadline=time.monotonic() + 5)
             await self._conn.execute(sql.UNREGISTER_WORKER, (self.worker_id,))
@@ -608,84 +912,74 @@ class Worker:
             log.warning("worker %s could not unregister: %s", self.worker_id, first_line(exc))
 
     async def _heartbeat_loop(self) -> None:
-        """Every heartbeat_interval (or at once on a cancel notification): heartbeat,
-        act on cancel requests and fencing, reap dead workers, purge old history."""
-        while True:
-            try:
-                await asyncio.wait_for(
-                    self._heartbeat_now.wait(), self.options.heartbeat_interval
-                )
-            except asyncio.TimeoutError:
-                pass
-            self._heartbeat_now.clear()
-            if not self._healthy():
-                continue
-            # A task of its own, so that _close can wait for it to let go of the
-            # connection before closing it (see _close).
-            beat = self._beat = asyncio.create_task(self._beat_once())
-            try:
-                await asyncio.wait({beat})
-            except asyncio.CancelledError:
-                beat.cancel()
-                raise
-            finally:
-                self._beat = None
-            if not beat.cancelled() and beat.exception() is not None:
-                raise beat.exception()
-
-    async def _beat_once(self) -> None:
+        """Every heartbeat_interval (or at once on a cancel notification): heartbeat on a
+        connection of its own, (re)connected here, and act on cancel requests and fencing.
+        Nothing but an asyncio cancel ends this loop."""
+        conn: psycopg.AsyncConnection | None = None
         try:
-            await self._heartbeat()
-            await self._reap()
-            await self._purge_history()
-            if self.metrics.enabled:
-                cur = await self._conn.execute(sql.NOTIFICATION_QUEUE_USAGE)
-                self.metrics.notification_usage((await cur.fetchone())["usage"])
-        except psycopg.Error as exc:
-            log.warning("worker %s heartbeat failed: %s", self.worker_id, first_line(exc))
+            while True:
+                self._heartbeat_now.clear()
+                try:
+                    if conn is None or conn.closed or conn.broken:
+                        await _close_quietly(conn)
+                        conn = self._heartbeat_conn = None
+                        conn = self._heartbeat_conn = await self._open_session(
+                            "pgjobs-heartbeat")
+                    await self._heartbeat(conn)
+                except psycopg.Error as exc:
+                    if connection_lost(conn, exc):
+                        log.warning("worker %s: heartbeat connection lost: %s",
+                                    self.worker_id, first_line(exc))
+                        await _close_quietly(conn)
+                        conn = self._heartbeat_conn = None
+                    else:
+                        self._refused("worker_heartbeat", exc)
+                except Exception:  # noqa: BLE001 - heartbeats must go on whatever happens
+                    log.exception("worker %s: heartbeat failed", self.worker_id)
+                try:
+                    await asyncio.wait_for(
+                        self._heartbeat_now.wait(), self.options.heartbeat_interval
+                    )
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self._heartbeat_conn = None
+            await _close_quietly(conn)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, conn: psycopg.AsyncConnection) -> None:
+        # Only the jobs started before the heartbeat is sent are judged by its answer: a
+        # claim committed on the work connection meanwhile may be missing from it.
+        known = {job_id: job.attempts for job_id, job in self._jobs.items()}
         try:
-            cur = await self._conn.execute(sql.HEARTBEAT, (self.worker_id,))
+            cur = await conn.execute(sql.HEARTBEAT, (self.worker_id,))
         except psycopg.Error as exc:
-            if getattr(exc, "sqlstate", None) != "PJ019":
+            if exc.sqlstate != "PJ019" or connection_lost(conn, exc):
                 raise
             log.error(
                 "worker %s was presumed dead and reaped; its running jobs were rescued "
                 "and will be fenced. Registering again.", self.worker_id,
                 extra={"event": "worker_reaped"},
             )
-            await self._register()
-            cur = await self._conn.execute(sql.HEARTBEAT, (self.worker_id,))
+            await self._register(conn)
+            cur = await conn.execute(sql.HEARTBEAT, (self.worker_id,))
         held = {row["job_id"]: row for row in await cur.fetchall()}
-        for job_id, job in list(self._jobs.items()):
+        for job_id, attempt in known.items():
+            job = self._jobs.get(job_id)
+            if job is None or job.attempts != attempt:
+                continue
             row = held.get(job_id)
-            if row is None or row["attempt"] != job.attempts:
+            if row is None or row["attempt"] != attempt:
                 job.control.request_stop("fenced")
             elif row["cancel_requested"] and job.control.stop_reason is None:
                 log.info("job %s: cancel requested", job.describe(),
                          extra={"event": "job_cancel_requested", "job_id": job_id})
                 job.control.request_stop("cancel")
 
-    async def _reap(self) -> None:
-        cur = await self._conn.execute(sql.REAP_DEAD_WORKERS, (self.options.dead_for,))
-        for row in await cur.fetchall():
-            log.warning(
-                "job %s of dead worker %s rescued: %s", row["job_id"], row["worker_id"],
-                row["status"], extra={"event": "job_rescued", "job_id": row["job_id"]},
-            )
-
-    async def _purge_history(self) -> None:
-        if time.monotonic() < self._next_purge:
-            return
-        self._next_purge = time.monotonic() + self.options.history_purge_interval
-        # Exempt from statement_timeout: a large backlog is deleted in one statement.
-        cur = await self._conn.execute(sql.PURGE_HISTORY_UNTIMED)
-        cur.nextset()
-        purged = (await cur.fetchone())["purged"]
-        if purged:
-            log.info("worker %s purged %d history row(s)", self.worker_id, purged)
-
+    async def _stop_heartbeats(self) -> None:
+        if self._heartbeater is not None:
+            self._heartbeater.cancel()
+            await asyncio.gather(self._heartbeater, return_exceptions=True)
+            self._heartbeater = None
     # -- logging ----------------------------------------------------------------------
 
     def _log_outcome(self, outcome: Outcome, duration_ms: float) -> None:
@@ -698,14 +992,12 @@ class Worker:
             "max_attempts": job.max_attempts,
             "duration_ms": round(duration_ms, 3),
         }
+        self._count(outcome.outcome, +1)
         if outcome.outcome == "completed":
-            self.stats.completed += 1
             log.info("job %s completed in %.1f ms", job.describe(), duration_ms, extra=fields)
         elif outcome.outcome == "cancelled":
-            self.stats.cancelled += 1
             log.info("job %s cancelled after %.1f ms", job.describe(), duration_ms, extra=fields)
         else:
-            self.stats.failed += 1
             fields["error"] = error.splitlines()[0] if error else ""
             final = " (permanently)" if job.is_last_attempt else ", will retry"
             log.warning(
@@ -731,3 +1023,11 @@ def _milliseconds(seconds: float | None) -> str:
     if not seconds or seconds <= 0:
         return "0"
     return str(max(round(seconds * 1000), 1))
+
+
+async def _close_quietly(conn: psycopg.AsyncConnection | None) -> None:
+    if conn is not None:
+        try:
+            await conn.close()
+        except Exception:  # noqa: BLE001 - a broken connection may fail to close
+            pass

@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "0 disables [PGJOBS_SCHEDULE_INTERVAL, default 1]")
     p.add_argument("--heartbeat-interval", type=_positive_float,
                    default=float(_env("PGJOBS_HEARTBEAT_INTERVAL", "5")),
-                   help="seconds between heartbeats; also how often dead workers are reaped "
+                   help="seconds between heartbeats (sent on a connection of their own); "
+                        "also how often dead workers are reaped "
                         "[PGJOBS_HEARTBEAT_INTERVAL, default 5]")
     p.add_argument("--dead-for", type=_positive_float,
                    default=float(_env("PGJOBS_DEAD_FOR", "20")),
@@ -118,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a worker session may sit idle inside a transaction "
                         "(idle_in_transaction_session_timeout; 0: no limit) "
                         "[PGJOBS_IDLE_IN_TRANSACTION_TIMEOUT, default 60]")
+    p.add_argument("--lock-timeout", type=_non_negative_float,
+                   default=_env("PGJOBS_LOCK_TIMEOUT", "5"),
+                   help="seconds a worker statement may wait for a row or table lock "
+                        "(lock_timeout; 0: no limit); it is then tried again later "
+                        "[PGJOBS_LOCK_TIMEOUT, default 5]")
     p.add_argument("--metrics-port", type=_port, default=_env("PGJOBS_METRICS_PORT") or None,
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free "
                         "port, logged) [PGJOBS_METRICS_PORT, default off]")
@@ -175,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         cancel_grace=max(args.cancel_grace, 0.0),
         statement_timeout=args.statement_timeout,
         idle_in_transaction_timeout=args.idle_in_transaction_timeout,
+        lock_timeout=args.lock_timeout,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )
