@@ -1506,8 +1506,9 @@ COMMENT ON FUNCTION app_jobs.fail_job IS
 -- Record a worker's batch of outcomes in one transaction. Each element of outcomes is
 -- {"id", "attempt", "outcome": completed|failed|cancelled (default: failed when there is
 -- an error), "error", "error_data", "result"}; id and attempt are required. A claim the
--- worker no longer holds (job id, worker, attempt) is 'fenced'; one it holds whose row
--- another session has locked right now is 'busy' (left unchanged: deliver it again later).
+-- worker no longer holds (job id, worker, attempt) is 'fenced'; one it holds whose row (or
+-- queue's row) another session has locked right now is 'busy' (left unchanged: deliver
+-- it again later).
 CREATE FUNCTION app_jobs.finish_jobs(
     worker_id text,
     outcomes jsonb
@@ -1583,6 +1584,21 @@ BEGIN
         SELECT j.bundle_id FROM app_jobs.jobs AS j
         WHERE j.id = ANY(v_held) AND j.bundle_id IS NOT NULL
     ));
+    -- Queue rows likewise: one an open enqueue transaction holds (it counts its job in
+    -- until it commits) makes that queue's jobs busy, not the whole batch wait.
+    v_held := ARRAY(
+        SELECT j.id FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(v_held)
+            AND (j.queue_name IS NULL OR j.queue_name = ANY(ARRAY(
+                SELECT q.queue_name FROM app_jobs.job_queues AS q
+                WHERE q.queue_name IN (
+                    SELECT h.queue_name FROM app_jobs.jobs AS h WHERE h.id = ANY(v_held)
+                )
+                ORDER BY q.queue_name
+                FOR UPDATE SKIP LOCKED
+            )))
+        ORDER BY j.id
+    );
 
     -- Queue by queue in name order (jobs without a queue first). Plain completions
     -- (no bundle, no dependents, no cancel request) go in one set-based statement;
