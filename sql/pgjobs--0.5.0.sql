@@ -1750,7 +1750,8 @@ COMMENT ON FUNCTION app_jobs.finish_jobs IS
 -- sql/src/134_set_progress.sql
 -- Store a running job's progress (0-100) and stage (at most 1000 characters, so the
 -- jobs:progress notification stays far below NOTIFY's 8000-byte limit) and announce it;
--- false when the worker no longer holds the claim.
+-- false when the worker no longer holds the claim, NULL (nothing stored, never waited
+-- for) while another session has the job's row locked: progress is a hint, report again.
 CREATE FUNCTION app_jobs.set_progress(
     worker_id text,
     job_id bigint,
@@ -1772,11 +1773,21 @@ BEGIN
     END IF;
     UPDATE app_jobs.jobs AS j
     SET progress = set_progress.progress, stage = set_progress.stage
-    WHERE j.id = set_progress.job_id
-        AND j.locked_by = set_progress.worker_id
-        AND (set_progress.attempt IS NULL OR j.attempts = set_progress.attempt);
+    WHERE j.id = (
+        SELECT h.id FROM app_jobs.jobs AS h
+        WHERE h.id = set_progress.job_id
+            AND h.locked_by = set_progress.worker_id
+            AND (set_progress.attempt IS NULL OR h.attempts = set_progress.attempt)
+        FOR UPDATE SKIP LOCKED
+    );
     IF NOT FOUND THEN
-        RETURN FALSE;
+        -- Busy (its row locked elsewhere) while still this worker's claim: NULL.
+        RETURN CASE WHEN EXISTS (
+            SELECT 1 FROM app_jobs.jobs AS h
+            WHERE h.id = set_progress.job_id
+                AND h.locked_by = set_progress.worker_id
+                AND (set_progress.attempt IS NULL OR h.attempts = set_progress.attempt)
+        ) THEN NULL ELSE FALSE END;
     END IF;
     PERFORM app_jobs.notify(
         'jobs:progress',

@@ -389,9 +389,16 @@ def test_sql_metrics_parse_with_a_hostile_task_name(sql):
     assert set(families) == {
         "pgjobs_jobs", "pgjobs_oldest_waiting_seconds", "pgjobs_finished_last_5m",
         "pgjobs_history_enabled", "pgjobs_workers", "pgjobs_workers_stale",
-        "pgjobs_notification_queue_usage",
+        "pgjobs_notification_queue_usage", "pgjobs_notifications_skipped",
+        "pgjobs_schedules_failing",
     }
-    assert all(f.type == "gauge" and f.documentation for f in families.values())
+    assert all(f.documentation for f in families.values())
+    assert {f.name for f in families.values() if f.type != "gauge"} == {
+        "pgjobs_notifications_skipped"
+    }
+    assert families["pgjobs_notifications_skipped"].type == "counter"
+    assert families["pgjobs_notifications_skipped"].samples[0].value == 0
+    assert families["pgjobs_schedules_failing"].samples[0].value == 0
     jobs = {(s.labels["task"], s.labels["queue"], s.labels["state"]): s.value
             for s in families["pgjobs_jobs"].samples}
     assert jobs[(hostile, 'q"\n\\', "waiting")] == 1
