@@ -465,10 +465,13 @@ BEGIN
             USING ERRCODE = 'PJ006';
     END IF;
 
+    -- (SKIP LOCKED: another claimer ending the same claims is not waited for.)
     PERFORM app_jobs.end_cancelled_claims(ARRAY(
         SELECT e.id FROM app_jobs.jobs AS e
         WHERE e.locked_at < v_expired AND e.cancel_requested_at IS NOT NULL
             AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+        ORDER BY e.id
+        FOR UPDATE SKIP LOCKED
     ));
     -- Locks older than job_expiry whose holder never registered (no heartbeat to go
     -- by) belong to workers presumed dead: free them. Registered workers' jobs are

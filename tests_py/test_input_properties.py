@@ -51,6 +51,8 @@ ALLOWED = {
     "PJ036": "worker_id with control / invisible characters or edge whitespace",
     "PJ037": "payload nesting arrays and objects more than 256 deep",
     "PJ038": "timeout longer than 100 years",
+    "PJ040": "job_expiry not positive, or longer than 100 years",
+    "PJ042": "a schedule that can never fire (impossible date, end already past)",
     # PostgreSQL's input functions, before pgjobs sees the value.
     "22P02": "invalid_text_representation: not JSON, not an integer",
     "22007": "invalid_datetime_format: not a timestamp or interval",
