@@ -550,6 +550,11 @@ class Worker:
     async def _reap(self) -> bool:
         cur = await self._conn.execute(sql.REAP_DEAD_WORKERS, (self.options.dead_for,))
         for row in await cur.fetchall():
+            if row["status"] == "error":
+                # The database's WARNING says why; that worker is tried again next time.
+                log.warning("dead worker %s could not be reaped this time", row["worker_id"],
+                            extra={"event": "worker_reap_failed"})
+                continue
             log.warning(
                 "job %s of dead worker %s rescued: %s", row["job_id"], row["worker_id"],
                 row["status"], extra={"event": "job_rescued", "job_id": row["job_id"]},
