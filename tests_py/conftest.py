@@ -9,11 +9,15 @@ Fixtures:
     db            psycopg connection to a fresh database with pgjobs installed
     connect       opens more connections (own sessions) to the database of `db`
     empty_db      makes empty databases (no pgjobs) and returns their conninfo
+    sql           runs one statement on an autocommit session of `db`'s database
+    conninfo      that database's conninfo, for worker and command processes
+    killer        a list of processes, each killed at teardown if still running
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -108,3 +112,32 @@ def empty_db(pgjobs_server) -> Iterator[Callable[[], str]]:
     yield _make
     for janitor in janitors:
         janitor.drop()
+
+
+@pytest.fixture
+def sql(connect: Callable[..., psycopg.Connection]) -> Callable[..., list]:
+    """Run one statement on an autocommit session of the test database; its rows (or [])."""
+    conn = connect()
+
+    def _sql(query: str, params: object = None) -> list:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+    return _sql
+
+
+@pytest.fixture
+def conninfo(db: psycopg.Connection) -> str:
+    """The test database's conninfo, for worker and command processes."""
+    return db.info.dsn
+
+
+@pytest.fixture
+def killer() -> Iterator[list[subprocess.Popen]]:
+    """Every process a test appends here is killed at teardown, whatever happened."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import psycopg
-import pytest
 from pgjobs import installer
 
 PGJOBS = str(Path(sys.executable).parent / "pgjobs")
@@ -19,17 +18,6 @@ PGJOBS = str(Path(sys.executable).parent / "pgjobs")
 def pgjobs(conninfo: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([PGJOBS, "--database-url", conninfo, *args],
                           capture_output=True, text=True, timeout=30)
-
-
-@pytest.fixture
-def sql(connect):
-    conn = connect()
-
-    def _sql(query: str, params: object = None) -> list:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
-
-    return _sql
 
 
 def test_install_into_empty_database_then_upgrade_is_noop(empty_db):

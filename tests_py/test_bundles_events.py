@@ -75,17 +75,6 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float 
 
 
 @pytest.fixture
-def sql(connect) -> Callable[..., list]:
-    conn = connect()
-
-    def _sql(query: str, params: object = None) -> list:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
-
-    return _sql
-
-
-@pytest.fixture
 def workers(db, sql):
     """start(tasks, n, *extra): n worker processes, registered; stopped cleanly at the end
     of the test (exit code 0 checked), killed if that fails."""

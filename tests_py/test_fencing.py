@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -53,17 +52,6 @@ class Log:
     def join(self, timeout: float = 10) -> None:
         """Wait until the stream ended (the worker exited) and every line was read."""
         self._thread.join(timeout)
-
-
-@pytest.fixture
-def sql(connect) -> Callable[..., list]:
-    conn = connect()
-
-    def _sql(query: str, params: object = None) -> list:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
-
-    return _sql
 
 
 @pytest.fixture

@@ -100,17 +100,6 @@ def stop_all(workers) -> None:
         assert code == 0, err
 
 
-@pytest.fixture
-def sql(connect) -> Callable[..., list]:
-    conn = connect()
-
-    def _sql(query: str, params: object = None) -> list:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
-
-    return _sql
-
-
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
     """Most intervals open at one instant (an end at the same instant as a start first)."""
     edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])

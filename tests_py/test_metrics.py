@@ -17,7 +17,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 
 import psycopg
 import psycopg.rows
@@ -29,33 +28,6 @@ from test_admin import PGJOBS, pgjobs
 from test_worker import start_worker, stop, wait_for, worker_args, write_tasks
 
 LIVENESS = ("--heartbeat-interval", "0.5", "--dead-for", "2", "--poll-interval", "0.5")
-
-
-@pytest.fixture
-def sql(connect) -> Callable[..., list]:
-    conn = connect()
-
-    def _sql(query: str, params: object = None) -> list:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
-
-    return _sql
-
-
-@pytest.fixture
-def conninfo(db: psycopg.Connection) -> str:
-    return db.info.dsn
-
-
-@pytest.fixture
-def killer():
-    """Every process started in a test is stopped at teardown, whatever happened."""
-    procs: list[subprocess.Popen] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
 
 
 def free_port() -> int:

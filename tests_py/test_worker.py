@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
 import pytest
 
 WORKER = str(Path(sys.executable).parent / "pgjobs-worker")
@@ -59,34 +58,6 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float 
             return value
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture
-def sql(connect) -> Callable[..., list]:
-    """Run one statement on an autocommit session; its rows (or [])."""
-    conn = connect()
-
-    def _sql(query: str, params: object = None) -> list:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
-
-    return _sql
-
-
-@pytest.fixture
-def conninfo(db: psycopg.Connection) -> str:
-    return db.info.dsn
-
-
-@pytest.fixture
-def killer():
-    """Every worker started in a test is stopped at teardown, whatever happened."""
-    procs: list[subprocess.Popen] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
 
 
 def count_jobs(sql) -> int:

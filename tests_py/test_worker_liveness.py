@@ -14,45 +14,14 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
-import pytest
 from test_worker import WORKER, run_burst, start_worker, stop, wait_for, write_tasks
 
 # Fast liveness for the tests: heartbeats every 0.5 s, presumed dead after 2 s.
 HB = 0.5
 LIVENESS = ("--heartbeat-interval", str(HB), "--dead-for", "2", "--poll-interval", "0.5")
-
-
-@pytest.fixture
-def sql(connect) -> Callable[..., list]:
-    """Run one statement on an autocommit session; its rows (or [])."""
-    conn = connect()
-
-    def _sql(query: str, params: object = None) -> list:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
-
-    return _sql
-
-
-@pytest.fixture
-def conninfo(db: psycopg.Connection) -> str:
-    return db.info.dsn
-
-
-@pytest.fixture
-def killer():
-    """Every worker started in a test is stopped at teardown, whatever happened."""
-    procs: list[subprocess.Popen] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
 
 
 def add_job(sql, identifier: str, payload: object = None, **kw: str) -> int:
