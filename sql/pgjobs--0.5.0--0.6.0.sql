@@ -1,4 +1,864 @@
--- pgjobs 0.5.0 -> 0.6.0: performance (issue 12). Written by hand: only what changed.
+-- pgjobs 0.5.0 -> 0.6.0: performance (issue 12): a plain fast path for claims and
+-- cached (generic) plans for get_jobs and finish_jobs, finish_jobs parsing its outcomes
+-- once, helpers that query tables in PL/pgSQL (their plans are kept for the session), the
+-- timestamps trigger skipped where a statement sets updated_at itself. See README,
+-- "Changes in 0.6.0". Written by hand: only what changed, the functions as in sql/src.
+
+-- The timestamps trigger of jobs runs only for updates that do not set updated_at.
+DROP TRIGGER _100_timestamps ON app_jobs.jobs;
+CREATE TRIGGER _100_timestamps
+BEFORE UPDATE ON app_jobs.jobs
+FOR EACH ROW WHEN (
+    new.updated_at IS NOT DISTINCT FROM old.updated_at
+    OR new.created_at IS DISTINCT FROM old.created_at
+)
+EXECUTE FUNCTION app_jobs.tg_timestamps();
+
+-- from sql/src/102_settings.sql
+-- The value of a setting, or its default when it was never set.
+CREATE OR REPLACE FUNCTION app_jobs.setting(p_name text) RETURNS text
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    RETURN coalesce(
+        (SELECT s.value FROM app_jobs.settings AS s WHERE s.name = p_name),
+        CASE p_name
+            WHEN 'history' THEN 'on'
+            WHEN 'history_retention' THEN '7 days'
+            WHEN 'max_payload_bytes' THEN '262144'
+            WHEN 'notify_max_queue_usage' THEN '0.5'
+        END
+    );
+END;
+$$;
+
+-- from sql/src/103_lock_is_free.sql
+-- True when nobody live holds a lock: never taken, or older than p_expiry and held by
+-- a session that never registered (registered workers are judged by their heartbeat).
+CREATE OR REPLACE FUNCTION app_jobs.lock_is_free(
+    p_locked_at timestamptz,
+    p_locked_by text,
+    p_expiry interval
+) RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    -- (PL/pgSQL, as every helper that queries a table: a SQL function with a subquery is
+    -- not inlined, and its query is planned again in every transaction.)
+    RETURN p_locked_at IS NULL
+        OR p_locked_at < now() - p_expiry
+        AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = p_locked_by);
+END;
+$$;
+
+-- from sql/src/104_queue_concurrency.sql
+-- How many jobs of a named queue may run at once (queue_settings, else 1).
+CREATE OR REPLACE FUNCTION app_jobs.queue_concurrency(p_queue_name text) RETURNS integer
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    RETURN coalesce(
+        (SELECT qs.max_concurrency FROM app_jobs.queue_settings AS qs
+            WHERE qs.queue_name = p_queue_name),
+        1
+    );
+END;
+$$;
+
+-- from sql/src/120_get_jobs.sql
+-- Claim up to batch_size available jobs for a worker, within each named queue's
+-- concurrency (one at a time unless queue_settings says more) and each task's rate limit.
+CREATE OR REPLACE FUNCTION app_jobs.get_jobs(
+    worker_id text,
+    task_identifiers text[] DEFAULT NULL,
+    job_expiry interval DEFAULT '4 hours',
+    batch_size integer DEFAULT 1
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+-- JIT only slows these short queries down (and the planner's row guesses invite it).
+SET jit = off
+AS $$
+DECLARE
+    v_now timestamptz := now();
+    v_expiry interval := coalesce(job_expiry, interval '4 hours');
+    v_expired timestamptz;
+    v_clock timestamptz := clock_timestamp();
+    v_bucket record;
+    v_tokens double precision;
+    v_allow jsonb;
+BEGIN
+    PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs.check_job_expiry(job_expiry);
+    v_expired := v_now - v_expiry;
+    IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'batch_size must be 1 to 10000, got %',
+            coalesce(batch_size::text, 'NULL')
+            USING ERRCODE = 'PJ006';
+    END IF;
+
+    -- Locks older than job_expiry whose holder never registered (no heartbeat to go
+    -- by) belong to workers presumed dead (as in the original get_job, the next claim
+    -- takes them over); registered workers' jobs are freed by reap_dead_workers when
+    -- their heartbeat stops. One index probe finds whether there is any such lock (the
+    -- oldest lock: a min() the planner always takes from jobs_locked_at_idx).
+    IF (SELECT min(e.locked_at) FROM app_jobs.jobs AS e) < v_expired THEN
+        -- (SKIP LOCKED: another claimer ending the same claims is not waited for.)
+        PERFORM app_jobs.end_cancelled_claims(ARRAY(
+            SELECT e.id FROM app_jobs.jobs AS e
+            WHERE e.locked_at < v_expired AND e.cancel_requested_at IS NOT NULL
+                AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+            ORDER BY e.id
+            FOR UPDATE SKIP LOCKED
+        ));
+        UPDATE app_jobs.jobs AS j
+        SET locked_at = NULL, locked_by = NULL
+        WHERE j.id IN (
+            SELECT e.id FROM app_jobs.jobs AS e
+            WHERE e.locked_at < v_expired AND e.attempts < e.max_attempts
+                AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+            FOR UPDATE SKIP LOCKED
+        );
+    END IF;
+
+    -- Rate-limited tasks: refill each token bucket and note how many starts it allows.
+    -- The rows stay locked (in task order) until commit, so claimers of a limited task
+    -- take turns and the limit holds across any number of workers.
+    FOR v_bucket IN
+        SELECT ts.*
+        FROM app_jobs.task_settings AS ts
+        WHERE ts.rate_limit IS NOT NULL
+            AND (task_identifiers IS NULL OR ts.task_identifier = ANY(task_identifiers))
+        ORDER BY ts.task_identifier
+        FOR UPDATE
+    LOOP
+        v_tokens := least(
+            coalesce(v_bucket.rate_burst, v_bucket.rate_limit),
+            coalesce(v_bucket.tokens, 0)
+            + greatest(extract(EPOCH FROM v_clock - v_bucket.refilled_at), 0)
+            / extract(EPOCH FROM v_bucket.rate_interval) * v_bucket.rate_limit
+        );
+        UPDATE app_jobs.task_settings AS ts
+        SET tokens = v_tokens, refilled_at = greatest(ts.refilled_at, v_clock)
+        WHERE ts.task_identifier = v_bucket.task_identifier;
+        v_allow := coalesce(v_allow, '{}'::jsonb)
+            || jsonb_build_object(v_bucket.task_identifier, floor(v_tokens)::integer);
+    END LOOP;
+
+    -- The common case: no rate limit applies and no job is in a named queue (no queue has
+    -- a row). Then the claim is the plain ordered SKIP LOCKED pick.
+    IF v_allow IS NULL AND NOT EXISTS (SELECT 1 FROM app_jobs.job_queues) THEN
+        RETURN QUERY
+        WITH claimed AS (
+        UPDATE app_jobs.jobs AS j
+        SET
+            attempts = j.attempts + 1, locked_by = worker_id, locked_at = v_now,
+            updated_at = v_now, progress = NULL, stage = NULL
+        -- An id array, not a join: a cached plan cannot know the batch size, and a
+        -- join sized for a guess would scan the whole table.
+        -- (The LIMIT comes from a lateral row, not a parameter: a cached generic plan
+        -- would assume a parameter LIMIT means 10 % of the table and sort it all.)
+        WHERE j.id = ANY(ARRAY(
+            SELECT c.id
+            FROM (SELECT batch_size AS n) AS g
+            CROSS JOIN LATERAL (
+                SELECT e.id
+                FROM app_jobs.jobs AS e
+                WHERE e.is_available
+                    AND e.run_at <= v_now
+                    AND (task_identifiers IS NULL OR e.task_identifier = ANY(task_identifiers))
+                ORDER BY e.priority, e.run_at, e.id
+                LIMIT g.n
+                FOR UPDATE OF e SKIP LOCKED
+            ) AS c
+        ))
+        RETURNING j.*
+        )
+
+        SELECT cl.* FROM claimed AS cl ORDER BY cl.priority, cl.run_at, cl.id;
+        RETURN;
+    END IF;
+
+    -- Lock order, shared by every function here: job rows first, then queue rows in
+    -- name order. Locking a queue row before its jobs could deadlock with add_job,
+    -- which holds a job row when its trigger counts the job into the queue.
+    RETURN QUERY
+    WITH task_groups AS (
+        -- One group for the tasks without a rate limit (up to the whole batch), one per
+        -- rate-limited task with tokens left (up to its tokens), so a limited task
+        -- cannot crowd the others out of a batch.
+        SELECT NULL::text AS task, batch_size AS cap
+        UNION ALL
+        SELECT a.key, least(a.value::integer, batch_size)
+        FROM jsonb_each_text(coalesce(v_allow, '{}'::jsonb)) AS a
+        WHERE a.value::integer > 0
+    ),
+
+    locked AS (
+        SELECT c.*
+        FROM task_groups AS g
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.queue_name, j.task_identifier, j.priority, j.run_at
+            FROM app_jobs.jobs AS j
+            WHERE j.is_available
+                AND j.run_at <= v_now
+                AND (task_identifiers IS NULL OR j.task_identifier = ANY(task_identifiers))
+                AND CASE
+                    WHEN g.task IS NULL THEN v_allow IS NULL OR NOT v_allow ? j.task_identifier
+                    ELSE j.task_identifier = g.task
+                END
+                AND (
+                    j.queue_name IS NULL
+                    OR EXISTS (
+                        SELECT 1
+                        FROM app_jobs.job_queues AS q
+                        WHERE q.queue_name = j.queue_name
+                            AND q.running_count < app_jobs.queue_concurrency(q.queue_name)
+                            -- Among the first free-slot jobs of its queue: never overtake
+                            -- an earlier job whose row another session holds for a moment.
+                            AND (
+                                SELECT count(*)
+                                FROM (
+                                    SELECT 1
+                                    FROM app_jobs.jobs AS e
+                                    WHERE e.queue_name = j.queue_name
+                                        AND e.is_available
+                                        AND e.run_at <= v_now
+                                        AND (e.priority, e.run_at, e.id)
+                                        < (j.priority, j.run_at, j.id)
+                                    LIMIT app_jobs.queue_concurrency(q.queue_name)
+                                    - q.running_count
+                                ) AS earlier
+                            ) < app_jobs.queue_concurrency(q.queue_name) - q.running_count
+                    )
+                )
+            ORDER BY j.priority, j.run_at, j.id
+            LIMIT g.cap
+            FOR UPDATE OF j SKIP LOCKED
+        ) AS c
+    ),
+
+    candidates AS (
+        SELECT l.id, l.queue_name, l.task_identifier, l.priority, l.run_at
+        FROM locked AS l
+        ORDER BY l.priority, l.run_at, l.id
+        LIMIT batch_size
+    ),
+
+    -- The queues that still have free slots once locked (the lock re-reads the row).
+    free_queues AS (
+        SELECT
+            q.queue_name,
+            app_jobs.queue_concurrency(q.queue_name) - q.running_count AS free_slots
+        FROM app_jobs.job_queues AS q
+        WHERE q.queue_name IN (SELECT c.queue_name FROM candidates AS c)
+            AND q.running_count < app_jobs.queue_concurrency(q.queue_name)
+        ORDER BY q.queue_name
+        FOR UPDATE SKIP LOCKED
+    ),
+
+    ranked AS (
+        SELECT
+            c.id,
+            c.queue_name,
+            c.task_identifier,
+            row_number() OVER (
+                PARTITION BY c.queue_name ORDER BY c.priority, c.run_at, c.id
+            ) AS queue_rank,
+            row_number() OVER (
+                PARTITION BY c.task_identifier ORDER BY c.priority, c.run_at, c.id
+            ) AS task_rank
+        FROM candidates AS c
+    ),
+
+    chosen AS (
+        SELECT r.id, r.queue_name, r.task_identifier
+        FROM ranked AS r
+        LEFT JOIN free_queues AS fq ON r.queue_name = fq.queue_name
+        WHERE (r.queue_name IS NULL OR r.queue_rank <= fq.free_slots)
+            AND (
+                v_allow IS NULL
+                OR NOT v_allow ? r.task_identifier
+                OR r.task_rank <= (v_allow ->> r.task_identifier)::integer
+            )
+    ),
+
+    locked_queues AS (
+        UPDATE app_jobs.job_queues AS q
+        SET locked_by = worker_id, locked_at = v_now
+        WHERE q.queue_name IN (SELECT c.queue_name FROM chosen AS c)
+        RETURNING q.queue_name
+    ),
+
+    spent_tokens AS (
+        UPDATE app_jobs.task_settings AS ts
+        SET tokens = ts.tokens - n.started
+        FROM (
+            SELECT c.task_identifier, count(*) AS started
+            FROM chosen AS c
+            GROUP BY c.task_identifier
+        ) AS n
+        WHERE ts.task_identifier = n.task_identifier AND ts.rate_limit IS NOT NULL
+        RETURNING ts.task_identifier
+    ),
+
+    claimed AS (
+        UPDATE app_jobs.jobs AS j
+        SET
+            attempts = j.attempts + 1, locked_by = worker_id, locked_at = v_now,
+            updated_at = v_now, progress = NULL, stage = NULL
+        WHERE j.id = ANY(ARRAY(SELECT c.id FROM chosen AS c))
+        RETURNING j.*
+    )
+
+    -- locked_queues and spent_tokens run to completion although nothing reads them.
+    SELECT cl.*
+    FROM claimed AS cl
+    ORDER BY cl.priority, cl.run_at, cl.id;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.get_jobs IS
+'Claim up to batch_size jobs (one per named queue) for worker_id';
+
+-- from sql/src/125_job_stopped.sql
+-- Tell listeners on jobs:stopped that a job stopped.
+CREATE OR REPLACE FUNCTION app_jobs.notify_job_stopped(
+    p_job app_jobs.jobs,
+    p_outcome text,
+    p_will_retry boolean
+) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM app_jobs.notify(
+        'jobs:stopped',
+        app_jobs.stopped_event(
+            p_job.id, p_job.task_identifier, p_outcome, p_will_retry, p_job.bundle_id,
+            p_job.origin
+        )::text
+    );
+END;
+$$;
+
+-- from sql/src/133_finish_jobs.sql
+-- Record a worker's batch of outcomes in one transaction. Each element of outcomes is
+-- {"id", "attempt", "outcome": completed|failed|cancelled (default: failed when there is
+-- an error), "error", "error_data", "result"}; id and attempt are required. A claim the
+-- worker no longer holds (job id, worker, attempt) is 'fenced'; one it holds whose row (or
+-- queue's row) another session has locked right now is 'busy' (left unchanged: deliver
+-- it again later).
+CREATE OR REPLACE FUNCTION app_jobs.finish_jobs(
+    worker_id text,
+    outcomes jsonb
+) RETURNS TABLE (job_id bigint, attempt integer, status text)
+LANGUAGE plpgsql VOLATILE
+-- JIT only slows these short queries down. Every lookup goes through an id array and
+-- the primary key, which a cached generic plan does well: no planning per call.
+SET jit = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_bad jsonb;
+    -- The outcomes, parsed once: element i of each array is outcome number i.
+    v_ids bigint[];
+    v_attempts integer[];
+    v_outcomes text[];
+    v_errors text[];
+    v_error_data jsonb[];
+    v_results jsonb[];
+    v_first boolean[];
+    -- The claims this worker holds, and where their outcomes are in the arrays.
+    v_held bigint[];
+    v_held_at integer[];
+    v_plain integer[];
+    v_other integer[];
+    v_done_ids bigint[];
+    v_done_tasks text[];
+    v_done_origins text[];
+    v_item record;
+    v_job app_jobs.jobs;
+BEGIN
+    PERFORM app_jobs.check_worker_id(worker_id);
+    IF jsonb_typeof(outcomes) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'outcomes must be a JSON array, got %',
+            coalesce(jsonb_typeof(outcomes), 'NULL')
+            USING ERRCODE = 'PJ016';
+    END IF;
+    -- One pass: each element checked, then its fields kept as typed arrays (an id listed
+    -- twice is finished once: its later entries are fenced).
+    SELECT
+        (array_agg(o.e ORDER BY o.n) FILTER (WHERE o.bad))[1],
+        coalesce(array_agg(o.id ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.attempt ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.outcome ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.error ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.error_data ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.result ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.first ORDER BY o.n), '{}')
+    INTO v_bad, v_ids, v_attempts, v_outcomes, v_errors, v_error_data, v_results, v_first
+    FROM (
+        SELECT
+            c.e,
+            c.n,
+            c.bad,
+            CASE WHEN NOT c.bad THEN (c.e ->> 'id')::bigint END AS id,
+            CASE WHEN NOT c.bad THEN (c.e ->> 'attempt')::integer END AS attempt,
+            coalesce(
+                c.e ->> 'outcome',
+                CASE WHEN c.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
+            ) AS outcome,
+            c.e ->> 'error' AS error,
+            nullif(c.e -> 'error_data', 'null'::jsonb) AS error_data,
+            nullif(c.e -> 'result', 'null'::jsonb) AS result,
+            row_number() OVER (PARTITION BY c.e ->> 'id' ORDER BY c.n) = 1 AS first
+        FROM (
+            SELECT
+                x.e,
+                x.n,
+                jsonb_typeof(x.e) IS DISTINCT FROM 'object'
+                OR coalesce(x.e ->> 'id', '') !~ '^\d{1,18}$'
+                OR coalesce(x.e ->> 'attempt', '') !~ '^\d{1,9}$'
+                OR coalesce(x.e ->> 'outcome', 'completed')
+                NOT IN ('completed', 'failed', 'cancelled')
+                OR (x.e ? 'error' AND jsonb_typeof(x.e -> 'error') NOT IN ('string', 'null'))
+                AS bad
+            FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
+        ) AS c
+    ) AS o;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'bad outcome %', v_bad
+            USING ERRCODE = 'PJ016',
+            HINT = 'each outcome is {"id": number, "attempt": number, "outcome": '
+            || '"completed"|"failed"|"cancelled", "error": text, "error_data": json, '
+            || '"result": json}';
+    END IF;
+
+    -- Lock order shared with get_jobs and add_job: every job row first, then bundle
+    -- rows, then queue rows in name order, so a batch cannot deadlock with either.
+    -- A claim is held when the job is locked by this worker at the reported attempt. A
+    -- row another session holds (an enqueuer's depends_on share lock, an admin) is
+    -- skipped, never waited for: one busy job must not hold up the rest of the batch.
+    -- (Primary-key lookups, one per outcome: the planner cannot size an array, and a
+    -- misjudged join would scan the jobs table.)
+    SELECT
+        coalesce(array_agg(h.id ORDER BY h.id), '{}'),
+        coalesce(array_agg(h.n ORDER BY h.id), '{}')
+    INTO v_held, v_held_at
+    FROM (
+        SELECT j.id, o.n
+        FROM unnest(v_ids, v_attempts, v_first) WITH ORDINALITY AS o (id, attempt, first, n)
+        CROSS JOIN LATERAL (
+            SELECT j.id FROM app_jobs.jobs AS j
+            WHERE j.id = o.id
+                -- coalesce keeps the planner on the primary key (not jobs_locked_by_idx).
+                AND coalesce(j.locked_by, '') = finish_jobs.worker_id
+                AND j.attempts = o.attempt
+            FOR UPDATE SKIP LOCKED
+        ) AS j
+        WHERE o.first
+    ) AS h;
+    PERFORM app_jobs.lock_bundles(ARRAY(
+        SELECT j.bundle_id FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(v_held) AND j.bundle_id IS NOT NULL
+    ));
+    -- Queue rows likewise: one an open enqueue transaction holds (it counts its job in
+    -- until it commits) makes that queue's jobs busy, not the whole batch wait.
+    IF EXISTS (
+        SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = ANY(v_held) AND j.queue_name IS NOT NULL
+    ) THEN
+        SELECT
+            coalesce(array_agg(h.id ORDER BY h.id), '{}'),
+            coalesce(array_agg(h.n ORDER BY h.id), '{}')
+        INTO v_held, v_held_at
+        FROM unnest(v_held, v_held_at) AS h (id, n)
+        INNER JOIN app_jobs.jobs AS j ON h.id = j.id
+        WHERE j.queue_name IS NULL OR j.queue_name = ANY(ARRAY(
+            SELECT q.queue_name FROM app_jobs.job_queues AS q
+            WHERE q.queue_name IN (
+                SELECT k.queue_name FROM app_jobs.jobs AS k WHERE k.id = ANY(v_held)
+            )
+            ORDER BY q.queue_name
+            FOR UPDATE SKIP LOCKED
+        ));
+    END IF;
+
+    -- Plain completions (no bundle, no dependents, no cancel request): one statement
+    -- deletes them all and writes their history (every queue row they touch is held
+    -- already). Everything else goes through finish_claim, one job at a time.
+    SELECT
+        coalesce(array_agg(h.n ORDER BY h.n) FILTER (WHERE c.plain), '{}'),
+        coalesce(array_agg(h.n ORDER BY j.queue_name NULLS FIRST, h.id) FILTER (
+            WHERE NOT c.plain
+        ), '{}')
+    INTO v_plain, v_other
+    FROM unnest(v_held, v_held_at) AS h (id, n)
+    INNER JOIN app_jobs.jobs AS j ON h.id = j.id
+    CROSS JOIN LATERAL (
+        SELECT
+            v_outcomes[h.n] = 'completed'
+            AND j.bundle_id IS NULL
+            AND j.cancel_requested_at IS NULL
+            AND NOT EXISTS (
+                SELECT 1 FROM app_jobs.job_dependencies AS d WHERE d.depends_on = j.id
+            ) AS plain
+    ) AS c;
+
+    WITH plain AS (
+        SELECT v_ids[p.n] AS id, v_results[p.n] AS result
+        FROM unnest(v_plain) AS p (n)
+    ),
+
+    done AS (
+        DELETE FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(ARRAY(SELECT p.id FROM plain AS p))
+        RETURNING j.*
+    ),
+
+    kept AS (
+        INSERT INTO app_jobs.job_history (
+            job_id, database_id, task_identifier, queue_name, key, payload, priority,
+            status, attempts, max_attempts, result, last_error, worker_id, created_at,
+            started_at, origin, bundle_id
+        )
+        SELECT
+            d.id, d.database_id, d.task_identifier, d.queue_name, d.key, d.payload,
+            d.priority, 'completed', d.attempts, d.max_attempts, p.result, d.last_error,
+            finish_jobs.worker_id, d.created_at, d.locked_at, d.origin, d.bundle_id
+        FROM done AS d
+        INNER JOIN plain AS p ON d.id = p.id
+        WHERE app_jobs.setting('history') <> 'off'
+    )
+
+    SELECT
+        coalesce(array_agg(d.id ORDER BY d.id), '{}'),
+        coalesce(array_agg(d.task_identifier ORDER BY d.id), '{}'),
+        coalesce(array_agg(d.origin ORDER BY d.id), '{}')
+    INTO v_done_ids, v_done_tasks, v_done_origins
+    FROM done AS d;
+    PERFORM app_jobs.notify_chunks('jobs:stopped', ARRAY(
+        SELECT app_jobs.stopped_event(e.id, e.task, 'completed', FALSE, NULL, e.origin)
+        FROM unnest(v_done_ids, v_done_tasks, v_done_origins) AS e (id, task, origin)
+    ));
+    RETURN QUERY
+    SELECT v_ids[p], v_attempts[p], 'completed'::text FROM unnest(v_plain) AS p;
+
+    FOR v_item IN SELECT o AS n FROM unnest(v_other) AS o LOOP
+        v_job := app_jobs.finish_claim(
+            worker_id, v_ids[v_item.n], v_attempts[v_item.n], v_outcomes[v_item.n],
+            v_errors[v_item.n], v_error_data[v_item.n], v_results[v_item.n]
+        );
+        job_id := v_ids[v_item.n];
+        attempt := v_attempts[v_item.n];
+        status := app_jobs.claim_status(v_job, v_outcomes[v_item.n]);
+        RETURN NEXT;
+    END LOOP;
+
+    -- Everything not held: busy when the row was skipped while locked elsewhere but is
+    -- still this worker's claim; fenced otherwise (another worker's, a stale attempt,
+    -- gone, or a repeat).
+    RETURN QUERY
+    SELECT
+        o.id,
+        o.attempt,
+        CASE
+            WHEN o.first AND EXISTS (
+                SELECT 1 FROM app_jobs.jobs AS j
+                WHERE j.id = o.id
+                    AND coalesce(j.locked_by, '') = finish_jobs.worker_id
+                    AND j.attempts = o.attempt
+            ) THEN 'busy'
+            ELSE 'fenced'
+        END
+    FROM unnest(v_ids, v_attempts, v_first) WITH ORDINALITY AS o (id, attempt, first, n)
+    LEFT JOIN unnest(v_held_at) AS h (n) ON o.n = h.n
+    WHERE h.n IS NULL
+    ORDER BY o.n;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.finish_jobs IS
+'Worker batch: complete, fail or cancel each claim the worker still holds; others are fenced';
+
+-- from sql/src/180_bundles.sql
+-- Lock bundle rows in id order: after job rows, before queue rows (the shared order).
+CREATE OR REPLACE FUNCTION app_jobs.lock_bundles(p_bundle_ids bigint[]) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM 1 FROM app_jobs.job_bundles AS b
+    WHERE b.id = ANY(p_bundle_ids)
+    ORDER BY b.id
+    FOR UPDATE;
+END;
+$$;
+
+-- from sql/src/950_security.sql (re-runnable: roles, grants, SECURITY DEFINER, policies)
+-- Access control, applied to every object created before it (so it must stay the last
+-- source file). Four group roles:
+--   pgjobs_enqueue      add jobs, bundles and schedules, cancel jobs and follow them, all
+--                       limited to its tenant (jwt.claims.database_id);
+--   pgjobs_enqueue_any  the same for every tenant, for a trusted application (a
+--                       single-tenant app, a backend that sets db_id itself, a trigger
+--                       running as a table owner without claims); no worker or admin rights;
+--   pgjobs_worker       what pgjobs-worker calls (claim, finish, heartbeat, reap, tick, ...);
+--   pgjobs_admin        every API function, on every tenant.
+-- Nobody gets direct writes to the tables: the API functions run as their owner
+-- (SECURITY DEFINER with a fixed search_path) and never evaluate code a caller controls
+-- (their arguments arrive converted, by the caller, to built-in types). The trigger
+-- functions are the exception: they read the caller's row, whose column types (and their
+-- casts) the caller may have made, so they run with the caller's rights (SECURITY
+-- INVOKER) and hand a finished JSON payload to add_job. Internal helpers are granted to
+-- nobody.
+-- Row-level security lets pgjobs_enqueue read only its tenant's rows. Everything here is
+-- re-runnable: an upgrade script that replaces functions (which resets SECURITY
+-- DEFINER) ends by applying this file again.
+
+-- The roles are cluster-wide: created when absent (NOLOGIN, none a member of another),
+-- kept when they exist, never dropped (DROP EXTENSION leaves them).
+DO $$
+DECLARE
+    v_role text;
+BEGIN
+    FOREACH v_role IN ARRAY ARRAY[
+        'pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin'
+    ] LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role);
+        BEGIN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', v_role);
+            EXECUTE format(
+                'COMMENT ON ROLE %I IS %L', v_role,
+                'pgjobs: grant to roles that ' || CASE v_role
+                    WHEN 'pgjobs_enqueue' THEN 'enqueue and follow jobs of their tenant'
+                    WHEN 'pgjobs_enqueue_any' THEN 'enqueue and follow jobs of every tenant'
+                    WHEN 'pgjobs_worker' THEN 'run pgjobs workers'
+                    ELSE 'administer pgjobs'
+                END
+            );
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- another database's install created it just now
+            WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'pgjobs needs the role % and may not create it', v_role
+                    USING ERRCODE = 'insufficient_privilege',
+                    HINT = format(
+                        'Have a role with CREATEROLE run CREATE ROLE %I NOLOGIN, then retry.',
+                        v_role
+                    );
+        END;
+    END LOOP;
+END;
+$$;
+
+-- True when the caller may act on rows of tenant p_db_id. The caller is the role in
+-- effect where the pgjobs function was called: inside a SECURITY DEFINER function
+-- current_user is the owner, so this reads the "role" setting (what SET ROLE chose,
+-- which a definer function cannot change) and falls back to session_user without SET
+-- ROLE. A caller with the privileges of pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin
+-- or the schema's owner (superusers included) may act on every tenant; any other caller
+-- only on the tenant of its jwt.claims.database_id setting (none without it, NULL
+-- included).
+CREATE OR REPLACE FUNCTION app_jobs.tenant_allowed(p_db_id uuid) RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    -- (PL/pgSQL, not SQL: its plans are kept for the session, where a SQL function's
+    -- query would be planned again in every transaction of every enqueue.)
+    v_caller name := CASE pg_catalog.current_setting('role')
+        WHEN 'none' THEN session_user
+        ELSE pg_catalog.current_setting('role')::name
+    END;
+BEGIN
+    IF pg_catalog.pg_has_role(v_caller, 'pgjobs_enqueue_any', 'USAGE')
+        OR pg_catalog.pg_has_role(v_caller, 'pgjobs_worker', 'USAGE')
+        OR pg_catalog.pg_has_role(v_caller, 'pgjobs_admin', 'USAGE') THEN
+        RETURN TRUE;
+    END IF;
+    IF pg_catalog.pg_has_role(
+        v_caller,
+        (SELECT n.nspowner FROM pg_catalog.pg_namespace AS n WHERE n.nspname = 'app_jobs'),
+        'USAGE'
+    ) THEN
+        RETURN TRUE;
+    END IF;
+    RETURN coalesce(
+        p_db_id = nullif(pg_catalog.current_setting('jwt.claims.database_id', TRUE), '')::uuid,
+        FALSE
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.tenant_allowed IS
+'Internal: may the calling role (SET ROLE, else session_user) act on tenant p_db_id?';
+
+-- Raise PJ030 unless the caller may act on tenant p_db_id (see tenant_allowed).
+CREATE OR REPLACE FUNCTION app_jobs.check_tenant(p_db_id uuid) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF NOT app_jobs.tenant_allowed(p_db_id) THEN
+        RAISE EXCEPTION 'permission denied for database_id %', coalesce(p_db_id::text, 'NULL')
+            USING ERRCODE = 'PJ030',
+            HINT = 'Without the privileges of pgjobs_enqueue_any, pgjobs_worker or '
+            || 'pgjobs_admin, a role acts only on the tenant named by its '
+            || 'jwt.claims.database_id setting.';
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.check_tenant IS
+'Internal: PJ030 unless the calling role may act on tenant p_db_id';
+
+-- Functions: nobody but the owner may run anything, except what the list below grants.
+-- pgjobs_version() is left alone: it is created after this file (by make), returns a
+-- constant and keeps the default EXECUTE for PUBLIC. A function missing from the list
+-- (internal helpers, anything added without updating it) is granted to nobody. Every
+-- listed function gets a fixed search_path; all but the trigger functions (and their
+-- helper) run as their owner. pgjobs_enqueue_any may call what pgjobs_enqueue may.
+DO $$
+DECLARE
+    v_fn record;
+BEGIN
+    FOR v_fn IN
+        SELECT p.oid::regprocedure AS sig
+        FROM pg_catalog.pg_proc AS p
+        WHERE p.pronamespace = 'app_jobs'::regnamespace AND p.proname <> 'pgjobs_version'
+        ORDER BY p.oid
+    LOOP
+        EXECUTE format(
+            'REVOKE ALL ON FUNCTION %s FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, '
+            || 'pgjobs_worker, pgjobs_admin',
+            v_fn.sig
+        );
+    END LOOP;
+
+    FOR v_fn IN
+        SELECT l.name, l.definer, g.grantees, p.oid::regprocedure AS sig
+        FROM (
+            VALUES
+            -- name                  enqueue worker admin  definer
+            ('add_job', TRUE, FALSE, TRUE, TRUE),
+            ('add_bundle', TRUE, FALSE, TRUE, TRUE),
+            ('add_scheduled_job', TRUE, FALSE, TRUE, TRUE),
+            ('cancel_job', TRUE, FALSE, TRUE, TRUE),
+            ('tg_add_job_with_row', TRUE, FALSE, TRUE, FALSE),
+            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE, FALSE),
+            ('trigger_job_with_fields', TRUE, FALSE, TRUE, FALSE),
+            ('enqueue_from_trigger', TRUE, FALSE, TRUE, FALSE),
+            ('schedule_next_run', TRUE, TRUE, TRUE, TRUE),
+            ('get_job', FALSE, TRUE, TRUE, TRUE),
+            ('get_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('complete_job', FALSE, TRUE, TRUE, TRUE),
+            ('fail_job', FALSE, TRUE, TRUE, TRUE),
+            ('finish_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('set_progress', FALSE, TRUE, TRUE, TRUE),
+            ('register_worker', FALSE, TRUE, TRUE, TRUE),
+            ('worker_heartbeat', FALSE, TRUE, TRUE, TRUE),
+            ('unregister_worker', FALSE, TRUE, TRUE, TRUE),
+            ('reap_dead_workers', FALSE, TRUE, TRUE, TRUE),
+            ('release_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('get_scheduled_job', FALSE, TRUE, TRUE, TRUE),
+            ('release_scheduled_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('run_scheduled_job', FALSE, TRUE, TRUE, TRUE),
+            ('purge_job_history', FALSE, TRUE, TRUE, TRUE),
+            ('setting', FALSE, TRUE, TRUE, TRUE),
+            ('metrics', FALSE, TRUE, TRUE, TRUE),
+            ('complete_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('permanently_fail_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('reschedule_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('remove_job', FALSE, FALSE, TRUE, TRUE),
+            ('force_unlock_workers', FALSE, FALSE, TRUE, TRUE),
+            ('retry_job', FALSE, FALSE, TRUE, TRUE),
+            ('delete_job', FALSE, FALSE, TRUE, TRUE),
+            ('delete_finished_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('waiting_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('failed_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('set_setting', FALSE, FALSE, TRUE, TRUE),
+            ('set_task_settings', FALSE, FALSE, TRUE, TRUE),
+            ('set_queue_concurrency', FALSE, FALSE, TRUE, TRUE)
+        ) AS l (name, enqueue, worker, admin, definer)
+        CROSS JOIN LATERAL (
+            SELECT array_to_string(ARRAY[
+                CASE WHEN l.enqueue THEN 'pgjobs_enqueue, pgjobs_enqueue_any' END,
+                CASE WHEN l.worker THEN 'pgjobs_worker' END,
+                CASE WHEN l.admin THEN 'pgjobs_admin' END
+            ], ', ') AS grantees
+        ) AS g
+        LEFT JOIN pg_catalog.pg_proc AS p
+            ON p.proname = l.name AND p.pronamespace = 'app_jobs'::regnamespace
+        ORDER BY l.name, p.oid
+    LOOP
+        IF v_fn.sig IS NULL THEN
+            -- Renamed or dropped without updating the list (tests_sql/200_privileges fails).
+            RAISE WARNING 'pgjobs: app_jobs.% is granted in 950_security.sql but does not exist',
+                v_fn.name;
+            CONTINUE;
+        END IF;
+        EXECUTE format(
+            'ALTER FUNCTION %s %s SET search_path = pg_catalog, app_jobs, pg_temp',
+            v_fn.sig,
+            CASE WHEN v_fn.definer THEN 'SECURITY DEFINER' ELSE 'SECURITY INVOKER' END
+        );
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', v_fn.sig, v_fn.grantees);
+    END LOOP;
+END;
+$$;
+
+-- Schema, tables, views, sequences: no rights for PUBLIC; the three roles may look up
+-- objects in the schema; nobody but the owner writes.
+REVOKE ALL ON SCHEMA app_jobs FROM PUBLIC;  -- noqa: CP02
+GRANT USAGE ON SCHEMA app_jobs TO pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker,
+pgjobs_admin;
+REVOKE ALL ON ALL TABLES IN SCHEMA app_jobs
+FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA app_jobs
+FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+
+-- Workers and admins read everything (tables and views).
+GRANT SELECT ON ALL TABLES IN SCHEMA app_jobs TO pgjobs_worker, pgjobs_admin;
+
+-- Enqueuers read the tenant-scoped tables; row-level security below picks their rows.
+GRANT SELECT ON app_jobs.jobs, app_jobs.job_history, app_jobs.job_bundles,
+app_jobs.scheduled_jobs TO pgjobs_enqueue, pgjobs_enqueue_any;
+
+-- Row-level security: pgjobs_enqueue sees the rows of its jwt.claims.database_id (none
+-- without one); pgjobs_enqueue_any, pgjobs_worker and pgjobs_admin see every row. The
+-- owner (whom the API functions run as) is not subject to it; another role granted
+-- SELECT directly sees nothing until a policy names it.
+DO $$
+DECLARE
+    v_table text;
+BEGIN
+    FOREACH v_table IN ARRAY ARRAY['jobs', 'job_history', 'job_bundles', 'scheduled_jobs'] LOOP
+        EXECUTE format('ALTER TABLE app_jobs.%I ENABLE ROW LEVEL SECURITY', v_table);
+        EXECUTE format('DROP POLICY IF EXISTS enqueue_own_tenant ON app_jobs.%I', v_table);
+        EXECUTE format(
+            'CREATE POLICY enqueue_own_tenant ON app_jobs.%I FOR SELECT TO pgjobs_enqueue '
+            || 'USING (database_id = nullif(current_setting(''jwt.claims.database_id'', TRUE), '
+            || ''''')::uuid)',
+            v_table
+        );
+        EXECUTE format('DROP POLICY IF EXISTS worker_admin_all ON app_jobs.%I', v_table);
+        EXECUTE format(
+            'CREATE POLICY worker_admin_all ON app_jobs.%I FOR SELECT '
+            || 'TO pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin USING (TRUE)',
+            v_table
+        );
+    END LOOP;
+END;
+$$;
+
+-- job_status reads jobs and job_history with the caller's rights (so their row-level
+-- security applies) where the server supports it (PostgreSQL 15); before that a view
+-- runs as its owner, so pgjobs_enqueue is not given it.
+DO $$
+BEGIN
+    IF pg_catalog.current_setting('server_version_num')::integer >= 150000 THEN
+        EXECUTE 'ALTER VIEW app_jobs.job_status SET (security_invoker = TRUE)';
+        EXECUTE 'GRANT SELECT ON app_jobs.job_status TO pgjobs_enqueue, pgjobs_enqueue_any';
+    END IF;
+END;
+$$;
 
 -- The version of the app_jobs objects, for installs without CREATE EXTENSION.
 CREATE OR REPLACE FUNCTION app_jobs.pgjobs_version() RETURNS text

@@ -532,9 +532,10 @@ $$;
 -- sql/src/102_settings.sql
 -- The value of a setting, or its default when it was never set.
 CREATE FUNCTION app_jobs.setting(p_name text) RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT coalesce(
+BEGIN
+    RETURN coalesce(
         (SELECT s.value FROM app_jobs.settings AS s WHERE s.name = p_name),
         CASE p_name
             WHEN 'history' THEN 'on'
@@ -543,6 +544,7 @@ AS $$
             WHEN 'notify_max_queue_usage' THEN '0.5'
         END
     );
+END;
 $$;
 
 -- Change a setting, refusing unknown names and values that do not parse (PJ014).
@@ -616,23 +618,29 @@ CREATE FUNCTION app_jobs.lock_is_free(
     p_locked_by text,
     p_expiry interval
 ) RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT p_locked_at IS NULL
+BEGIN
+    -- (PL/pgSQL, as every helper that queries a table: a SQL function with a subquery is
+    -- not inlined, and its query is planned again in every transaction.)
+    RETURN p_locked_at IS NULL
         OR p_locked_at < now() - p_expiry
         AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = p_locked_by);
+END;
 $$;
 
 -- sql/src/104_queue_concurrency.sql
 -- How many jobs of a named queue may run at once (queue_settings, else 1).
 CREATE FUNCTION app_jobs.queue_concurrency(p_queue_name text) RETURNS integer
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT coalesce(
+BEGIN
+    RETURN coalesce(
         (SELECT qs.max_concurrency FROM app_jobs.queue_settings AS qs
             WHERE qs.queue_name = p_queue_name),
         1
     );
+END;
 $$;
 
 -- sql/src/105_enqueue_ignored.sql
@@ -991,25 +999,29 @@ BEGIN
             USING ERRCODE = 'PJ006';
     END IF;
 
-    -- (SKIP LOCKED: another claimer ending the same claims is not waited for.)
-    PERFORM app_jobs.end_cancelled_claims(ARRAY(
-        SELECT e.id FROM app_jobs.jobs AS e
-        WHERE e.locked_at < v_expired AND e.cancel_requested_at IS NOT NULL
-            AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
-        ORDER BY e.id
-        FOR UPDATE SKIP LOCKED
-    ));
     -- Locks older than job_expiry whose holder never registered (no heartbeat to go
-    -- by) belong to workers presumed dead: free them. Registered workers' jobs are
-    -- freed by reap_dead_workers when their heartbeat stops.
-    UPDATE app_jobs.jobs AS j
-    SET locked_at = NULL, locked_by = NULL
-    WHERE j.id IN (
-        SELECT e.id FROM app_jobs.jobs AS e
-        WHERE e.locked_at < v_expired AND e.attempts < e.max_attempts
-            AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
-        FOR UPDATE SKIP LOCKED
-    );
+    -- by) belong to workers presumed dead (as in the original get_job, the next claim
+    -- takes them over); registered workers' jobs are freed by reap_dead_workers when
+    -- their heartbeat stops. One index probe finds whether there is any such lock (the
+    -- oldest lock: a min() the planner always takes from jobs_locked_at_idx).
+    IF (SELECT min(e.locked_at) FROM app_jobs.jobs AS e) < v_expired THEN
+        -- (SKIP LOCKED: another claimer ending the same claims is not waited for.)
+        PERFORM app_jobs.end_cancelled_claims(ARRAY(
+            SELECT e.id FROM app_jobs.jobs AS e
+            WHERE e.locked_at < v_expired AND e.cancel_requested_at IS NOT NULL
+                AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+            ORDER BY e.id
+            FOR UPDATE SKIP LOCKED
+        ));
+        UPDATE app_jobs.jobs AS j
+        SET locked_at = NULL, locked_by = NULL
+        WHERE j.id IN (
+            SELECT e.id FROM app_jobs.jobs AS e
+            WHERE e.locked_at < v_expired AND e.attempts < e.max_attempts
+                AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+            FOR UPDATE SKIP LOCKED
+        );
+    END IF;
 
     -- Rate-limited tasks: refill each token bucket and note how many starts it allows.
     -- The rows stay locked (in task order) until commit, so claimers of a limited task
@@ -1034,6 +1046,40 @@ BEGIN
         v_allow := coalesce(v_allow, '{}'::jsonb)
             || jsonb_build_object(v_bucket.task_identifier, floor(v_tokens)::integer);
     END LOOP;
+
+    -- The common case: no rate limit applies and no job is in a named queue (no queue has
+    -- a row). Then the claim is the plain ordered SKIP LOCKED pick.
+    IF v_allow IS NULL AND NOT EXISTS (SELECT 1 FROM app_jobs.job_queues) THEN
+        RETURN QUERY
+        WITH claimed AS (
+        UPDATE app_jobs.jobs AS j
+        SET
+            attempts = j.attempts + 1, locked_by = worker_id, locked_at = v_now,
+            updated_at = v_now, progress = NULL, stage = NULL
+        -- An id array, not a join: a cached plan cannot know the batch size, and a
+        -- join sized for a guess would scan the whole table.
+        -- (The LIMIT comes from a lateral row, not a parameter: a cached generic plan
+        -- would assume a parameter LIMIT means 10 % of the table and sort it all.)
+        WHERE j.id = ANY(ARRAY(
+            SELECT c.id
+            FROM (SELECT batch_size AS n) AS g
+            CROSS JOIN LATERAL (
+                SELECT e.id
+                FROM app_jobs.jobs AS e
+                WHERE e.is_available
+                    AND e.run_at <= v_now
+                    AND (task_identifiers IS NULL OR e.task_identifier = ANY(task_identifiers))
+                ORDER BY e.priority, e.run_at, e.id
+                LIMIT g.n
+                FOR UPDATE OF e SKIP LOCKED
+            ) AS c
+        ))
+        RETURNING j.*
+        )
+
+        SELECT cl.* FROM claimed AS cl ORDER BY cl.priority, cl.run_at, cl.id;
+        RETURN;
+    END IF;
 
     -- Lock order, shared by every function here: job rows first, then queue rows in
     -- name order. Locking a queue row before its jobs could deadlock with add_job,
@@ -1162,9 +1208,7 @@ BEGIN
         UPDATE app_jobs.jobs AS j
         SET
             attempts = j.attempts + 1, locked_by = worker_id, locked_at = v_now,
-            progress = NULL, stage = NULL
-        -- An id array, not a join: a cached plan cannot know the batch size, and a
-        -- join sized for a guess would scan the whole table.
+            updated_at = v_now, progress = NULL, stage = NULL
         WHERE j.id = ANY(ARRAY(SELECT c.id FROM chosen AS c))
         RETURNING j.*
     )
@@ -1278,15 +1322,17 @@ CREATE FUNCTION app_jobs.notify_job_stopped(
     p_outcome text,
     p_will_retry boolean
 ) RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
-    SELECT app_jobs.notify(
+BEGIN
+    PERFORM app_jobs.notify(
         'jobs:stopped',
         app_jobs.stopped_event(
             p_job.id, p_job.task_identifier, p_outcome, p_will_retry, p_job.bundle_id,
             p_job.origin
         )::text
     );
+END;
 $$;
 
 -- Cancel the given jobs, which wait on a dependency that failed or was cancelled, and
@@ -1523,21 +1569,31 @@ CREATE FUNCTION app_jobs.finish_jobs(
     outcomes jsonb
 ) RETURNS TABLE (job_id bigint, attempt integer, status text)
 LANGUAGE plpgsql VOLATILE
--- JIT only slows these short queries down (and the planner's row guesses invite it);
--- a generic plan cannot know the batch size and turns key lookups into table scans.
+-- JIT only slows these short queries down. Every lookup goes through an id array and
+-- the primary key, which a cached generic plan does well: no planning per call.
 SET jit = off
-SET plan_cache_mode = force_custom_plan
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_bad jsonb;
-    v_held bigint[];
-    v_queue record;
-    v_item record;
-    v_job app_jobs.jobs;
+    -- The outcomes, parsed once: element i of each array is outcome number i.
     v_ids bigint[];
     v_attempts integer[];
-    v_tasks text[];
-    v_origins text[];
+    v_outcomes text[];
+    v_errors text[];
+    v_error_data jsonb[];
+    v_results jsonb[];
+    v_first boolean[];
+    -- The claims this worker holds, and where their outcomes are in the arrays.
+    v_held bigint[];
+    v_held_at integer[];
+    v_plain integer[];
+    v_other integer[];
+    v_done_ids bigint[];
+    v_done_tasks text[];
+    v_done_origins text[];
+    v_item record;
+    v_job app_jobs.jobs;
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
     IF jsonb_typeof(outcomes) IS DISTINCT FROM 'array' THEN
@@ -1545,15 +1601,48 @@ BEGIN
             coalesce(jsonb_typeof(outcomes), 'NULL')
             USING ERRCODE = 'PJ016';
     END IF;
-    SELECT e INTO v_bad
-    FROM jsonb_array_elements(outcomes) AS e
-    WHERE jsonb_typeof(e) IS DISTINCT FROM 'object'
-        OR coalesce(e ->> 'id', '') !~ '^\d{1,18}$'
-        OR coalesce(e ->> 'attempt', '') !~ '^\d{1,9}$'
-        OR coalesce(e ->> 'outcome', 'completed') NOT IN ('completed', 'failed', 'cancelled')
-        OR (e ? 'error' AND jsonb_typeof(e -> 'error') NOT IN ('string', 'null'))
-    LIMIT 1;
-    IF FOUND THEN
+    -- One pass: each element checked, then its fields kept as typed arrays (an id listed
+    -- twice is finished once: its later entries are fenced).
+    SELECT
+        (array_agg(o.e ORDER BY o.n) FILTER (WHERE o.bad))[1],
+        coalesce(array_agg(o.id ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.attempt ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.outcome ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.error ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.error_data ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.result ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.first ORDER BY o.n), '{}')
+    INTO v_bad, v_ids, v_attempts, v_outcomes, v_errors, v_error_data, v_results, v_first
+    FROM (
+        SELECT
+            c.e,
+            c.n,
+            c.bad,
+            CASE WHEN NOT c.bad THEN (c.e ->> 'id')::bigint END AS id,
+            CASE WHEN NOT c.bad THEN (c.e ->> 'attempt')::integer END AS attempt,
+            coalesce(
+                c.e ->> 'outcome',
+                CASE WHEN c.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
+            ) AS outcome,
+            c.e ->> 'error' AS error,
+            nullif(c.e -> 'error_data', 'null'::jsonb) AS error_data,
+            nullif(c.e -> 'result', 'null'::jsonb) AS result,
+            row_number() OVER (PARTITION BY c.e ->> 'id' ORDER BY c.n) = 1 AS first
+        FROM (
+            SELECT
+                x.e,
+                x.n,
+                jsonb_typeof(x.e) IS DISTINCT FROM 'object'
+                OR coalesce(x.e ->> 'id', '') !~ '^\d{1,18}$'
+                OR coalesce(x.e ->> 'attempt', '') !~ '^\d{1,9}$'
+                OR coalesce(x.e ->> 'outcome', 'completed')
+                NOT IN ('completed', 'failed', 'cancelled')
+                OR (x.e ? 'error' AND jsonb_typeof(x.e -> 'error') NOT IN ('string', 'null'))
+                AS bad
+            FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
+        ) AS c
+    ) AS o;
+    IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION 'bad outcome %', v_bad
             USING ERRCODE = 'PJ016',
             HINT = 'each outcome is {"id": number, "attempt": number, "outcome": '
@@ -1563,22 +1652,18 @@ BEGIN
 
     -- Lock order shared with get_jobs and add_job: every job row first, then bundle
     -- rows, then queue rows in name order, so a batch cannot deadlock with either.
-    -- A claim is held when the job is locked by this worker at the reported attempt;
-    -- an id listed twice is finished once (its later entries are fenced). A row another
-    -- session holds (an enqueuer's depends_on share lock, an admin) is skipped, never
-    -- waited for: one busy job must not hold up the rest of the batch.
-    -- (Joins to the outcomes are LATERAL primary-key lookups, kept apart by LIMIT 1: the
-    -- planner cannot size a JSON array, and a misjudged join would scan the jobs table
-    -- once per outcome.)
-    v_held := ARRAY(
-        SELECT j.id
-        FROM (
-            SELECT DISTINCT ON ((x.e ->> 'id')::bigint)
-                (x.e ->> 'id')::bigint AS id,
-                (x.e ->> 'attempt')::integer AS attempt
-            FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
-            ORDER BY (x.e ->> 'id')::bigint, x.n
-        ) AS o
+    -- A claim is held when the job is locked by this worker at the reported attempt. A
+    -- row another session holds (an enqueuer's depends_on share lock, an admin) is
+    -- skipped, never waited for: one busy job must not hold up the rest of the batch.
+    -- (Primary-key lookups, one per outcome: the planner cannot size an array, and a
+    -- misjudged join would scan the jobs table.)
+    SELECT
+        coalesce(array_agg(h.id ORDER BY h.id), '{}'),
+        coalesce(array_agg(h.n ORDER BY h.id), '{}')
+    INTO v_held, v_held_at
+    FROM (
+        SELECT j.id, o.n
+        FROM unnest(v_ids, v_attempts, v_first) WITH ORDINALITY AS o (id, attempt, first, n)
         CROSS JOIN LATERAL (
             SELECT j.id FROM app_jobs.jobs AS j
             WHERE j.id = o.id
@@ -1587,141 +1672,102 @@ BEGIN
                 AND j.attempts = o.attempt
             FOR UPDATE SKIP LOCKED
         ) AS j
-        ORDER BY j.id
-    );
+        WHERE o.first
+    ) AS h;
     PERFORM app_jobs.lock_bundles(ARRAY(
         SELECT j.bundle_id FROM app_jobs.jobs AS j
         WHERE j.id = ANY(v_held) AND j.bundle_id IS NOT NULL
     ));
     -- Queue rows likewise: one an open enqueue transaction holds (it counts its job in
     -- until it commits) makes that queue's jobs busy, not the whole batch wait.
-    v_held := ARRAY(
-        SELECT j.id FROM app_jobs.jobs AS j
-        WHERE j.id = ANY(v_held)
-            AND (j.queue_name IS NULL OR j.queue_name = ANY(ARRAY(
-                SELECT q.queue_name FROM app_jobs.job_queues AS q
-                WHERE q.queue_name IN (
-                    SELECT h.queue_name FROM app_jobs.jobs AS h WHERE h.id = ANY(v_held)
-                )
-                ORDER BY q.queue_name
-                FOR UPDATE SKIP LOCKED
-            )))
-        ORDER BY j.id
-    );
-
-    -- Queue by queue in name order (jobs without a queue first). Plain completions
-    -- (no bundle, no dependents, no cancel request) go in one set-based statement;
-    -- everything else through finish_claim, one job at a time.
-    FOR v_queue IN
-        SELECT DISTINCT j.queue_name FROM app_jobs.jobs AS j
-        WHERE j.id = ANY(v_held)
-        ORDER BY j.queue_name NULLS FIRST
-    LOOP
-        WITH plain AS (
-            SELECT DISTINCT ON (o.id) o.id, o.attempt, o.result
-            FROM (
-                SELECT
-                    (x.e ->> 'id')::bigint AS id,
-                    (x.e ->> 'attempt')::integer AS attempt,
-                    nullif(x.e -> 'result', 'null'::jsonb) AS result,
-                    x.n
-                FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
-                WHERE coalesce(x.e ->> 'outcome', CASE
-                    WHEN x.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed'
-                END) = 'completed'
-            ) AS o
-            CROSS JOIN LATERAL (
-                SELECT j.id FROM app_jobs.jobs AS j
-                WHERE j.id = o.id
-                    AND j.queue_name IS NOT DISTINCT FROM v_queue.queue_name
-                    AND j.bundle_id IS NULL
-                    AND j.cancel_requested_at IS NULL
-                    AND NOT EXISTS (
-                        SELECT 1 FROM app_jobs.job_dependencies AS d WHERE d.depends_on = j.id
-                    )
-                LIMIT 1
-            ) AS j
-            WHERE o.id = ANY(v_held)
-            ORDER BY o.id, o.n
-        ),
-
-        done AS (
-            DELETE FROM app_jobs.jobs AS j
-            USING plain AS p
-            WHERE j.id = p.id
-            RETURNING j.*, p.attempt AS reported_attempt, p.result
-        ),
-
-        kept AS (
-            INSERT INTO app_jobs.job_history (
-                job_id, database_id, task_identifier, queue_name, key, payload, priority,
-                status, attempts, max_attempts, result, last_error, worker_id, created_at,
-                started_at, origin, bundle_id
-            )
-            SELECT
-                d.id, d.database_id, d.task_identifier, d.queue_name, d.key, d.payload,
-                d.priority, 'completed', d.attempts, d.max_attempts, d.result, d.last_error,
-                finish_jobs.worker_id, d.created_at, d.locked_at, d.origin, d.bundle_id
-            FROM done AS d
-            WHERE app_jobs.setting('history') <> 'off'
-        )
-
+    IF EXISTS (
+        SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = ANY(v_held) AND j.queue_name IS NOT NULL
+    ) THEN
         SELECT
-            coalesce(array_agg(d.id), '{}'),
-            coalesce(array_agg(d.reported_attempt), '{}'),
-            coalesce(array_agg(d.task_identifier), '{}'),
-            coalesce(array_agg(d.origin), '{}')
-        INTO v_ids, v_attempts, v_tasks, v_origins
-        FROM done AS d;
-
-        PERFORM app_jobs.notify_chunks('jobs:stopped', ARRAY(
-            SELECT app_jobs.stopped_event(c.id, c.task, 'completed', FALSE, NULL, c.origin)
-            FROM unnest(v_ids, v_tasks, v_origins) WITH ORDINALITY AS c (id, task, origin, n)
-            ORDER BY c.n
+            coalesce(array_agg(h.id ORDER BY h.id), '{}'),
+            coalesce(array_agg(h.n ORDER BY h.id), '{}')
+        INTO v_held, v_held_at
+        FROM unnest(v_held, v_held_at) AS h (id, n)
+        INNER JOIN app_jobs.jobs AS j ON h.id = j.id
+        WHERE j.queue_name IS NULL OR j.queue_name = ANY(ARRAY(
+            SELECT q.queue_name FROM app_jobs.job_queues AS q
+            WHERE q.queue_name IN (
+                SELECT k.queue_name FROM app_jobs.jobs AS k WHERE k.id = ANY(v_held)
+            )
+            ORDER BY q.queue_name
+            FOR UPDATE SKIP LOCKED
         ));
-        RETURN QUERY
-        SELECT c.id, c.attempt, 'completed'::text
-        FROM unnest(v_ids, v_attempts) AS c (id, attempt);
+    END IF;
 
-        FOR v_item IN
-            SELECT DISTINCT ON (o.id)
-                o.id,
-                o.attempt,
-                o.outcome,
-                o.error,
-                o.error_data,
-                o.result
-            FROM (
-                SELECT
-                    (x.e ->> 'id')::bigint AS id,
-                    (x.e ->> 'attempt')::integer AS attempt,
-                    coalesce(
-                        x.e ->> 'outcome',
-                        CASE WHEN x.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
-                    ) AS outcome,
-                    x.e ->> 'error' AS error,
-                    nullif(x.e -> 'error_data', 'null'::jsonb) AS error_data,
-                    nullif(x.e -> 'result', 'null'::jsonb) AS result,
-                    x.n
-                FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
-            ) AS o
-            CROSS JOIN LATERAL (
-                SELECT j.id FROM app_jobs.jobs AS j
-                WHERE j.id = o.id AND j.queue_name IS NOT DISTINCT FROM v_queue.queue_name
-                LIMIT 1
-            ) AS j
-            WHERE o.id = ANY(v_held)
-            ORDER BY o.id, o.n
-        LOOP
-            v_job := app_jobs.finish_claim(
-                worker_id, v_item.id, v_item.attempt, v_item.outcome,
-                v_item.error, v_item.error_data, v_item.result
-            );
-            job_id := v_item.id;
-            attempt := v_item.attempt;
-            status := app_jobs.claim_status(v_job, v_item.outcome);
-            RETURN NEXT;
-        END LOOP;
+    -- Plain completions (no bundle, no dependents, no cancel request): one statement
+    -- deletes them all and writes their history (every queue row they touch is held
+    -- already). Everything else goes through finish_claim, one job at a time.
+    SELECT
+        coalesce(array_agg(h.n ORDER BY h.n) FILTER (WHERE c.plain), '{}'),
+        coalesce(array_agg(h.n ORDER BY j.queue_name NULLS FIRST, h.id) FILTER (
+            WHERE NOT c.plain
+        ), '{}')
+    INTO v_plain, v_other
+    FROM unnest(v_held, v_held_at) AS h (id, n)
+    INNER JOIN app_jobs.jobs AS j ON h.id = j.id
+    CROSS JOIN LATERAL (
+        SELECT
+            v_outcomes[h.n] = 'completed'
+            AND j.bundle_id IS NULL
+            AND j.cancel_requested_at IS NULL
+            AND NOT EXISTS (
+                SELECT 1 FROM app_jobs.job_dependencies AS d WHERE d.depends_on = j.id
+            ) AS plain
+    ) AS c;
+
+    WITH plain AS (
+        SELECT v_ids[p.n] AS id, v_results[p.n] AS result
+        FROM unnest(v_plain) AS p (n)
+    ),
+
+    done AS (
+        DELETE FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(ARRAY(SELECT p.id FROM plain AS p))
+        RETURNING j.*
+    ),
+
+    kept AS (
+        INSERT INTO app_jobs.job_history (
+            job_id, database_id, task_identifier, queue_name, key, payload, priority,
+            status, attempts, max_attempts, result, last_error, worker_id, created_at,
+            started_at, origin, bundle_id
+        )
+        SELECT
+            d.id, d.database_id, d.task_identifier, d.queue_name, d.key, d.payload,
+            d.priority, 'completed', d.attempts, d.max_attempts, p.result, d.last_error,
+            finish_jobs.worker_id, d.created_at, d.locked_at, d.origin, d.bundle_id
+        FROM done AS d
+        INNER JOIN plain AS p ON d.id = p.id
+        WHERE app_jobs.setting('history') <> 'off'
+    )
+
+    SELECT
+        coalesce(array_agg(d.id ORDER BY d.id), '{}'),
+        coalesce(array_agg(d.task_identifier ORDER BY d.id), '{}'),
+        coalesce(array_agg(d.origin ORDER BY d.id), '{}')
+    INTO v_done_ids, v_done_tasks, v_done_origins
+    FROM done AS d;
+    PERFORM app_jobs.notify_chunks('jobs:stopped', ARRAY(
+        SELECT app_jobs.stopped_event(e.id, e.task, 'completed', FALSE, NULL, e.origin)
+        FROM unnest(v_done_ids, v_done_tasks, v_done_origins) AS e (id, task, origin)
+    ));
+    RETURN QUERY
+    SELECT v_ids[p], v_attempts[p], 'completed'::text FROM unnest(v_plain) AS p;
+
+    FOR v_item IN SELECT o AS n FROM unnest(v_other) AS o LOOP
+        v_job := app_jobs.finish_claim(
+            worker_id, v_ids[v_item.n], v_attempts[v_item.n], v_outcomes[v_item.n],
+            v_errors[v_item.n], v_error_data[v_item.n], v_results[v_item.n]
+        );
+        job_id := v_ids[v_item.n];
+        attempt := v_attempts[v_item.n];
+        status := app_jobs.claim_status(v_job, v_outcomes[v_item.n]);
+        RETURN NEXT;
     END LOOP;
 
     -- Everything not held: busy when the row was skipped while locked elsewhere but is
@@ -1729,27 +1775,21 @@ BEGIN
     -- gone, or a repeat).
     RETURN QUERY
     SELECT
-        f.id,
-        f.attempt,
+        o.id,
+        o.attempt,
         CASE
-            WHEN f.repeat = 1 AND EXISTS (
+            WHEN o.first AND EXISTS (
                 SELECT 1 FROM app_jobs.jobs AS j
-                WHERE j.id = f.id
-                    AND j.locked_by = finish_jobs.worker_id
-                    AND j.attempts = f.attempt
+                WHERE j.id = o.id
+                    AND coalesce(j.locked_by, '') = finish_jobs.worker_id
+                    AND j.attempts = o.attempt
             ) THEN 'busy'
             ELSE 'fenced'
         END
-    FROM (
-        SELECT
-            (x.e ->> 'id')::bigint AS id,
-            (x.e ->> 'attempt')::integer AS attempt,
-            x.n,
-            row_number() OVER (PARTITION BY x.e ->> 'id' ORDER BY x.n) AS repeat
-        FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
-    ) AS f
-    WHERE f.repeat > 1 OR NOT f.id = ANY(v_held)
-    ORDER BY f.n;
+    FROM unnest(v_ids, v_attempts, v_first) WITH ORDINALITY AS o (id, attempt, first, n)
+    LEFT JOIN unnest(v_held_at) AS h (n) ON o.n = h.n
+    WHERE h.n IS NULL
+    ORDER BY o.n;
 END;
 $$;
 
@@ -2502,12 +2542,14 @@ COMMENT ON VIEW app_jobs.job_status IS
 -- sql/src/180_bundles.sql
 -- Lock bundle rows in id order: after job rows, before queue rows (the shared order).
 CREATE FUNCTION app_jobs.lock_bundles(p_bundle_ids bigint[]) RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
-    SELECT 1 FROM app_jobs.job_bundles AS b
+BEGIN
+    PERFORM 1 FROM app_jobs.job_bundles AS b
     WHERE b.id = ANY(p_bundle_ids)
     ORDER BY b.id
     FOR UPDATE;
+END;
 $$;
 
 -- Count p_count stopped jobs of a bundle (none for a NULL status); when they were the
@@ -2849,9 +2891,16 @@ BEGIN
 END;
 $$;
 
+-- On jobs the hot statements (claims, finishes) set updated_at themselves; the trigger
+-- (a PL/pgSQL call per row) runs only for an update that does not, or that touches
+-- created_at.
 CREATE TRIGGER _100_timestamps
 BEFORE UPDATE ON app_jobs.jobs
-FOR EACH ROW EXECUTE FUNCTION app_jobs.tg_timestamps();
+FOR EACH ROW WHEN (
+    new.updated_at IS NOT DISTINCT FROM old.updated_at
+    OR new.created_at IS DISTINCT FROM old.created_at
+)
+EXECUTE FUNCTION app_jobs.tg_timestamps();
 
 CREATE TRIGGER _100_timestamps
 BEFORE UPDATE ON app_jobs.scheduled_jobs
@@ -4079,27 +4128,33 @@ $$;
 -- only on the tenant of its jwt.claims.database_id setting (none without it, NULL
 -- included).
 CREATE OR REPLACE FUNCTION app_jobs.tenant_allowed(p_db_id uuid) RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT CASE
-        WHEN pg_catalog.pg_has_role(c.caller, 'pgjobs_enqueue_any', 'USAGE')
-            OR pg_catalog.pg_has_role(c.caller, 'pgjobs_worker', 'USAGE')
-            OR pg_catalog.pg_has_role(c.caller, 'pgjobs_admin', 'USAGE')
-            OR pg_catalog.pg_has_role(c.caller, n.nspowner, 'USAGE') THEN TRUE
-        ELSE coalesce(
-            p_db_id = nullif(pg_catalog.current_setting('jwt.claims.database_id', TRUE), '')::uuid,
-            FALSE
-        )
-    END
-    FROM
-        (
-            SELECT CASE pg_catalog.current_setting('role')
-                WHEN 'none' THEN session_user
-                ELSE pg_catalog.current_setting('role')::name
-            END AS caller
-        ) AS c,
-        pg_catalog.pg_namespace AS n
-    WHERE n.nspname = 'app_jobs';
+DECLARE
+    -- (PL/pgSQL, not SQL: its plans are kept for the session, where a SQL function's
+    -- query would be planned again in every transaction of every enqueue.)
+    v_caller name := CASE pg_catalog.current_setting('role')
+        WHEN 'none' THEN session_user
+        ELSE pg_catalog.current_setting('role')::name
+    END;
+BEGIN
+    IF pg_catalog.pg_has_role(v_caller, 'pgjobs_enqueue_any', 'USAGE')
+        OR pg_catalog.pg_has_role(v_caller, 'pgjobs_worker', 'USAGE')
+        OR pg_catalog.pg_has_role(v_caller, 'pgjobs_admin', 'USAGE') THEN
+        RETURN TRUE;
+    END IF;
+    IF pg_catalog.pg_has_role(
+        v_caller,
+        (SELECT n.nspowner FROM pg_catalog.pg_namespace AS n WHERE n.nspname = 'app_jobs'),
+        'USAGE'
+    ) THEN
+        RETURN TRUE;
+    END IF;
+    RETURN coalesce(
+        p_db_id = nullif(pg_catalog.current_setting('jwt.claims.database_id', TRUE), '')::uuid,
+        FALSE
+    );
+END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.tenant_allowed IS

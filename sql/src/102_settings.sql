@@ -1,8 +1,9 @@
 -- The value of a setting, or its default when it was never set.
 CREATE FUNCTION app_jobs.setting(p_name text) RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT coalesce(
+BEGIN
+    RETURN coalesce(
         (SELECT s.value FROM app_jobs.settings AS s WHERE s.name = p_name),
         CASE p_name
             WHEN 'history' THEN 'on'
@@ -11,6 +12,7 @@ AS $$
             WHEN 'notify_max_queue_usage' THEN '0.5'
         END
     );
+END;
 $$;
 
 -- Change a setting, refusing unknown names and values that do not parse (PJ014).

@@ -5,9 +5,13 @@ CREATE FUNCTION app_jobs.lock_is_free(
     p_locked_by text,
     p_expiry interval
 ) RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT p_locked_at IS NULL
+BEGIN
+    -- (PL/pgSQL, as every helper that queries a table: a SQL function with a subquery is
+    -- not inlined, and its query is planned again in every transaction.)
+    RETURN p_locked_at IS NULL
         OR p_locked_at < now() - p_expiry
         AND NOT EXISTS (SELECT 1 FROM app_jobs.workers AS w WHERE w.id = p_locked_by);
+END;
 $$;

@@ -28,25 +28,29 @@ BEGIN
             USING ERRCODE = 'PJ006';
     END IF;
 
-    -- (SKIP LOCKED: another claimer ending the same claims is not waited for.)
-    PERFORM app_jobs.end_cancelled_claims(ARRAY(
-        SELECT e.id FROM app_jobs.jobs AS e
-        WHERE e.locked_at < v_expired AND e.cancel_requested_at IS NOT NULL
-            AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
-        ORDER BY e.id
-        FOR UPDATE SKIP LOCKED
-    ));
     -- Locks older than job_expiry whose holder never registered (no heartbeat to go
-    -- by) belong to workers presumed dead: free them. Registered workers' jobs are
-    -- freed by reap_dead_workers when their heartbeat stops.
-    UPDATE app_jobs.jobs AS j
-    SET locked_at = NULL, locked_by = NULL
-    WHERE j.id IN (
-        SELECT e.id FROM app_jobs.jobs AS e
-        WHERE e.locked_at < v_expired AND e.attempts < e.max_attempts
-            AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
-        FOR UPDATE SKIP LOCKED
-    );
+    -- by) belong to workers presumed dead (as in the original get_job, the next claim
+    -- takes them over); registered workers' jobs are freed by reap_dead_workers when
+    -- their heartbeat stops. One index probe finds whether there is any such lock (the
+    -- oldest lock: a min() the planner always takes from jobs_locked_at_idx).
+    IF (SELECT min(e.locked_at) FROM app_jobs.jobs AS e) < v_expired THEN
+        -- (SKIP LOCKED: another claimer ending the same claims is not waited for.)
+        PERFORM app_jobs.end_cancelled_claims(ARRAY(
+            SELECT e.id FROM app_jobs.jobs AS e
+            WHERE e.locked_at < v_expired AND e.cancel_requested_at IS NOT NULL
+                AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+            ORDER BY e.id
+            FOR UPDATE SKIP LOCKED
+        ));
+        UPDATE app_jobs.jobs AS j
+        SET locked_at = NULL, locked_by = NULL
+        WHERE j.id IN (
+            SELECT e.id FROM app_jobs.jobs AS e
+            WHERE e.locked_at < v_expired AND e.attempts < e.max_attempts
+                AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+            FOR UPDATE SKIP LOCKED
+        );
+    END IF;
 
     -- Rate-limited tasks: refill each token bucket and note how many starts it allows.
     -- The rows stay locked (in task order) until commit, so claimers of a limited task
@@ -71,6 +75,40 @@ BEGIN
         v_allow := coalesce(v_allow, '{}'::jsonb)
             || jsonb_build_object(v_bucket.task_identifier, floor(v_tokens)::integer);
     END LOOP;
+
+    -- The common case: no rate limit applies and no job is in a named queue (no queue has
+    -- a row). Then the claim is the plain ordered SKIP LOCKED pick.
+    IF v_allow IS NULL AND NOT EXISTS (SELECT 1 FROM app_jobs.job_queues) THEN
+        RETURN QUERY
+        WITH claimed AS (
+        UPDATE app_jobs.jobs AS j
+        SET
+            attempts = j.attempts + 1, locked_by = worker_id, locked_at = v_now,
+            updated_at = v_now, progress = NULL, stage = NULL
+        -- An id array, not a join: a cached plan cannot know the batch size, and a
+        -- join sized for a guess would scan the whole table.
+        -- (The LIMIT comes from a lateral row, not a parameter: a cached generic plan
+        -- would assume a parameter LIMIT means 10 % of the table and sort it all.)
+        WHERE j.id = ANY(ARRAY(
+            SELECT c.id
+            FROM (SELECT batch_size AS n) AS g
+            CROSS JOIN LATERAL (
+                SELECT e.id
+                FROM app_jobs.jobs AS e
+                WHERE e.is_available
+                    AND e.run_at <= v_now
+                    AND (task_identifiers IS NULL OR e.task_identifier = ANY(task_identifiers))
+                ORDER BY e.priority, e.run_at, e.id
+                LIMIT g.n
+                FOR UPDATE OF e SKIP LOCKED
+            ) AS c
+        ))
+        RETURNING j.*
+        )
+
+        SELECT cl.* FROM claimed AS cl ORDER BY cl.priority, cl.run_at, cl.id;
+        RETURN;
+    END IF;
 
     -- Lock order, shared by every function here: job rows first, then queue rows in
     -- name order. Locking a queue row before its jobs could deadlock with add_job,
@@ -199,9 +237,7 @@ BEGIN
         UPDATE app_jobs.jobs AS j
         SET
             attempts = j.attempts + 1, locked_by = worker_id, locked_at = v_now,
-            progress = NULL, stage = NULL
-        -- An id array, not a join: a cached plan cannot know the batch size, and a
-        -- join sized for a guess would scan the whole table.
+            updated_at = v_now, progress = NULL, stage = NULL
         WHERE j.id = ANY(ARRAY(SELECT c.id FROM chosen AS c))
         RETURNING j.*
     )

@@ -75,15 +75,17 @@ CREATE FUNCTION app_jobs.notify_job_stopped(
     p_outcome text,
     p_will_retry boolean
 ) RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
-    SELECT app_jobs.notify(
+BEGIN
+    PERFORM app_jobs.notify(
         'jobs:stopped',
         app_jobs.stopped_event(
             p_job.id, p_job.task_identifier, p_outcome, p_will_retry, p_job.bundle_id,
             p_job.origin
         )::text
     );
+END;
 $$;
 
 -- Cancel the given jobs, which wait on a dependency that failed or was cancelled, and

@@ -9,21 +9,31 @@ CREATE FUNCTION app_jobs.finish_jobs(
     outcomes jsonb
 ) RETURNS TABLE (job_id bigint, attempt integer, status text)
 LANGUAGE plpgsql VOLATILE
--- JIT only slows these short queries down (and the planner's row guesses invite it);
--- a generic plan cannot know the batch size and turns key lookups into table scans.
+-- JIT only slows these short queries down. Every lookup goes through an id array and
+-- the primary key, which a cached generic plan does well: no planning per call.
 SET jit = off
-SET plan_cache_mode = force_custom_plan
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_bad jsonb;
-    v_held bigint[];
-    v_queue record;
-    v_item record;
-    v_job app_jobs.jobs;
+    -- The outcomes, parsed once: element i of each array is outcome number i.
     v_ids bigint[];
     v_attempts integer[];
-    v_tasks text[];
-    v_origins text[];
+    v_outcomes text[];
+    v_errors text[];
+    v_error_data jsonb[];
+    v_results jsonb[];
+    v_first boolean[];
+    -- The claims this worker holds, and where their outcomes are in the arrays.
+    v_held bigint[];
+    v_held_at integer[];
+    v_plain integer[];
+    v_other integer[];
+    v_done_ids bigint[];
+    v_done_tasks text[];
+    v_done_origins text[];
+    v_item record;
+    v_job app_jobs.jobs;
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
     IF jsonb_typeof(outcomes) IS DISTINCT FROM 'array' THEN
@@ -31,15 +41,48 @@ BEGIN
             coalesce(jsonb_typeof(outcomes), 'NULL')
             USING ERRCODE = 'PJ016';
     END IF;
-    SELECT e INTO v_bad
-    FROM jsonb_array_elements(outcomes) AS e
-    WHERE jsonb_typeof(e) IS DISTINCT FROM 'object'
-        OR coalesce(e ->> 'id', '') !~ '^\d{1,18}$'
-        OR coalesce(e ->> 'attempt', '') !~ '^\d{1,9}$'
-        OR coalesce(e ->> 'outcome', 'completed') NOT IN ('completed', 'failed', 'cancelled')
-        OR (e ? 'error' AND jsonb_typeof(e -> 'error') NOT IN ('string', 'null'))
-    LIMIT 1;
-    IF FOUND THEN
+    -- One pass: each element checked, then its fields kept as typed arrays (an id listed
+    -- twice is finished once: its later entries are fenced).
+    SELECT
+        (array_agg(o.e ORDER BY o.n) FILTER (WHERE o.bad))[1],
+        coalesce(array_agg(o.id ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.attempt ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.outcome ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.error ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.error_data ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.result ORDER BY o.n), '{}'),
+        coalesce(array_agg(o.first ORDER BY o.n), '{}')
+    INTO v_bad, v_ids, v_attempts, v_outcomes, v_errors, v_error_data, v_results, v_first
+    FROM (
+        SELECT
+            c.e,
+            c.n,
+            c.bad,
+            CASE WHEN NOT c.bad THEN (c.e ->> 'id')::bigint END AS id,
+            CASE WHEN NOT c.bad THEN (c.e ->> 'attempt')::integer END AS attempt,
+            coalesce(
+                c.e ->> 'outcome',
+                CASE WHEN c.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
+            ) AS outcome,
+            c.e ->> 'error' AS error,
+            nullif(c.e -> 'error_data', 'null'::jsonb) AS error_data,
+            nullif(c.e -> 'result', 'null'::jsonb) AS result,
+            row_number() OVER (PARTITION BY c.e ->> 'id' ORDER BY c.n) = 1 AS first
+        FROM (
+            SELECT
+                x.e,
+                x.n,
+                jsonb_typeof(x.e) IS DISTINCT FROM 'object'
+                OR coalesce(x.e ->> 'id', '') !~ '^\d{1,18}$'
+                OR coalesce(x.e ->> 'attempt', '') !~ '^\d{1,9}$'
+                OR coalesce(x.e ->> 'outcome', 'completed')
+                NOT IN ('completed', 'failed', 'cancelled')
+                OR (x.e ? 'error' AND jsonb_typeof(x.e -> 'error') NOT IN ('string', 'null'))
+                AS bad
+            FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
+        ) AS c
+    ) AS o;
+    IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION 'bad outcome %', v_bad
             USING ERRCODE = 'PJ016',
             HINT = 'each outcome is {"id": number, "attempt": number, "outcome": '
@@ -49,22 +92,18 @@ BEGIN
 
     -- Lock order shared with get_jobs and add_job: every job row first, then bundle
     -- rows, then queue rows in name order, so a batch cannot deadlock with either.
-    -- A claim is held when the job is locked by this worker at the reported attempt;
-    -- an id listed twice is finished once (its later entries are fenced). A row another
-    -- session holds (an enqueuer's depends_on share lock, an admin) is skipped, never
-    -- waited for: one busy job must not hold up the rest of the batch.
-    -- (Joins to the outcomes are LATERAL primary-key lookups, kept apart by LIMIT 1: the
-    -- planner cannot size a JSON array, and a misjudged join would scan the jobs table
-    -- once per outcome.)
-    v_held := ARRAY(
-        SELECT j.id
-        FROM (
-            SELECT DISTINCT ON ((x.e ->> 'id')::bigint)
-                (x.e ->> 'id')::bigint AS id,
-                (x.e ->> 'attempt')::integer AS attempt
-            FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
-            ORDER BY (x.e ->> 'id')::bigint, x.n
-        ) AS o
+    -- A claim is held when the job is locked by this worker at the reported attempt. A
+    -- row another session holds (an enqueuer's depends_on share lock, an admin) is
+    -- skipped, never waited for: one busy job must not hold up the rest of the batch.
+    -- (Primary-key lookups, one per outcome: the planner cannot size an array, and a
+    -- misjudged join would scan the jobs table.)
+    SELECT
+        coalesce(array_agg(h.id ORDER BY h.id), '{}'),
+        coalesce(array_agg(h.n ORDER BY h.id), '{}')
+    INTO v_held, v_held_at
+    FROM (
+        SELECT j.id, o.n
+        FROM unnest(v_ids, v_attempts, v_first) WITH ORDINALITY AS o (id, attempt, first, n)
         CROSS JOIN LATERAL (
             SELECT j.id FROM app_jobs.jobs AS j
             WHERE j.id = o.id
@@ -73,141 +112,102 @@ BEGIN
                 AND j.attempts = o.attempt
             FOR UPDATE SKIP LOCKED
         ) AS j
-        ORDER BY j.id
-    );
+        WHERE o.first
+    ) AS h;
     PERFORM app_jobs.lock_bundles(ARRAY(
         SELECT j.bundle_id FROM app_jobs.jobs AS j
         WHERE j.id = ANY(v_held) AND j.bundle_id IS NOT NULL
     ));
     -- Queue rows likewise: one an open enqueue transaction holds (it counts its job in
     -- until it commits) makes that queue's jobs busy, not the whole batch wait.
-    v_held := ARRAY(
-        SELECT j.id FROM app_jobs.jobs AS j
-        WHERE j.id = ANY(v_held)
-            AND (j.queue_name IS NULL OR j.queue_name = ANY(ARRAY(
-                SELECT q.queue_name FROM app_jobs.job_queues AS q
-                WHERE q.queue_name IN (
-                    SELECT h.queue_name FROM app_jobs.jobs AS h WHERE h.id = ANY(v_held)
-                )
-                ORDER BY q.queue_name
-                FOR UPDATE SKIP LOCKED
-            )))
-        ORDER BY j.id
-    );
-
-    -- Queue by queue in name order (jobs without a queue first). Plain completions
-    -- (no bundle, no dependents, no cancel request) go in one set-based statement;
-    -- everything else through finish_claim, one job at a time.
-    FOR v_queue IN
-        SELECT DISTINCT j.queue_name FROM app_jobs.jobs AS j
-        WHERE j.id = ANY(v_held)
-        ORDER BY j.queue_name NULLS FIRST
-    LOOP
-        WITH plain AS (
-            SELECT DISTINCT ON (o.id) o.id, o.attempt, o.result
-            FROM (
-                SELECT
-                    (x.e ->> 'id')::bigint AS id,
-                    (x.e ->> 'attempt')::integer AS attempt,
-                    nullif(x.e -> 'result', 'null'::jsonb) AS result,
-                    x.n
-                FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
-                WHERE coalesce(x.e ->> 'outcome', CASE
-                    WHEN x.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed'
-                END) = 'completed'
-            ) AS o
-            CROSS JOIN LATERAL (
-                SELECT j.id FROM app_jobs.jobs AS j
-                WHERE j.id = o.id
-                    AND j.queue_name IS NOT DISTINCT FROM v_queue.queue_name
-                    AND j.bundle_id IS NULL
-                    AND j.cancel_requested_at IS NULL
-                    AND NOT EXISTS (
-                        SELECT 1 FROM app_jobs.job_dependencies AS d WHERE d.depends_on = j.id
-                    )
-                LIMIT 1
-            ) AS j
-            WHERE o.id = ANY(v_held)
-            ORDER BY o.id, o.n
-        ),
-
-        done AS (
-            DELETE FROM app_jobs.jobs AS j
-            USING plain AS p
-            WHERE j.id = p.id
-            RETURNING j.*, p.attempt AS reported_attempt, p.result
-        ),
-
-        kept AS (
-            INSERT INTO app_jobs.job_history (
-                job_id, database_id, task_identifier, queue_name, key, payload, priority,
-                status, attempts, max_attempts, result, last_error, worker_id, created_at,
-                started_at, origin, bundle_id
-            )
-            SELECT
-                d.id, d.database_id, d.task_identifier, d.queue_name, d.key, d.payload,
-                d.priority, 'completed', d.attempts, d.max_attempts, d.result, d.last_error,
-                finish_jobs.worker_id, d.created_at, d.locked_at, d.origin, d.bundle_id
-            FROM done AS d
-            WHERE app_jobs.setting('history') <> 'off'
-        )
-
+    IF EXISTS (
+        SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = ANY(v_held) AND j.queue_name IS NOT NULL
+    ) THEN
         SELECT
-            coalesce(array_agg(d.id), '{}'),
-            coalesce(array_agg(d.reported_attempt), '{}'),
-            coalesce(array_agg(d.task_identifier), '{}'),
-            coalesce(array_agg(d.origin), '{}')
-        INTO v_ids, v_attempts, v_tasks, v_origins
-        FROM done AS d;
-
-        PERFORM app_jobs.notify_chunks('jobs:stopped', ARRAY(
-            SELECT app_jobs.stopped_event(c.id, c.task, 'completed', FALSE, NULL, c.origin)
-            FROM unnest(v_ids, v_tasks, v_origins) WITH ORDINALITY AS c (id, task, origin, n)
-            ORDER BY c.n
+            coalesce(array_agg(h.id ORDER BY h.id), '{}'),
+            coalesce(array_agg(h.n ORDER BY h.id), '{}')
+        INTO v_held, v_held_at
+        FROM unnest(v_held, v_held_at) AS h (id, n)
+        INNER JOIN app_jobs.jobs AS j ON h.id = j.id
+        WHERE j.queue_name IS NULL OR j.queue_name = ANY(ARRAY(
+            SELECT q.queue_name FROM app_jobs.job_queues AS q
+            WHERE q.queue_name IN (
+                SELECT k.queue_name FROM app_jobs.jobs AS k WHERE k.id = ANY(v_held)
+            )
+            ORDER BY q.queue_name
+            FOR UPDATE SKIP LOCKED
         ));
-        RETURN QUERY
-        SELECT c.id, c.attempt, 'completed'::text
-        FROM unnest(v_ids, v_attempts) AS c (id, attempt);
+    END IF;
 
-        FOR v_item IN
-            SELECT DISTINCT ON (o.id)
-                o.id,
-                o.attempt,
-                o.outcome,
-                o.error,
-                o.error_data,
-                o.result
-            FROM (
-                SELECT
-                    (x.e ->> 'id')::bigint AS id,
-                    (x.e ->> 'attempt')::integer AS attempt,
-                    coalesce(
-                        x.e ->> 'outcome',
-                        CASE WHEN x.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
-                    ) AS outcome,
-                    x.e ->> 'error' AS error,
-                    nullif(x.e -> 'error_data', 'null'::jsonb) AS error_data,
-                    nullif(x.e -> 'result', 'null'::jsonb) AS result,
-                    x.n
-                FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
-            ) AS o
-            CROSS JOIN LATERAL (
-                SELECT j.id FROM app_jobs.jobs AS j
-                WHERE j.id = o.id AND j.queue_name IS NOT DISTINCT FROM v_queue.queue_name
-                LIMIT 1
-            ) AS j
-            WHERE o.id = ANY(v_held)
-            ORDER BY o.id, o.n
-        LOOP
-            v_job := app_jobs.finish_claim(
-                worker_id, v_item.id, v_item.attempt, v_item.outcome,
-                v_item.error, v_item.error_data, v_item.result
-            );
-            job_id := v_item.id;
-            attempt := v_item.attempt;
-            status := app_jobs.claim_status(v_job, v_item.outcome);
-            RETURN NEXT;
-        END LOOP;
+    -- Plain completions (no bundle, no dependents, no cancel request): one statement
+    -- deletes them all and writes their history (every queue row they touch is held
+    -- already). Everything else goes through finish_claim, one job at a time.
+    SELECT
+        coalesce(array_agg(h.n ORDER BY h.n) FILTER (WHERE c.plain), '{}'),
+        coalesce(array_agg(h.n ORDER BY j.queue_name NULLS FIRST, h.id) FILTER (
+            WHERE NOT c.plain
+        ), '{}')
+    INTO v_plain, v_other
+    FROM unnest(v_held, v_held_at) AS h (id, n)
+    INNER JOIN app_jobs.jobs AS j ON h.id = j.id
+    CROSS JOIN LATERAL (
+        SELECT
+            v_outcomes[h.n] = 'completed'
+            AND j.bundle_id IS NULL
+            AND j.cancel_requested_at IS NULL
+            AND NOT EXISTS (
+                SELECT 1 FROM app_jobs.job_dependencies AS d WHERE d.depends_on = j.id
+            ) AS plain
+    ) AS c;
+
+    WITH plain AS (
+        SELECT v_ids[p.n] AS id, v_results[p.n] AS result
+        FROM unnest(v_plain) AS p (n)
+    ),
+
+    done AS (
+        DELETE FROM app_jobs.jobs AS j
+        WHERE j.id = ANY(ARRAY(SELECT p.id FROM plain AS p))
+        RETURNING j.*
+    ),
+
+    kept AS (
+        INSERT INTO app_jobs.job_history (
+            job_id, database_id, task_identifier, queue_name, key, payload, priority,
+            status, attempts, max_attempts, result, last_error, worker_id, created_at,
+            started_at, origin, bundle_id
+        )
+        SELECT
+            d.id, d.database_id, d.task_identifier, d.queue_name, d.key, d.payload,
+            d.priority, 'completed', d.attempts, d.max_attempts, p.result, d.last_error,
+            finish_jobs.worker_id, d.created_at, d.locked_at, d.origin, d.bundle_id
+        FROM done AS d
+        INNER JOIN plain AS p ON d.id = p.id
+        WHERE app_jobs.setting('history') <> 'off'
+    )
+
+    SELECT
+        coalesce(array_agg(d.id ORDER BY d.id), '{}'),
+        coalesce(array_agg(d.task_identifier ORDER BY d.id), '{}'),
+        coalesce(array_agg(d.origin ORDER BY d.id), '{}')
+    INTO v_done_ids, v_done_tasks, v_done_origins
+    FROM done AS d;
+    PERFORM app_jobs.notify_chunks('jobs:stopped', ARRAY(
+        SELECT app_jobs.stopped_event(e.id, e.task, 'completed', FALSE, NULL, e.origin)
+        FROM unnest(v_done_ids, v_done_tasks, v_done_origins) AS e (id, task, origin)
+    ));
+    RETURN QUERY
+    SELECT v_ids[p], v_attempts[p], 'completed'::text FROM unnest(v_plain) AS p;
+
+    FOR v_item IN SELECT o AS n FROM unnest(v_other) AS o LOOP
+        v_job := app_jobs.finish_claim(
+            worker_id, v_ids[v_item.n], v_attempts[v_item.n], v_outcomes[v_item.n],
+            v_errors[v_item.n], v_error_data[v_item.n], v_results[v_item.n]
+        );
+        job_id := v_ids[v_item.n];
+        attempt := v_attempts[v_item.n];
+        status := app_jobs.claim_status(v_job, v_outcomes[v_item.n]);
+        RETURN NEXT;
     END LOOP;
 
     -- Everything not held: busy when the row was skipped while locked elsewhere but is
@@ -215,27 +215,21 @@ BEGIN
     -- gone, or a repeat).
     RETURN QUERY
     SELECT
-        f.id,
-        f.attempt,
+        o.id,
+        o.attempt,
         CASE
-            WHEN f.repeat = 1 AND EXISTS (
+            WHEN o.first AND EXISTS (
                 SELECT 1 FROM app_jobs.jobs AS j
-                WHERE j.id = f.id
-                    AND j.locked_by = finish_jobs.worker_id
-                    AND j.attempts = f.attempt
+                WHERE j.id = o.id
+                    AND coalesce(j.locked_by, '') = finish_jobs.worker_id
+                    AND j.attempts = o.attempt
             ) THEN 'busy'
             ELSE 'fenced'
         END
-    FROM (
-        SELECT
-            (x.e ->> 'id')::bigint AS id,
-            (x.e ->> 'attempt')::integer AS attempt,
-            x.n,
-            row_number() OVER (PARTITION BY x.e ->> 'id' ORDER BY x.n) AS repeat
-        FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
-    ) AS f
-    WHERE f.repeat > 1 OR NOT f.id = ANY(v_held)
-    ORDER BY f.n;
+    FROM unnest(v_ids, v_attempts, v_first) WITH ORDINALITY AS o (id, attempt, first, n)
+    LEFT JOIN unnest(v_held_at) AS h (n) ON o.n = h.n
+    WHERE h.n IS NULL
+    ORDER BY o.n;
 END;
 $$;
 

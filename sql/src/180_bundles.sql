@@ -1,11 +1,13 @@
 -- Lock bundle rows in id order: after job rows, before queue rows (the shared order).
 CREATE FUNCTION app_jobs.lock_bundles(p_bundle_ids bigint[]) RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
-    SELECT 1 FROM app_jobs.job_bundles AS b
+BEGIN
+    PERFORM 1 FROM app_jobs.job_bundles AS b
     WHERE b.id = ANY(p_bundle_ids)
     ORDER BY b.id
     FOR UPDATE;
+END;
 $$;
 
 -- Count p_count stopped jobs of a bundle (none for a NULL status); when they were the

@@ -9,9 +9,16 @@ BEGIN
 END;
 $$;
 
+-- On jobs the hot statements (claims, finishes) set updated_at themselves; the trigger
+-- (a PL/pgSQL call per row) runs only for an update that does not, or that touches
+-- created_at.
 CREATE TRIGGER _100_timestamps
 BEFORE UPDATE ON app_jobs.jobs
-FOR EACH ROW EXECUTE FUNCTION app_jobs.tg_timestamps();
+FOR EACH ROW WHEN (
+    new.updated_at IS NOT DISTINCT FROM old.updated_at
+    OR new.created_at IS DISTINCT FROM old.created_at
+)
+EXECUTE FUNCTION app_jobs.tg_timestamps();
 
 CREATE TRIGGER _100_timestamps
 BEFORE UPDATE ON app_jobs.scheduled_jobs

@@ -63,27 +63,33 @@ $$;
 -- only on the tenant of its jwt.claims.database_id setting (none without it, NULL
 -- included).
 CREATE OR REPLACE FUNCTION app_jobs.tenant_allowed(p_db_id uuid) RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT CASE
-        WHEN pg_catalog.pg_has_role(c.caller, 'pgjobs_enqueue_any', 'USAGE')
-            OR pg_catalog.pg_has_role(c.caller, 'pgjobs_worker', 'USAGE')
-            OR pg_catalog.pg_has_role(c.caller, 'pgjobs_admin', 'USAGE')
-            OR pg_catalog.pg_has_role(c.caller, n.nspowner, 'USAGE') THEN TRUE
-        ELSE coalesce(
-            p_db_id = nullif(pg_catalog.current_setting('jwt.claims.database_id', TRUE), '')::uuid,
-            FALSE
-        )
-    END
-    FROM
-        (
-            SELECT CASE pg_catalog.current_setting('role')
-                WHEN 'none' THEN session_user
-                ELSE pg_catalog.current_setting('role')::name
-            END AS caller
-        ) AS c,
-        pg_catalog.pg_namespace AS n
-    WHERE n.nspname = 'app_jobs';
+DECLARE
+    -- (PL/pgSQL, not SQL: its plans are kept for the session, where a SQL function's
+    -- query would be planned again in every transaction of every enqueue.)
+    v_caller name := CASE pg_catalog.current_setting('role')
+        WHEN 'none' THEN session_user
+        ELSE pg_catalog.current_setting('role')::name
+    END;
+BEGIN
+    IF pg_catalog.pg_has_role(v_caller, 'pgjobs_enqueue_any', 'USAGE')
+        OR pg_catalog.pg_has_role(v_caller, 'pgjobs_worker', 'USAGE')
+        OR pg_catalog.pg_has_role(v_caller, 'pgjobs_admin', 'USAGE') THEN
+        RETURN TRUE;
+    END IF;
+    IF pg_catalog.pg_has_role(
+        v_caller,
+        (SELECT n.nspowner FROM pg_catalog.pg_namespace AS n WHERE n.nspname = 'app_jobs'),
+        'USAGE'
+    ) THEN
+        RETURN TRUE;
+    END IF;
+    RETURN coalesce(
+        p_db_id = nullif(pg_catalog.current_setting('jwt.claims.database_id', TRUE), '')::uuid,
+        FALSE
+    );
+END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.tenant_allowed IS
