@@ -1,8 +1,14 @@
--- pgjobs 0.5.0 -> 0.6.0: performance (issue 12): a plain fast path for claims and
+-- pgjobs 0.5.0 -> 0.6.0: performance (issue 12): add_jobs, a set-based enqueue; a
+-- partial unique index on jobs.key; a plain fast path for claims and
 -- cached (generic) plans for get_jobs and finish_jobs, finish_jobs parsing its outcomes
 -- once, helpers that query tables in PL/pgSQL (their plans are kept for the session), the
 -- timestamps trigger skipped where a statement sets updated_at itself. See README,
 -- "Changes in 0.6.0". Written by hand: only what changed, the functions as in sql/src.
+
+-- A unique index on jobs.key that leaves out the jobs without a key (add_job's upserts
+-- name it with ON CONFLICT (key) WHERE key IS NOT NULL).
+ALTER TABLE app_jobs.jobs DROP CONSTRAINT jobs_key_key;
+CREATE UNIQUE INDEX jobs_key_key ON app_jobs.jobs (key) WHERE key IS NOT NULL;
 
 -- The timestamps trigger of jobs runs only for updates that do not set updated_at.
 DROP TRIGGER _100_timestamps ON app_jobs.jobs;
@@ -13,6 +19,42 @@ FOR EACH ROW WHEN (
     OR new.created_at IS DISTINCT FROM old.created_at
 )
 EXECUTE FUNCTION app_jobs.tg_timestamps();
+
+-- from sql/src/100_check_job_spec.sql
+-- Every check of one job's fields, as add_job and add_jobs apply them (max_attempts and
+-- timeout with the task's defaults applied): PJ001-PJ004, PJ017, PJ022, PJ031-PJ035,
+-- PJ037, PJ038.
+CREATE OR REPLACE FUNCTION app_jobs.check_job(
+    p_identifier text,
+    p_queue_name text,
+    p_job_key text,
+    p_max_attempts integer,
+    p_payload json,
+    p_run_at timestamptz,
+    p_timeout interval,
+    p_origin text
+) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    PERFORM app_jobs.check_job_spec(p_identifier, p_queue_name, p_job_key, p_max_attempts);
+    PERFORM app_jobs.check_payload(p_payload);
+    PERFORM app_jobs.check_run_at(p_run_at);
+    IF p_timeout <= interval '0' THEN
+        RAISE EXCEPTION 'timeout must be positive, got %', p_timeout
+            USING ERRCODE = 'PJ017';
+    END IF;
+    -- (Longer is no limit at all, and beyond what clients such as Python can represent.)
+    IF p_timeout > interval '100 years' THEN
+        RAISE EXCEPTION 'timeout must be at most 100 years, got %', p_timeout
+            USING ERRCODE = 'PJ038';
+    END IF;
+    IF length(p_origin) NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'origin must be 1 to 256 characters, got %', length(p_origin)
+            USING ERRCODE = 'PJ022';
+    END IF;
+END;
+$$;
 
 -- from sql/src/102_settings.sql
 -- The value of a setting, or its default when it was never set.
@@ -64,6 +106,478 @@ BEGIN
     );
 END;
 $$;
+
+-- from sql/src/110_add_job.sql
+-- Enqueue a job; with job_key, job_key_mode says what happens to a job holding the key:
+-- replace (default) updates a waiting one, preserve_run_at does so but keeps its run_at,
+-- unsafe_dedupe leaves it untouched and returns it. depends_on: ids of jobs that must
+-- complete first (a failed or cancelled one cancels this job).
+CREATE OR REPLACE FUNCTION app_jobs.add_job(
+    db_id uuid DEFAULT nullif(
+        current_setting('jwt.claims.database_id', TRUE), ''
+    )::uuid,
+    identifier text DEFAULT NULL,
+    payload json DEFAULT '{}'::json,
+    job_key text DEFAULT NULL,
+    queue_name text DEFAULT NULL,
+    run_at timestamptz DEFAULT now(),
+    max_attempts integer DEFAULT NULL,
+    priority integer DEFAULT 0,
+    timeout interval DEFAULT NULL,
+    job_key_mode text DEFAULT 'replace',
+    origin text DEFAULT NULL,
+    depends_on bigint[] DEFAULT NULL
+) RETURNS app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_job app_jobs.jobs;
+    v_mode text := coalesce(job_key_mode, 'replace');
+    v_task app_jobs.task_settings;
+    v_max_attempts integer;
+    v_timeout interval;
+    v_deps bigint[];
+    v_pending bigint[];
+    v_failed bigint;
+    v_failed_status text;
+    v_missing bigint;
+    v_own bigint[];
+BEGIN
+    PERFORM app_jobs.check_tenant(db_id);
+    IF app_jobs.enqueue_ignored(identifier) THEN
+        RETURN NULL;
+    END IF;
+    IF v_mode NOT IN ('replace', 'preserve_run_at', 'unsafe_dedupe') THEN
+        RAISE EXCEPTION 'job_key_mode must be replace, preserve_run_at or unsafe_dedupe, got %',
+            v_mode
+            USING ERRCODE = 'PJ021';
+    END IF;
+    -- The task's defaults count: a default max_attempts or timeout is held to the bounds.
+    SELECT * INTO v_task FROM app_jobs.task_settings AS ts
+    WHERE ts.task_identifier = add_job.identifier;
+    v_max_attempts := coalesce(max_attempts, v_task.max_attempts, 25);
+    v_timeout := coalesce(timeout, v_task.timeout);
+    PERFORM app_jobs.check_job(
+        identifier, queue_name, job_key, v_max_attempts, payload, run_at, v_timeout,
+        add_job.origin
+    );
+
+    IF cardinality(depends_on) > 0 THEN
+        IF job_key IS NOT NULL THEN
+            RAISE EXCEPTION 'depends_on cannot be combined with job_key'
+                USING ERRCODE = 'PJ023';
+        END IF;
+        v_deps := ARRAY(SELECT DISTINCT d FROM unnest(depends_on) AS d WHERE d IS NOT NULL);
+        -- Hold the dependencies until commit: one finishing now waits for this job to
+        -- exist, so it either counts here as finished or finds this job to unblock. A job
+        -- depends only on jobs of its own tenant, and only those rows are locked (the
+        -- condition is part of the locking statement): another tenant's running job is
+        -- never held up.
+        v_own := ARRAY(
+            SELECT j.id FROM app_jobs.jobs AS j
+            WHERE j.id = ANY(v_deps) AND j.database_id IS NOT DISTINCT FROM add_job.db_id
+            ORDER BY j.id
+            FOR SHARE
+        );
+        SELECT d INTO v_missing FROM unnest(v_deps) AS d
+        WHERE NOT d = ANY(v_own)
+            AND NOT EXISTS (
+                SELECT 1 FROM app_jobs.job_history AS h
+                WHERE h.job_id = d AND h.database_id IS NOT DISTINCT FROM add_job.db_id
+            )
+        ORDER BY d
+        LIMIT 1;
+        IF v_missing IS NOT NULL THEN
+            IF EXISTS (SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = v_missing)
+                OR EXISTS (SELECT 1 FROM app_jobs.job_history AS h WHERE h.job_id = v_missing) THEN
+                RAISE EXCEPTION 'depends_on names job %, which belongs to another tenant',
+                    v_missing
+                    USING ERRCODE = 'PJ030',
+                    HINT = 'A job may depend only on jobs of its own tenant (db_id).';
+            END IF;
+            RAISE EXCEPTION 'depends_on names job %, which does not exist', v_missing
+                USING ERRCODE = 'PJ023',
+                HINT = 'A dependency must be a live job or one kept in job_history.';
+        END IF;
+        v_pending := ARRAY(
+            SELECT j.id FROM app_jobs.jobs AS j
+            WHERE j.id = ANY(v_own) AND (j.locked_at IS NOT NULL OR j.attempts < j.max_attempts)
+        );
+        -- A dependency that already stopped without completing: failed for good (still
+        -- in jobs), or failed / cancelled according to its latest history record.
+        SELECT f.id, f.status INTO v_failed, v_failed_status
+        FROM (
+            SELECT
+                d AS id,
+                CASE
+                    WHEN d = ANY(v_own) THEN 'failed'
+                    ELSE (
+                        SELECT h.status FROM app_jobs.job_history AS h
+                        WHERE h.job_id = d ORDER BY h.finished_at DESC, h.id DESC LIMIT 1
+                    )
+                END AS status
+            FROM unnest(v_deps) AS d
+            WHERE NOT d = ANY(v_pending)
+        ) AS f
+        WHERE f.status <> 'completed'
+        ORDER BY f.id
+        LIMIT 1;
+
+        INSERT INTO app_jobs.jobs AS j (
+            database_id, task_identifier, payload, queue_name, run_at,
+            max_attempts, priority, timeout, origin, blocked_by
+        ) VALUES (
+            db_id, identifier, coalesce(payload, '{}'::json), queue_name,
+            coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), v_timeout,
+            add_job.origin, cardinality(v_pending)
+        ) RETURNING * INTO v_job;
+        INSERT INTO app_jobs.job_dependencies (job_id, depends_on)
+        SELECT v_job.id, d FROM unnest(v_pending) AS d;
+        IF v_failed IS NOT NULL THEN
+            PERFORM app_jobs.cancel_dependents(ARRAY[v_job.id], v_failed, v_failed_status);
+            v_job.last_error := format('dependency %s %s', v_failed, v_failed_status);
+        END IF;
+        RETURN v_job;
+    END IF;
+
+    IF job_key IS NULL THEN
+        INSERT INTO app_jobs.jobs (
+            database_id, task_identifier, payload, queue_name, run_at,
+            max_attempts, priority, timeout, origin
+        ) VALUES (
+            db_id, identifier, coalesce(payload, '{}'::json), queue_name,
+            coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), v_timeout,
+            add_job.origin
+        ) RETURNING * INTO v_job;
+        RETURN v_job;
+    END IF;
+
+    -- Keys are one namespace, and a key belongs to the tenant of the job holding it: a
+    -- job for another db_id may not take it over, whoever calls (PJ030). The tenant
+    -- condition is part of each statement that reads or changes the job holding the
+    -- key, so no interleaving lets one act on another tenant's job: when a statement
+    -- finds nothing it may act on, the key is checked for another tenant's job (PJ030),
+    -- else the loop tries again (the key moved meanwhile).
+    LOOP
+        IF v_mode = 'unsafe_dedupe' THEN
+            -- Whatever job of ours holds the key (waiting or running) is the answer.
+            INSERT INTO app_jobs.jobs AS j (
+                database_id, task_identifier, payload, queue_name, run_at,
+                max_attempts, priority, key, timeout, origin
+            ) VALUES (
+                db_id, identifier, coalesce(payload, '{}'::json), queue_name,
+                coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), job_key,
+                v_timeout, add_job.origin
+            )
+            ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
+            RETURNING * INTO v_job;
+            IF FOUND THEN
+                RETURN v_job;
+            END IF;
+            SELECT * INTO v_job FROM app_jobs.jobs AS j
+            WHERE j.key = job_key AND j.database_id IS NOT DISTINCT FROM add_job.db_id;
+            IF FOUND THEN
+                RETURN v_job;
+            END IF;
+        ELSE
+            -- A waiting job with this key is replaced; a running one keeps running
+            -- without its key (and without retries) while a new job takes the key.
+            INSERT INTO app_jobs.jobs AS j (
+                database_id, task_identifier, payload, queue_name, run_at,
+                max_attempts, priority, key, timeout, origin
+            ) VALUES (
+                db_id, identifier, coalesce(payload, '{}'::json), queue_name,
+                coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), job_key,
+                v_timeout, add_job.origin
+            )
+            ON CONFLICT (key) WHERE key IS NOT NULL DO UPDATE SET
+                database_id = excluded.database_id,
+                task_identifier = excluded.task_identifier,
+                payload = excluded.payload,
+                queue_name = excluded.queue_name,
+                run_at = CASE
+                    WHEN v_mode = 'preserve_run_at' THEN j.run_at ELSE excluded.run_at
+                END,
+                max_attempts = excluded.max_attempts,
+                priority = excluded.priority,
+                timeout = excluded.timeout,
+                origin = excluded.origin,
+                attempts = 0,
+                last_error = NULL,
+                progress = NULL,
+                stage = NULL
+            WHERE j.locked_at IS NULL AND j.database_id IS NOT DISTINCT FROM add_job.db_id
+            RETURNING * INTO v_job;
+            IF FOUND THEN
+                RETURN v_job;
+            END IF;
+            -- Its attempts stay as they are (the worker's claim is fenced by them); no
+            -- attempt is left after this one.
+            UPDATE app_jobs.jobs AS j
+            SET key = NULL, max_attempts = j.attempts
+            WHERE j.key = job_key AND j.locked_at IS NOT NULL
+                AND j.database_id IS NOT DISTINCT FROM add_job.db_id;
+            CONTINUE WHEN FOUND;
+        END IF;
+        IF EXISTS (
+            SELECT 1 FROM app_jobs.jobs AS j
+            WHERE j.key = job_key AND j.database_id IS DISTINCT FROM add_job.db_id
+        ) THEN
+            RAISE EXCEPTION 'job key % belongs to another tenant''s job', job_key
+                USING ERRCODE = 'PJ030';
+        END IF;
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.add_job IS
+'Enqueue a job; with job_key, replace (or keep, per job_key_mode) the job holding the key';
+
+-- from sql/src/111_add_jobs.sql
+-- The jobs of an add_jobs call as rows, in order, with add_job's defaults (and the task's
+-- default max_attempts and timeout) filled in. (unnest walks each array once; a
+-- subscript per job would walk a text array from its start every time.)
+CREATE OR REPLACE FUNCTION app_jobs.add_jobs_rows(
+    p_identifiers text[],
+    p_payloads json[],
+    p_db_ids uuid[],
+    p_queue_names text[],
+    p_run_ats timestamptz[],
+    p_max_attempts integer[],
+    p_priorities integer[],
+    p_job_keys text[],
+    p_timeouts interval[],
+    p_origins text[],
+    p_claim uuid
+) RETURNS TABLE (
+    n bigint,
+    db_id uuid,
+    identifier text,
+    payload json,
+    queue_name text,
+    run_at timestamptz,
+    max_attempts integer,
+    priority integer,
+    job_key text,
+    timeout interval,
+    origin text
+)
+LANGUAGE sql STABLE
+AS $$
+    SELECT
+        r.n,
+        CASE WHEN p_db_ids IS NULL THEN p_claim ELSE r.db_id END,
+        r.identifier,
+        coalesce(r.payload, '{}'::json),
+        r.queue_name,
+        coalesce(r.run_at, now()),
+        coalesce(r.max_attempts, ts.max_attempts, 25),
+        coalesce(r.priority, 0),
+        r.job_key,
+        coalesce(r.timeout, ts.timeout),
+        r.origin
+    FROM unnest(
+        p_identifiers, p_payloads, p_db_ids, p_queue_names, p_run_ats, p_max_attempts,
+        p_priorities, p_job_keys, p_timeouts, p_origins
+    ) WITH ORDINALITY AS r (
+        identifier, payload, db_id, queue_name, run_at, max_attempts, priority, job_key,
+        timeout, origin, n
+    )
+    LEFT JOIN app_jobs.task_settings AS ts ON r.identifier = ts.task_identifier;
+$$;
+
+-- Enqueue many jobs in one call: element i of each array belongs to job i (a NULL array:
+-- the default for every job; db_ids NULL: the jwt.claims.database_id claim, as add_job).
+-- The same checks, tenancy and key semantics as add_job (PJ043 when arrays differ in
+-- length; no depends_on: use add_job). Jobs without a key are checked set-based and
+-- inserted by one statement; keyed jobs go through add_job, one by one, in order. Returns
+-- one row per job, in order: a row of NULLs for a job whose task's enqueues are ignored
+-- (test helpers).
+CREATE OR REPLACE FUNCTION app_jobs.add_jobs(
+    identifiers text[],
+    payloads json[] DEFAULT NULL,
+    db_ids uuid[] DEFAULT NULL,
+    queue_names text[] DEFAULT NULL,
+    run_ats timestamptz[] DEFAULT NULL,
+    max_attempts integer[] DEFAULT NULL,
+    priorities integer[] DEFAULT NULL,
+    job_keys text[] DEFAULT NULL,
+    timeouts interval[] DEFAULT NULL,
+    origins text[] DEFAULT NULL,
+    job_key_mode text DEFAULT 'replace'
+) RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+SET jit = off
+AS $$
+DECLARE
+    v_n integer := coalesce(cardinality(identifiers), 0);
+    v_claim uuid := nullif(current_setting('jwt.claims.database_id', TRUE), '')::uuid;
+    v_row record;
+    v_ids bigint[] := '{}';
+    v_at integer[] := '{}';
+BEGIN
+    IF EXISTS (
+        SELECT 1
+        FROM unnest(ARRAY[
+            cardinality(payloads), cardinality(db_ids), cardinality(queue_names),
+            cardinality(run_ats), cardinality(max_attempts), cardinality(priorities),
+            cardinality(job_keys), cardinality(timeouts), cardinality(origins)
+        ]) AS c (n)
+        WHERE c.n <> v_n
+    ) THEN
+        RAISE EXCEPTION 'add_jobs arrays must each have % elements, one per identifier', v_n
+            USING ERRCODE = 'PJ043',
+            HINT = 'Pass NULL for a field that takes its default for every job.';
+    END IF;
+    IF coalesce(job_key_mode, 'replace') NOT IN ('replace', 'preserve_run_at', 'unsafe_dedupe') THEN
+        RAISE EXCEPTION 'job_key_mode must be replace, preserve_run_at or unsafe_dedupe, got %',
+            job_key_mode
+            USING ERRCODE = 'PJ021';
+    END IF;
+
+    -- Tenancy: every distinct tenant once (PJ030, as add_job).
+    PERFORM app_jobs.check_tenant(t.db_id)
+    FROM (
+        SELECT DISTINCT CASE WHEN db_ids IS NULL THEN v_claim ELSE d END AS db_id
+        FROM unnest(coalesce(db_ids, ARRAY[NULL]::uuid[])) AS d
+    ) AS t;
+    -- Names: every distinct task and queue once (PJ001, PJ002, PJ031, PJ032).
+    PERFORM app_jobs.check_job_spec(s.identifier, s.queue_name, NULL, NULL)
+    FROM (
+        SELECT DISTINCT r.identifier, r.queue_name
+        FROM unnest(identifiers, queue_names) AS r (identifier, queue_name)
+    ) AS s;
+    -- Payloads of more than 512 bytes, each against the limits (PJ033, PJ037).
+    PERFORM app_jobs.check_payload(p.payload)
+    FROM unnest(payloads) AS p (payload)
+    WHERE octet_length(p.payload::text) > 512;
+    -- The other fields set-based: the first job that breaks a rule goes through
+    -- check_job, which raises add_job's error for it.
+    FOR v_row IN
+        SELECT r.*
+        FROM app_jobs.add_jobs_rows(
+            identifiers, payloads, db_ids, queue_names, run_ats, add_jobs.max_attempts,
+            priorities, job_keys, timeouts, origins, v_claim
+        ) AS r
+        WHERE length(r.job_key) NOT BETWEEN 1 AND 512
+            OR r.max_attempts NOT BETWEEN 1 AND 10000
+            OR r.run_at NOT BETWEEN '1970-01-01 00:00:00+00' AND now() + interval '100 years'
+            OR r.timeout <= interval '0' OR r.timeout > interval '100 years'
+            OR length(r.origin) NOT BETWEEN 1 AND 256
+        ORDER BY r.n
+        LIMIT 1
+    LOOP
+        PERFORM app_jobs.check_job(
+            v_row.identifier, v_row.queue_name, v_row.job_key, v_row.max_attempts,
+            v_row.payload, v_row.run_at, v_row.timeout, v_row.origin
+        );
+    END LOOP;
+
+    -- Without keys (the usual batch): one insert, the rows returned in the callers' order
+    -- (ids are drawn in insertion order, which follows the jobs' order).
+    IF (job_keys IS NULL OR NOT EXISTS (SELECT 1 FROM unnest(job_keys) AS k WHERE k IS NOT NULL))
+        AND coalesce(current_setting('pgjobs.ignore_enqueues', TRUE), '') = '' THEN
+        RETURN QUERY
+        WITH inserted AS (
+            INSERT INTO app_jobs.jobs (
+                database_id, task_identifier, payload, queue_name, run_at, max_attempts,
+                priority, timeout, origin
+            )
+            SELECT
+                r.db_id, r.identifier, r.payload, r.queue_name, r.run_at, r.max_attempts,
+                r.priority, r.timeout, r.origin
+            FROM app_jobs.add_jobs_rows(
+                identifiers, payloads, db_ids, queue_names, run_ats, add_jobs.max_attempts,
+                priorities, job_keys, timeouts, origins, v_claim
+            ) AS r
+            ORDER BY r.n
+            RETURNING *
+        )
+
+        SELECT i.* FROM inserted AS i ORDER BY i.id;
+        RETURN;
+    END IF;
+    -- Without keys, some tasks' enqueues ignored (test helpers): a row of NULLs for each
+    -- of those.
+    IF job_keys IS NULL OR NOT EXISTS (SELECT 1 FROM unnest(job_keys) AS k WHERE k IS NOT NULL) THEN
+        RETURN QUERY
+        WITH wanted AS (
+            SELECT r.*, app_jobs.enqueue_ignored(r.identifier) AS ignored
+            FROM app_jobs.add_jobs_rows(
+            identifiers, payloads, db_ids, queue_names, run_ats, add_jobs.max_attempts,
+            priorities, job_keys, timeouts, origins, v_claim
+        ) AS r
+        ),
+
+        inserted AS (
+            INSERT INTO app_jobs.jobs (
+                database_id, task_identifier, payload, queue_name, run_at, max_attempts,
+                priority, timeout, origin
+            )
+            SELECT
+                w.db_id, w.identifier, w.payload, w.queue_name, w.run_at, w.max_attempts,
+                w.priority, w.timeout, w.origin
+            FROM wanted AS w
+            WHERE NOT w.ignored
+            ORDER BY w.n
+            RETURNING *
+        ),
+
+        numbered AS (
+            SELECT j, row_number() OVER (ORDER BY j.id) AS k FROM inserted AS j
+        ),
+
+        places AS (
+            SELECT w.n, row_number() OVER (ORDER BY w.n) AS k
+            FROM wanted AS w
+            WHERE NOT w.ignored
+        )
+
+        SELECT (n.j).*
+        FROM wanted AS w
+        LEFT JOIN places AS p ON w.n = p.n
+        LEFT JOIN numbered AS n ON p.k = n.k
+        ORDER BY w.n;
+        RETURN;
+    END IF;
+
+    -- With keys: add_job's key semantics for each job, one by one, in order.
+    FOR v_row IN
+        SELECT r.*
+        FROM unnest(
+            identifiers, payloads, db_ids, queue_names, run_ats, add_jobs.max_attempts,
+            priorities, job_keys, timeouts, origins
+        ) WITH ORDINALITY AS r (
+            identifier, payload, db_id, queue_name, run_at, max_attempts, priority, job_key,
+            timeout, origin, n
+        )
+        ORDER BY r.n
+    LOOP
+        v_ids := v_ids || (app_jobs.add_job(
+            db_id := CASE WHEN db_ids IS NULL THEN v_claim ELSE v_row.db_id END,
+            identifier := v_row.identifier,
+            payload := coalesce(v_row.payload, '{}'::json),
+            job_key := v_row.job_key,
+            queue_name := v_row.queue_name,
+            run_at := coalesce(v_row.run_at, now()),
+            max_attempts := v_row.max_attempts,
+            priority := coalesce(v_row.priority, 0),
+            timeout := v_row.timeout,
+            job_key_mode := add_jobs.job_key_mode,
+            origin := v_row.origin
+        )).id;
+        v_at := v_at || v_row.n::integer;
+    END LOOP;
+    RETURN QUERY
+    SELECT j.*
+    FROM unnest(v_ids, v_at) AS r (id, n)
+    LEFT JOIN app_jobs.jobs AS j ON r.id = j.id
+    ORDER BY r.n;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.add_jobs IS
+'Enqueue many jobs in one statement (parallel arrays): add_job''s checks, tenancy and keys';
 
 -- from sql/src/120_get_jobs.sql
 -- Claim up to batch_size available jobs for a worker, within each named queue's
@@ -737,6 +1251,7 @@ BEGIN
             VALUES
             -- name                  enqueue worker admin  definer
             ('add_job', TRUE, FALSE, TRUE, TRUE),
+            ('add_jobs', TRUE, FALSE, TRUE, TRUE),
             ('add_bundle', TRUE, FALSE, TRUE, TRUE),
             ('add_scheduled_job', TRUE, FALSE, TRUE, TRUE),
             ('cancel_job', TRUE, FALSE, TRUE, TRUE),

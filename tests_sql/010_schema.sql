@@ -1,6 +1,6 @@
 -- Schema: extension, tables (jobs, queues, schedules, workers, job_history, settings, job_dependencies, job_bundles, task_settings, queue_settings), columns, keys, claim index, functions (signatures, parameter names, return types), job_status view, triggers, pg_dump config.
 BEGIN;
-SELECT plan(307);
+SELECT plan(310);
 
 SELECT has_extension('pgjobs', 'extension pgjobs is installed');
 SELECT has_schema('app_jobs', 'schema app_jobs exists');
@@ -271,6 +271,12 @@ INSERT INTO fn VALUES
      'app_jobs.jobs',
      ARRAY['db_id', 'identifier', 'payload', 'job_key', 'queue_name', 'run_at',
            'max_attempts', 'priority', 'timeout', 'job_key_mode', 'origin', 'depends_on']),
+    ('add_jobs',
+     ARRAY['text[]', 'json[]', 'uuid[]', 'text[]', 'timestamp with time zone[]', 'integer[]',
+           'integer[]', 'text[]', 'interval[]', 'text[]', 'text'],
+     'SETOF app_jobs.jobs',
+     ARRAY['identifiers', 'payloads', 'db_ids', 'queue_names', 'run_ats', 'max_attempts',
+           'priorities', 'job_keys', 'timeouts', 'origins', 'job_key_mode']),
     ('add_bundle', ARRAY['text', 'jsonb', 'text', 'jsonb', 'uuid'], 'app_jobs.job_bundles',
      ARRAY['bundle_type', 'jobs', 'origin', 'followup', 'db_id']),
     ('set_task_settings',
@@ -350,7 +356,7 @@ SELECT functions_are(
         'queue_concurrency', 'enqueue_ignored', 'job_stopped', 'notify_job_stopped',
         'cancel_dependents', 'lock_bundles', 'bundle_job_stopped', 'retry_delay',
         'stopped_event', 'notify', 'notify_chunks', 'notifications_skipped_count',
-        'check_job_expiry', 'stop_jobs', 'tg_bundle_job_revived',
+        'check_job_expiry', 'check_job', 'add_jobs_rows', 'stop_jobs', 'tg_bundle_job_revived',
         'name_problem', 'check_payload', 'check_run_at', 'check_tenant', 'tenant_allowed',
         'metrics', 'metrics_label'
     ],

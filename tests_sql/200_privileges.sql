@@ -14,6 +14,7 @@ INSERT INTO expected_execute VALUES
 -- name                        PUBLIC enqueue worker admin
 ('pgjobs_version', TRUE, TRUE, TRUE, TRUE),
 ('add_job', FALSE, TRUE, FALSE, TRUE),
+('add_jobs', FALSE, TRUE, FALSE, TRUE),
 ('add_bundle', FALSE, TRUE, FALSE, TRUE),
 ('add_scheduled_job', FALSE, TRUE, FALSE, TRUE),
 ('cancel_job', FALSE, TRUE, FALSE, TRUE),

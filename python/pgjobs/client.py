@@ -60,12 +60,23 @@ def add_job(conn: Any, identifier: str, payload: Any = None, **options: Any) -> 
         return cur.fetchone()[0]
 
 
-def add_jobs(conn: Any, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
-    """Enqueue many jobs in one pipeline; each mapping has identifier, payload and options."""
+def add_jobs(conn: Any, jobs: Iterable[Mapping[str, Any]]) -> list[int | None]:
+    """Enqueue many jobs in one statement (app_jobs.add_jobs); their ids, in order.
+
+    Each mapping has identifier, payload and add_job's options. The whole call is one
+    statement: any bad job refuses them all. Jobs using depends_on, or job_key_mode values
+    that differ between jobs, go through add_job one by one (in one pipeline) instead.
+    """
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    arrays = _arrays(jobs)
+    if arrays is not None:
+        with conn.cursor() as cur:
+            cur.execute(sql.ADD_JOBS, arrays)
+            return [row[0] for row in cur.fetchall()]
     params = [_params(**job) for job in jobs]
-    ids: list[int] = []
-    if not params:
-        return ids
+    ids: list[int | None] = []
     with conn.pipeline(), conn.cursor() as cur:
         cur.executemany(sql.ADD_JOB, params, returning=True)
         while True:
@@ -73,6 +84,43 @@ def add_jobs(conn: Any, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
             if not cur.nextset():
                 break
     return ids
+
+
+_ARRAY_FIELDS = ("db_id", "queue_name", "run_at", "max_attempts", "priority", "job_key",
+                 "timeout", "origin")
+_OPTIONS = frozenset(_ARRAY_FIELDS) | {"identifier", "payload", "job_key_mode", "depends_on"}
+
+
+def _arrays(jobs: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """add_jobs' parallel arrays (the payloads as one JSON array; a field no job sets as
+    NULL, the default for all); None when the jobs need add_job one by one (depends_on,
+    several key modes)."""
+    used = set().union(*(job.keys() for job in jobs))
+    if used - _OPTIONS:
+        raise TypeError(f"unexpected job option(s): {', '.join(sorted(used - _OPTIONS))}")
+    if not all("identifier" in job for job in jobs):
+        raise TypeError("every job needs an identifier")
+    if "depends_on" in used and any(job.get("depends_on") is not None for job in jobs):
+        return None
+    modes = {job.get("job_key_mode") for job in jobs} if "job_key_mode" in used else {None}
+    if len(modes) > 1:
+        return None
+    arrays: dict[str, Any] = {
+        "identifier": [job["identifier"] for job in jobs],
+        "payload": json.dumps([
+            {} if job.get("payload") is None else job["payload"] for job in jobs
+        ]),
+        "job_key_mode": modes.pop(),
+    }
+    for field in _ARRAY_FIELDS:
+        values = [job.get(field) for job in jobs] if field in used else None
+        arrays[field] = values if values and any(v is not None for v in values) else None
+    if arrays["db_id"] is not None:
+        arrays["db_id"] = [None if v is None else str(v) for v in arrays["db_id"]]
+    if arrays["timeout"] is not None:
+        arrays["timeout"] = [timedelta(seconds=v) if isinstance(v, (int, float)) else v
+                             for v in arrays["timeout"]]
+    return arrays
 
 
 async def add_job_async(
@@ -84,12 +132,18 @@ async def add_job_async(
         return (await cur.fetchone())[0]
 
 
-async def add_jobs_async(conn: Any, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
+async def add_jobs_async(conn: Any, jobs: Iterable[Mapping[str, Any]]) -> list[int | None]:
     """add_jobs for a psycopg AsyncConnection."""
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    arrays = _arrays(jobs)
+    if arrays is not None:
+        async with conn.cursor() as cur:
+            await cur.execute(sql.ADD_JOBS, arrays)
+            return [row[0] for row in await cur.fetchall()]
     params = [_params(**job) for job in jobs]
-    ids: list[int] = []
-    if not params:
-        return ids
+    ids: list[int | None] = []
     async with conn.pipeline(), conn.cursor() as cur:
         await cur.executemany(sql.ADD_JOB, params, returning=True)
         while True:

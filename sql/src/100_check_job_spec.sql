@@ -169,3 +169,38 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- Every check of one job's fields, as add_job and add_jobs apply them (max_attempts and
+-- timeout with the task's defaults applied): PJ001-PJ004, PJ017, PJ022, PJ031-PJ035,
+-- PJ037, PJ038.
+CREATE FUNCTION app_jobs.check_job(
+    p_identifier text,
+    p_queue_name text,
+    p_job_key text,
+    p_max_attempts integer,
+    p_payload json,
+    p_run_at timestamptz,
+    p_timeout interval,
+    p_origin text
+) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    PERFORM app_jobs.check_job_spec(p_identifier, p_queue_name, p_job_key, p_max_attempts);
+    PERFORM app_jobs.check_payload(p_payload);
+    PERFORM app_jobs.check_run_at(p_run_at);
+    IF p_timeout <= interval '0' THEN
+        RAISE EXCEPTION 'timeout must be positive, got %', p_timeout
+            USING ERRCODE = 'PJ017';
+    END IF;
+    -- (Longer is no limit at all, and beyond what clients such as Python can represent.)
+    IF p_timeout > interval '100 years' THEN
+        RAISE EXCEPTION 'timeout must be at most 100 years, got %', p_timeout
+            USING ERRCODE = 'PJ038';
+    END IF;
+    IF length(p_origin) NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'origin must be 1 to 256 characters, got %', length(p_origin)
+            USING ERRCODE = 'PJ022';
+    END IF;
+END;
+$$;

@@ -37,37 +37,20 @@ BEGIN
     IF app_jobs.enqueue_ignored(identifier) THEN
         RETURN NULL;
     END IF;
-    PERFORM app_jobs.check_job_spec(identifier, queue_name, job_key, max_attempts);
-    PERFORM app_jobs.check_payload(payload);
-    PERFORM app_jobs.check_run_at(run_at);
-    IF timeout <= interval '0' THEN
-        RAISE EXCEPTION 'timeout must be positive, got %', timeout
-            USING ERRCODE = 'PJ017';
-    END IF;
     IF v_mode NOT IN ('replace', 'preserve_run_at', 'unsafe_dedupe') THEN
         RAISE EXCEPTION 'job_key_mode must be replace, preserve_run_at or unsafe_dedupe, got %',
             v_mode
             USING ERRCODE = 'PJ021';
     END IF;
-    IF length(origin) NOT BETWEEN 1 AND 256 THEN
-        RAISE EXCEPTION 'origin must be 1 to 256 characters, got %', length(origin)
-            USING ERRCODE = 'PJ022';
-    END IF;
-
+    -- The task's defaults count: a default max_attempts or timeout is held to the bounds.
     SELECT * INTO v_task FROM app_jobs.task_settings AS ts
     WHERE ts.task_identifier = add_job.identifier;
     v_max_attempts := coalesce(max_attempts, v_task.max_attempts, 25);
-    -- A task's default (set_task_settings) is held to the same bound.
-    IF v_max_attempts > 10000 THEN
-        RAISE EXCEPTION 'max_attempts must be at most 10000, got %', v_max_attempts
-            USING ERRCODE = 'PJ035';
-    END IF;
     v_timeout := coalesce(timeout, v_task.timeout);
-    -- (Longer is no limit at all, and beyond what clients such as Python can represent.)
-    IF v_timeout > interval '100 years' THEN
-        RAISE EXCEPTION 'timeout must be at most 100 years, got %', v_timeout
-            USING ERRCODE = 'PJ038';
-    END IF;
+    PERFORM app_jobs.check_job(
+        identifier, queue_name, job_key, v_max_attempts, payload, run_at, v_timeout,
+        add_job.origin
+    );
 
     IF cardinality(depends_on) > 0 THEN
         IF job_key IS NOT NULL THEN
@@ -176,7 +159,7 @@ BEGIN
                 coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), job_key,
                 v_timeout, add_job.origin
             )
-            ON CONFLICT (key) DO NOTHING
+            ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
             RETURNING * INTO v_job;
             IF FOUND THEN
                 RETURN v_job;
@@ -197,7 +180,7 @@ BEGIN
                 coalesce(run_at, now()), v_max_attempts, coalesce(priority, 0), job_key,
                 v_timeout, add_job.origin
             )
-            ON CONFLICT (key) DO UPDATE SET
+            ON CONFLICT (key) WHERE key IS NOT NULL DO UPDATE SET
                 database_id = excluded.database_id,
                 task_identifier = excluded.task_identifier,
                 payload = excluded.payload,

@@ -142,6 +142,7 @@ BEGIN
             VALUES
             -- name                  enqueue worker admin  definer
             ('add_job', TRUE, FALSE, TRUE, TRUE),
+            ('add_jobs', TRUE, FALSE, TRUE, TRUE),
             ('add_bundle', TRUE, FALSE, TRUE, TRUE),
             ('add_scheduled_job', TRUE, FALSE, TRUE, TRUE),
             ('cancel_job', TRUE, FALSE, TRUE, TRUE),
