@@ -90,6 +90,33 @@ SELECT id FROM app_jobs.add_job(
 )
 """
 
+# Python's None for db_id means the claim (as in ADD_JOB), element by element; the
+# payloads come as one JSON array (one encoding on each side, no per-element quoting).
+ADD_JOBS = """
+SELECT id FROM app_jobs.add_jobs(
+    identifiers := %(identifier)b::text[],
+    payloads := ARRAY(
+        SELECT x.e FROM json_array_elements(%(payload)s::json) WITH ORDINALITY AS x (e, n)
+        ORDER BY x.n
+    ),
+    db_ids := (
+        SELECT array_agg(
+            coalesce(d, nullif(current_setting('jwt.claims.database_id', true), '')::uuid)
+            ORDER BY x.n
+        )
+        FROM unnest(%(db_id)b::uuid[]) WITH ORDINALITY AS x (d, n)
+    ),
+    queue_names := %(queue_name)b::text[],
+    run_ats := %(run_at)b::timestamptz[],
+    max_attempts := %(max_attempts)b::integer[],
+    priorities := %(priority)b::integer[],
+    job_keys := %(job_key)b::text[],
+    timeouts := %(timeout)b::interval[],
+    origins := %(origin)b::text[],
+    job_key_mode := coalesce(%(job_key_mode)s, 'replace')
+)
+"""
+
 INSTALLED_EXTENSION = "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgjobs'"
 
 AVAILABLE_EXTENSION_VERSIONS = (
