@@ -739,23 +739,23 @@ AS $$
     FROM app_jobs.notifications_skipped AS s;
 $$;
 
--- Send JSON events as JSON arrays, as many per notification as fit well under NOTIFY's
--- 8000-byte limit. Chunks are cut where the running total of the events' real text
--- lengths crosses a multiple of 5000 bytes, so a chunk holds less than 5000 bytes plus
--- one event; callers keep each event under 2500 bytes (names of at most 126 characters,
--- origins cut to 256 characters: at most 6 bytes each once JSON-escaped).
-CREATE FUNCTION app_jobs.notify_chunks(p_channel text, p_events json[]) RETURNS void
+-- Send JSON events (each a JSON object's text) as JSON arrays, as many per notification
+-- as fit well under NOTIFY's 8000-byte limit. Chunks are cut where the running total of
+-- the events' byte lengths crosses a multiple of 5000 bytes, so a chunk holds less than
+-- 5000 bytes plus one event; callers keep each event under 2500 bytes (names of at most
+-- 126 characters, origins cut to 256 characters: at most 6 bytes each once JSON-escaped).
+CREATE FUNCTION app_jobs.notify_chunks(p_channel text, p_events text[]) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-    PERFORM app_jobs.notify(p_channel, c.events::text)
+    PERFORM app_jobs.notify(p_channel, c.events)
     FROM (
-        SELECT json_agg(e.event ORDER BY e.n) AS events
+        SELECT '[' || string_agg(e.event, ', ' ORDER BY e.n) || ']' AS events
         FROM (
             SELECT
                 x.event,
                 x.n,
-                sum(octet_length(x.event::text) + 1) OVER (ORDER BY x.n) AS running_bytes
+                sum(octet_length(x.event) + 2) OVER (ORDER BY x.n) AS running_bytes
             FROM unnest(p_events) WITH ORDINALITY AS x (event, n)
         ) AS e
         GROUP BY e.running_bytes / 5000
@@ -1565,8 +1565,8 @@ BEGIN
 END;
 $$;
 
--- One jobs:stopped event: ids and names only, never payload (at most about 2,200 bytes:
--- names are at most 126 characters, the origin is cut to 256).
+-- One jobs:stopped event, as JSON text: ids and names only, never payload (at most about
+-- 2,200 bytes: names are at most 126 characters, the origin is cut to 256).
 CREATE FUNCTION app_jobs.stopped_event(
     p_id bigint,
     p_task text,
@@ -1574,12 +1574,14 @@ CREATE FUNCTION app_jobs.stopped_event(
     p_will_retry boolean,
     p_bundle_id bigint,
     p_origin text
-) RETURNS json
+) RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
-    SELECT json_build_object(
-        'id', p_id, 'task', p_task, 'outcome', p_outcome, 'will_retry', p_will_retry,
-        'bundle_id', p_bundle_id, 'origin', left(p_origin, 256)
+    SELECT format(
+        '{"id": %s, "task": %s, "outcome": %s, "will_retry": %s, "bundle_id": %s, '
+        '"origin": %s}',
+        p_id, to_json(p_task), to_json(p_outcome), to_json(p_will_retry),
+        coalesce(p_bundle_id::text, 'null'), coalesce(to_json(left(p_origin, 256))::text, 'null')
     );
 $$;
 
@@ -1597,7 +1599,7 @@ BEGIN
         app_jobs.stopped_event(
             p_job.id, p_job.task_identifier, p_outcome, p_will_retry, p_job.bundle_id,
             p_job.origin
-        )::text
+        )
     );
 END;
 $$;
@@ -1825,15 +1827,22 @@ COMMENT ON FUNCTION app_jobs.fail_job IS
 'Record a failed attempt; retried with backoff until max_attempts';
 
 -- sql/src/133_finish_jobs.sql
--- Record a worker's batch of outcomes in one transaction. Each element of outcomes is
--- {"id", "attempt", "outcome": completed|failed|cancelled (default: failed when there is
--- an error), "error", "error_data", "result"}; id and attempt are required. A claim the
--- worker no longer holds (job id, worker, attempt) is 'fenced'; one it holds whose row (or
--- queue's row) another session has locked right now is 'busy' (left unchanged: deliver
--- it again later).
+-- Record a worker's batch of outcomes in one transaction, as parallel arrays: element i
+-- of each belongs to outcome i (ids and attempts required; an outcome NULL means failed
+-- when there is an error, else completed; a JSON null result or error_data is NULL;
+-- PJ016 for arrays of other lengths, a missing id or attempt, an unknown outcome). A
+-- claim the worker no longer holds (job id, worker, attempt) is 'fenced'; one it holds
+-- whose row (or queue's row) another session has locked right now is 'busy' (left
+-- unchanged: deliver it again later); an id listed twice is finished once (its later
+-- entries are fenced).
 CREATE FUNCTION app_jobs.finish_jobs(
     worker_id text,
-    outcomes jsonb
+    ids bigint[],
+    attempts integer[],
+    outcomes text[] DEFAULT NULL,
+    errors text[] DEFAULT NULL,
+    error_data jsonb[] DEFAULT NULL,
+    results jsonb[] DEFAULT NULL
 ) RETURNS TABLE (job_id bigint, attempt integer, status text)
 LANGUAGE plpgsql VOLATILE
 -- JIT only slows these short queries down. Every lookup goes through an id array and
@@ -1842,8 +1851,8 @@ SET jit = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    v_bad jsonb;
-    -- The outcomes, parsed once: element i of each array is outcome number i.
+    v_n integer := coalesce(cardinality(ids), 0);
+    -- The outcomes as arrays: element i of each is outcome number i.
     v_ids bigint[];
     v_attempts integer[];
     v_outcomes text[];
@@ -1854,6 +1863,9 @@ DECLARE
     -- The claims this worker holds, and where their outcomes are in the arrays.
     v_held bigint[];
     v_held_at integer[];
+    v_held_plain boolean[];
+    v_bundles bigint[];
+    v_queued boolean;
     v_plain integer[];
     v_other integer[];
     v_done_ids bigint[];
@@ -1861,17 +1873,23 @@ DECLARE
     v_done_origins text[];
     v_item record;
     v_job app_jobs.jobs;
+    v_bad bigint;
 BEGIN
     PERFORM app_jobs.check_worker_id(worker_id);
-    IF jsonb_typeof(outcomes) IS DISTINCT FROM 'array' THEN
-        RAISE EXCEPTION 'outcomes must be a JSON array, got %',
-            coalesce(jsonb_typeof(outcomes), 'NULL')
+    IF EXISTS (
+        SELECT 1
+        FROM unnest(ARRAY[
+            cardinality(attempts), cardinality(outcomes), cardinality(errors),
+            cardinality(error_data), cardinality(results)
+        ]) AS c (n)
+        WHERE c.n <> v_n
+    ) OR cardinality(attempts) IS NULL AND v_n > 0 THEN
+        RAISE EXCEPTION 'finish_jobs arrays must each have % elements, one per id', v_n
             USING ERRCODE = 'PJ016';
     END IF;
-    -- One pass: each element checked, then its fields kept as typed arrays (an id listed
-    -- twice is finished once: its later entries are fenced).
+    -- One pass: each outcome checked, its defaults filled in, repeats of an id marked.
     SELECT
-        (array_agg(o.e ORDER BY o.n) FILTER (WHERE o.bad))[1],
+        min(o.n) FILTER (WHERE o.bad),
         coalesce(array_agg(o.id ORDER BY o.n), '{}'),
         coalesce(array_agg(o.attempt ORDER BY o.n), '{}'),
         coalesce(array_agg(o.outcome ORDER BY o.n), '{}'),
@@ -1882,39 +1900,26 @@ BEGIN
     INTO v_bad, v_ids, v_attempts, v_outcomes, v_errors, v_error_data, v_results, v_first
     FROM (
         SELECT
-            c.e,
-            c.n,
-            c.bad,
-            CASE WHEN NOT c.bad THEN (c.e ->> 'id')::bigint END AS id,
-            CASE WHEN NOT c.bad THEN (c.e ->> 'attempt')::integer END AS attempt,
+            x.n,
+            x.id IS NULL OR x.attempt IS NULL OR x.attempt < 0
+            OR coalesce(x.outcome, 'completed') NOT IN ('completed', 'failed', 'cancelled')
+            AS bad,
+            x.id,
+            x.attempt,
             coalesce(
-                c.e ->> 'outcome',
-                CASE WHEN c.e ->> 'error' IS NULL THEN 'completed' ELSE 'failed' END
+                x.outcome, CASE WHEN x.error IS NULL THEN 'completed' ELSE 'failed' END
             ) AS outcome,
-            c.e ->> 'error' AS error,
-            nullif(c.e -> 'error_data', 'null'::jsonb) AS error_data,
-            nullif(c.e -> 'result', 'null'::jsonb) AS result,
-            row_number() OVER (PARTITION BY c.e ->> 'id' ORDER BY c.n) = 1 AS first
-        FROM (
-            SELECT
-                x.e,
-                x.n,
-                jsonb_typeof(x.e) IS DISTINCT FROM 'object'
-                OR coalesce(x.e ->> 'id', '') !~ '^\d{1,18}$'
-                OR coalesce(x.e ->> 'attempt', '') !~ '^\d{1,9}$'
-                OR coalesce(x.e ->> 'outcome', 'completed')
-                NOT IN ('completed', 'failed', 'cancelled')
-                OR (x.e ? 'error' AND jsonb_typeof(x.e -> 'error') NOT IN ('string', 'null'))
-                AS bad
-            FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
-        ) AS c
+            x.error,
+            nullif(x.error_data, 'null'::jsonb) AS error_data,
+            nullif(x.result, 'null'::jsonb) AS result,
+            row_number() OVER (PARTITION BY x.id ORDER BY x.n) = 1 AS first
+        FROM unnest(ids, attempts, outcomes, errors, error_data, results)
+            WITH ORDINALITY AS x (id, attempt, outcome, error, error_data, result, n)
     ) AS o;
     IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'bad outcome %', v_bad
-            USING ERRCODE = 'PJ016',
-            HINT = 'each outcome is {"id": number, "attempt": number, "outcome": '
-            || '"completed"|"failed"|"cancelled", "error": text, "error_data": json, '
-            || '"result": json}';
+        RAISE EXCEPTION 'bad outcome number %: id and attempt are required, outcome is '
+            'completed, failed or cancelled', v_bad
+            USING ERRCODE = 'PJ016';
     END IF;
 
     -- Lock order shared with get_jobs and add_job: every job row first, then bundle
@@ -1922,17 +1927,34 @@ BEGIN
     -- A claim is held when the job is locked by this worker at the reported attempt. A
     -- row another session holds (an enqueuer's depends_on share lock, an admin) is
     -- skipped, never waited for: one busy job must not hold up the rest of the batch.
+    -- One pass also notes how each held claim ends: plain completions (completed, no
+    -- bundle, no dependents, no cancel request) go set-based, the others one by one.
     -- (Primary-key lookups, one per outcome: the planner cannot size an array, and a
-    -- misjudged join would scan the jobs table.)
+    -- misjudged join would scan the jobs table. The outcomes' texts and JSON are joined
+    -- by their number, never subscripted: a subscript walks such an array from its
+    -- start.)
     SELECT
         coalesce(array_agg(h.id ORDER BY h.id), '{}'),
-        coalesce(array_agg(h.n ORDER BY h.id), '{}')
-    INTO v_held, v_held_at
+        coalesce(array_agg(h.n ORDER BY h.id), '{}'),
+        coalesce(array_agg(h.plain ORDER BY h.id), '{}'),
+        coalesce(array_agg(DISTINCT h.bundle_id) FILTER (WHERE h.bundle_id IS NOT NULL), '{}'),
+        coalesce(bool_or(h.queue_name IS NOT NULL), FALSE)
+    INTO v_held, v_held_at, v_held_plain, v_bundles, v_queued
     FROM (
-        SELECT j.id, o.n
-        FROM unnest(v_ids, v_attempts, v_first) WITH ORDINALITY AS o (id, attempt, first, n)
+        SELECT
+            j.id,
+            o.n,
+            j.bundle_id,
+            j.queue_name,
+            o.outcome = 'completed' AND j.bundle_id IS NULL AND j.cancel_requested_at IS NULL
+            AND NOT EXISTS (
+                SELECT 1 FROM app_jobs.job_dependencies AS d WHERE d.depends_on = j.id
+            ) AS plain
+        FROM unnest(v_ids, v_attempts, v_outcomes, v_first)
+            WITH ORDINALITY AS o (id, attempt, outcome, first, n)
         CROSS JOIN LATERAL (
-            SELECT j.id FROM app_jobs.jobs AS j
+            SELECT j.id, j.bundle_id, j.queue_name, j.cancel_requested_at
+            FROM app_jobs.jobs AS j
             WHERE j.id = o.id
                 -- coalesce keeps the planner on the primary key (not jobs_locked_by_idx).
                 AND coalesce(j.locked_by, '') = finish_jobs.worker_id
@@ -1941,21 +1963,21 @@ BEGIN
         ) AS j
         WHERE o.first
     ) AS h;
-    PERFORM app_jobs.lock_bundles(ARRAY(
-        SELECT j.bundle_id FROM app_jobs.jobs AS j
-        WHERE j.id = ANY(v_held) AND j.bundle_id IS NOT NULL
-    ));
+    IF cardinality(v_bundles) > 0 THEN
+        PERFORM app_jobs.lock_bundles(v_bundles);
+    END IF;
     -- Queue rows likewise: one an open enqueue transaction holds (it counts its job in
     -- until it commits) makes that queue's jobs busy, not the whole batch wait.
-    IF EXISTS (
-        SELECT 1 FROM app_jobs.jobs AS j WHERE j.id = ANY(v_held) AND j.queue_name IS NOT NULL
-    ) THEN
+    IF v_queued THEN
         SELECT
             coalesce(array_agg(h.id ORDER BY h.id), '{}'),
-            coalesce(array_agg(h.n ORDER BY h.id), '{}')
-        INTO v_held, v_held_at
-        FROM unnest(v_held, v_held_at) AS h (id, n)
-        INNER JOIN app_jobs.jobs AS j ON h.id = j.id
+            coalesce(array_agg(h.n ORDER BY h.id), '{}'),
+            coalesce(array_agg(h.plain ORDER BY h.id), '{}')
+        INTO v_held, v_held_at, v_held_plain
+        FROM unnest(v_held, v_held_at, v_held_plain) AS h (id, n, plain)
+        CROSS JOIN LATERAL (
+            SELECT j.queue_name FROM app_jobs.jobs AS j WHERE j.id = h.id LIMIT 1
+        ) AS j
         WHERE j.queue_name IS NULL OR j.queue_name = ANY(ARRAY(
             SELECT q.queue_name FROM app_jobs.job_queues AS q
             WHERE q.queue_name IN (
@@ -1965,31 +1987,18 @@ BEGIN
             FOR UPDATE SKIP LOCKED
         ));
     END IF;
-
-    -- Plain completions (no bundle, no dependents, no cancel request): one statement
-    -- deletes them all and writes their history (every queue row they touch is held
-    -- already). Everything else goes through finish_claim, one job at a time.
     SELECT
-        coalesce(array_agg(h.n ORDER BY h.n) FILTER (WHERE c.plain), '{}'),
-        coalesce(array_agg(h.n ORDER BY j.queue_name NULLS FIRST, h.id) FILTER (
-            WHERE NOT c.plain
-        ), '{}')
+        coalesce(array_agg(h.n ORDER BY h.n) FILTER (WHERE h.plain), '{}'),
+        coalesce(array_agg(h.n ORDER BY h.id) FILTER (WHERE NOT h.plain), '{}')
     INTO v_plain, v_other
-    FROM unnest(v_held, v_held_at) AS h (id, n)
-    INNER JOIN app_jobs.jobs AS j ON h.id = j.id
-    CROSS JOIN LATERAL (
-        SELECT
-            v_outcomes[h.n] = 'completed'
-            AND j.bundle_id IS NULL
-            AND j.cancel_requested_at IS NULL
-            AND NOT EXISTS (
-                SELECT 1 FROM app_jobs.job_dependencies AS d WHERE d.depends_on = j.id
-            ) AS plain
-    ) AS c;
+    FROM unnest(v_held, v_held_at, v_held_plain) AS h (id, n, plain);
 
+    -- The plain completions: one statement deletes them all and writes their history
+    -- (every queue row they touch is held already).
     WITH plain AS (
-        SELECT v_ids[p.n] AS id, v_results[p.n] AS result
-        FROM unnest(v_plain) AS p (n)
+        SELECT o.id, o.result
+        FROM unnest(v_ids, v_results) WITH ORDINALITY AS o (id, result, n)
+        INNER JOIN unnest(v_plain) AS p (n) ON o.n = p.n
     ),
 
     done AS (
@@ -2024,16 +2033,26 @@ BEGIN
         FROM unnest(v_done_ids, v_done_tasks, v_done_origins) AS e (id, task, origin)
     ));
     RETURN QUERY
-    SELECT v_ids[p], v_attempts[p], 'completed'::text FROM unnest(v_plain) AS p;
+    SELECT o.id, o.attempt, 'completed'::text
+    FROM unnest(v_ids, v_attempts) WITH ORDINALITY AS o (id, attempt, n)
+    INNER JOIN unnest(v_plain) AS p (n) ON o.n = p.n
+    ORDER BY o.n;
 
-    FOR v_item IN SELECT o AS n FROM unnest(v_other) AS o LOOP
+    -- The others, one at a time.
+    FOR v_item IN
+        SELECT o.*
+        FROM unnest(v_ids, v_attempts, v_outcomes, v_errors, v_error_data, v_results)
+            WITH ORDINALITY AS o (id, attempt, outcome, error, error_data, result, n)
+        INNER JOIN unnest(v_other) WITH ORDINALITY AS x (n, k) ON o.n = x.n
+        ORDER BY x.k
+    LOOP
         v_job := app_jobs.finish_claim(
-            worker_id, v_ids[v_item.n], v_attempts[v_item.n], v_outcomes[v_item.n],
-            v_errors[v_item.n], v_error_data[v_item.n], v_results[v_item.n]
+            worker_id, v_item.id, v_item.attempt, v_item.outcome, v_item.error,
+            v_item.error_data, v_item.result
         );
-        job_id := v_ids[v_item.n];
-        attempt := v_attempts[v_item.n];
-        status := app_jobs.claim_status(v_job, v_outcomes[v_item.n]);
+        job_id := v_item.id;
+        attempt := v_item.attempt;
+        status := app_jobs.claim_status(v_job, v_item.outcome);
         RETURN NEXT;
     END LOOP;
 
@@ -2060,8 +2079,81 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION app_jobs.finish_jobs IS
+COMMENT ON FUNCTION app_jobs.finish_jobs(
+    text, bigint[], integer[], text[], text[], jsonb[], jsonb[]
+) IS
 'Worker batch: complete, fail or cancel each claim the worker still holds; others are fenced';
+
+
+-- The same, with the outcomes as one JSON array (the original form): each element is
+-- {"id", "attempt", "outcome": completed|failed|cancelled (default: failed when there is
+-- an error), "error", "error_data", "result"}; id and attempt are required (numbers, or
+-- strings of digits). PJ016 for anything else.
+CREATE FUNCTION app_jobs.finish_jobs(
+    worker_id text,
+    outcomes jsonb
+) RETURNS TABLE (job_id bigint, attempt integer, status text)
+LANGUAGE plpgsql VOLATILE
+SET jit = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_bad jsonb;
+    v_ids bigint[];
+    v_attempts integer[];
+    v_outcomes text[];
+    v_errors text[];
+    v_error_data jsonb[];
+    v_results jsonb[];
+BEGIN
+    PERFORM app_jobs.check_worker_id(worker_id);
+    IF jsonb_typeof(outcomes) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'outcomes must be a JSON array, got %',
+            coalesce(jsonb_typeof(outcomes), 'NULL')
+            USING ERRCODE = 'PJ016';
+    END IF;
+    SELECT
+        (array_agg(c.e ORDER BY c.n) FILTER (WHERE c.bad))[1],
+        coalesce(array_agg(
+            CASE WHEN NOT c.bad THEN (c.e ->> 'id')::bigint END ORDER BY c.n
+        ), '{}'),
+        coalesce(array_agg(
+            CASE WHEN NOT c.bad THEN (c.e ->> 'attempt')::integer END ORDER BY c.n
+        ), '{}'),
+        coalesce(array_agg(c.e ->> 'outcome' ORDER BY c.n), '{}'),
+        coalesce(array_agg(c.e ->> 'error' ORDER BY c.n), '{}'),
+        coalesce(array_agg(c.e -> 'error_data' ORDER BY c.n), '{}'),
+        coalesce(array_agg(c.e -> 'result' ORDER BY c.n), '{}')
+    INTO v_bad, v_ids, v_attempts, v_outcomes, v_errors, v_error_data, v_results
+    FROM (
+        SELECT
+            x.e,
+            x.n,
+            jsonb_typeof(x.e) IS DISTINCT FROM 'object'
+            OR coalesce(x.e ->> 'id', '') !~ '^\d{1,18}$'
+            OR coalesce(x.e ->> 'attempt', '') !~ '^\d{1,9}$'
+            OR coalesce(x.e ->> 'outcome', 'completed')
+            NOT IN ('completed', 'failed', 'cancelled')
+            OR (x.e ? 'error' AND jsonb_typeof(x.e -> 'error') NOT IN ('string', 'null'))
+            AS bad
+        FROM jsonb_array_elements(outcomes) WITH ORDINALITY AS x (e, n)
+    ) AS c;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'bad outcome %', v_bad
+            USING ERRCODE = 'PJ016',
+            HINT = 'each outcome is {"id": number, "attempt": number, "outcome": '
+            || '"completed"|"failed"|"cancelled", "error": text, "error_data": json, '
+            || '"result": json}';
+    END IF;
+    RETURN QUERY
+    SELECT * FROM app_jobs.finish_jobs(
+        worker_id, v_ids, v_attempts, v_outcomes, v_errors, v_error_data, v_results
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.finish_jobs(text, jsonb) IS
+'Worker batch as a JSON array: complete, fail or cancel each claim the worker still holds';
 
 -- sql/src/134_set_progress.sql
 -- Store a running job's progress (0-100) and stage (at most 1000 characters, so the

@@ -38,23 +38,23 @@ AS $$
     FROM app_jobs.notifications_skipped AS s;
 $$;
 
--- Send JSON events as JSON arrays, as many per notification as fit well under NOTIFY's
--- 8000-byte limit. Chunks are cut where the running total of the events' real text
--- lengths crosses a multiple of 5000 bytes, so a chunk holds less than 5000 bytes plus
--- one event; callers keep each event under 2500 bytes (names of at most 126 characters,
--- origins cut to 256 characters: at most 6 bytes each once JSON-escaped).
-CREATE FUNCTION app_jobs.notify_chunks(p_channel text, p_events json[]) RETURNS void
+-- Send JSON events (each a JSON object's text) as JSON arrays, as many per notification
+-- as fit well under NOTIFY's 8000-byte limit. Chunks are cut where the running total of
+-- the events' byte lengths crosses a multiple of 5000 bytes, so a chunk holds less than
+-- 5000 bytes plus one event; callers keep each event under 2500 bytes (names of at most
+-- 126 characters, origins cut to 256 characters: at most 6 bytes each once JSON-escaped).
+CREATE FUNCTION app_jobs.notify_chunks(p_channel text, p_events text[]) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-    PERFORM app_jobs.notify(p_channel, c.events::text)
+    PERFORM app_jobs.notify(p_channel, c.events)
     FROM (
-        SELECT json_agg(e.event ORDER BY e.n) AS events
+        SELECT '[' || string_agg(e.event, ', ' ORDER BY e.n) || ']' AS events
         FROM (
             SELECT
                 x.event,
                 x.n,
-                sum(octet_length(x.event::text) + 1) OVER (ORDER BY x.n) AS running_bytes
+                sum(octet_length(x.event) + 2) OVER (ORDER BY x.n) AS running_bytes
             FROM unnest(p_events) WITH ORDINALITY AS x (event, n)
         ) AS e
         GROUP BY e.running_bytes / 5000

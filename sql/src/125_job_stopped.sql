@@ -51,8 +51,8 @@ BEGIN
 END;
 $$;
 
--- One jobs:stopped event: ids and names only, never payload (at most about 2,200 bytes:
--- names are at most 126 characters, the origin is cut to 256).
+-- One jobs:stopped event, as JSON text: ids and names only, never payload (at most about
+-- 2,200 bytes: names are at most 126 characters, the origin is cut to 256).
 CREATE FUNCTION app_jobs.stopped_event(
     p_id bigint,
     p_task text,
@@ -60,12 +60,14 @@ CREATE FUNCTION app_jobs.stopped_event(
     p_will_retry boolean,
     p_bundle_id bigint,
     p_origin text
-) RETURNS json
+) RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
-    SELECT json_build_object(
-        'id', p_id, 'task', p_task, 'outcome', p_outcome, 'will_retry', p_will_retry,
-        'bundle_id', p_bundle_id, 'origin', left(p_origin, 256)
+    SELECT format(
+        '{"id": %s, "task": %s, "outcome": %s, "will_retry": %s, "bundle_id": %s, '
+        '"origin": %s}',
+        p_id, to_json(p_task), to_json(p_outcome), to_json(p_will_retry),
+        coalesce(p_bundle_id::text, 'null'), coalesce(to_json(left(p_origin, 256))::text, 'null')
     );
 $$;
 
@@ -83,7 +85,7 @@ BEGIN
         app_jobs.stopped_event(
             p_job.id, p_job.task_identifier, p_outcome, p_will_retry, p_job.bundle_id,
             p_job.origin
-        )::text
+        )
     );
 END;
 $$;
