@@ -992,7 +992,8 @@ COMMENT ON FUNCTION app_jobs.add_job IS
 -- sql/src/111_add_jobs.sql
 -- The jobs of an add_jobs call as rows, in order, with add_job's defaults (and the task's
 -- default max_attempts and timeout) filled in. (unnest walks each array once; a
--- subscript per job would walk a text array from its start every time.)
+-- subscript per job would walk a text array from its start every time. The few task
+-- settings are hashed once, not looked up by index for every job.)
 CREATE FUNCTION app_jobs.add_jobs_rows(
     p_identifiers text[],
     p_payloads json[],
@@ -1020,6 +1021,10 @@ CREATE FUNCTION app_jobs.add_jobs_rows(
 )
 LANGUAGE sql STABLE
 AS $$
+    WITH ts AS MATERIALIZED (
+        SELECT t.task_identifier, t.max_attempts, t.timeout FROM app_jobs.task_settings AS t
+    )
+
     SELECT
         r.n,
         CASE WHEN p_db_ids IS NULL THEN p_claim ELSE r.db_id END,
@@ -1039,7 +1044,7 @@ AS $$
         identifier, payload, db_id, queue_name, run_at, max_attempts, priority, job_key,
         timeout, origin, n
     )
-    LEFT JOIN app_jobs.task_settings AS ts ON r.identifier = ts.task_identifier;
+    LEFT JOIN ts ON r.identifier = ts.task_identifier;
 $$;
 
 -- Enqueue many jobs in one call: element i of each array belongs to job i (a NULL array:
@@ -1048,7 +1053,8 @@ $$;
 -- length; no depends_on: use add_job). Jobs without a key are checked set-based and
 -- inserted by one statement; keyed jobs go through add_job, one by one, in order. Returns
 -- one row per job, in order: a row of NULLs for a job whose task's enqueues are ignored
--- (test helpers).
+-- (test helpers). (work_mem: the inserted rows are sorted and returned in memory, not
+-- through temporary files, up to several hundred thousand jobs.)
 CREATE FUNCTION app_jobs.add_jobs(
     identifiers text[],
     payloads json[] DEFAULT NULL,
@@ -1064,6 +1070,7 @@ CREATE FUNCTION app_jobs.add_jobs(
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
 SET jit = off
+SET work_mem = '64MB'
 AS $$
 DECLARE
     v_n integer := coalesce(cardinality(identifiers), 0);
@@ -1108,26 +1115,34 @@ BEGIN
     FROM unnest(payloads) AS p (payload)
     WHERE octet_length(p.payload::text) > 512;
     -- The other fields set-based: the first job that breaks a rule goes through
-    -- check_job, which raises add_job's error for it.
-    FOR v_row IN
-        SELECT r.*
-        FROM app_jobs.add_jobs_rows(
-            identifiers, payloads, db_ids, queue_names, run_ats, add_jobs.max_attempts,
-            priorities, job_keys, timeouts, origins, v_claim
-        ) AS r
-        WHERE length(r.job_key) NOT BETWEEN 1 AND 512
-            OR r.max_attempts NOT BETWEEN 1 AND 10000
-            OR r.run_at NOT BETWEEN '1970-01-01 00:00:00+00' AND now() + interval '100 years'
-            OR r.timeout <= interval '0' OR r.timeout > interval '100 years'
-            OR length(r.origin) NOT BETWEEN 1 AND 256
-        ORDER BY r.n
-        LIMIT 1
-    LOOP
-        PERFORM app_jobs.check_job(
-            v_row.identifier, v_row.queue_name, v_row.job_key, v_row.max_attempts,
-            v_row.payload, v_row.run_at, v_row.timeout, v_row.origin
-        );
-    END LOOP;
+    -- check_job, which raises add_job's error for it. (Nothing to check when no such
+    -- field is given and no task's defaults are out of add_job's bounds.)
+    IF job_keys IS NOT NULL OR run_ats IS NOT NULL OR add_jobs.max_attempts IS NOT NULL
+        OR timeouts IS NOT NULL OR origins IS NOT NULL
+        OR EXISTS (
+            SELECT 1 FROM app_jobs.task_settings AS ts
+            WHERE ts.max_attempts > 10000 OR ts.timeout > interval '100 years'
+        ) THEN
+        FOR v_row IN
+            SELECT r.*
+            FROM app_jobs.add_jobs_rows(
+                identifiers, payloads, db_ids, queue_names, run_ats, add_jobs.max_attempts,
+                priorities, job_keys, timeouts, origins, v_claim
+            ) AS r
+            WHERE length(r.job_key) NOT BETWEEN 1 AND 512
+                OR r.max_attempts NOT BETWEEN 1 AND 10000
+                OR r.run_at NOT BETWEEN '1970-01-01 00:00:00+00' AND now() + interval '100 years'
+                OR r.timeout <= interval '0' OR r.timeout > interval '100 years'
+                OR length(r.origin) NOT BETWEEN 1 AND 256
+            ORDER BY r.n
+            LIMIT 1
+        LOOP
+            PERFORM app_jobs.check_job(
+                v_row.identifier, v_row.queue_name, v_row.job_key, v_row.max_attempts,
+                v_row.payload, v_row.run_at, v_row.timeout, v_row.origin
+            );
+        END LOOP;
+    END IF;
 
     -- Without keys (the usual batch): one insert, the rows returned in the callers' order
     -- (ids are drawn in insertion order, which follows the jobs' order).

@@ -65,6 +65,33 @@ def test_batch_in_order_with_options(conn):
     conn.commit()
 
 
+def test_fields_every_job_shares_are_stored_for_every_job(conn):
+    # One value for all jobs travels once and is filled out on the server; a field that
+    # varies travels as its list: the rows are the same as add_job's either way.
+    run_at = datetime(2032, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    shared = {"queue_name": "same", "priority": 7, "max_attempts": 3, "timeout": 60,
+              "origin": "bulk", "run_at": run_at, "db_id": TENANT}
+    ids = pgjobs.add_jobs(conn, [{"identifier": "s", "payload": {"i": i}, **shared}
+                                 for i in range(3)])
+    ids.append(pgjobs.add_jobs(conn, [{"identifier": "s", "payload": {"i": 3},
+                                       **shared, "priority": 8}, {"identifier": "other"}])[0])
+    ids.append(pgjobs.add_job(conn, "s", {"i": 4}, **shared))
+    got = rows(conn, ids)
+    assert [r[2] for r in got] == [{"i": i} for i in range(5)]
+    assert {r[1:2] + r[3:] for r in got if r[4] == 7} == {
+        ("s", "same", 7, 3, None, timedelta(seconds=60), "bulk", run_at, TENANT)}
+    assert [r[4] for r in got] == [7, 7, 7, 8, 7]
+    conn.commit()
+
+
+def test_identifiers_all_missing_are_refused_not_dropped(conn):
+    conn.commit()
+    with pytest.raises(psycopg.Error) as refused:
+        pgjobs.add_jobs(conn, [{"identifier": None}, {"identifier": None}])
+    assert refused.value.sqlstate == "PJ001"
+    conn.rollback()
+
+
 def test_one_statement_for_the_whole_batch(conn):
     many, one = statements(conn, "add_jobs"), statements(conn, "add_job")
     pgjobs.add_jobs(conn, [{"identifier": "x", "payload": {"i": i}} for i in range(500)])

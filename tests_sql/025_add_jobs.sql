@@ -1,6 +1,6 @@
 -- add_jobs: N jobs in one call, one row per job in the callers' order; NULL arrays give add_job's defaults (and the task's); the same refusals as add_job with the same SQLSTATEs, and nothing inserted; PJ043 for arrays of another length; keyed jobs with add_job's key semantics (in order, duplicates in one call too); tenancy (claim by default, PJ030 for another tenant); a task whose enqueues are ignored gives a row of NULLs; queue counts.
 BEGIN;
-SELECT plan(34);
+SELECT plan(36);
 
 DELETE FROM app_jobs.job_dependencies;
 DELETE FROM app_jobs.jobs;
@@ -66,8 +66,11 @@ SELECT is(
     'an empty call adds nothing'
 );
 
--- 2. Refusals: add_job's SQLSTATE for a bad job anywhere in the call, nothing inserted.
+-- 2. Refusals: add_job's SQLSTATE for a bad job anywhere in the call, nothing inserted
+-- (task defaults written past set_task_settings' bounds too).
 SELECT count(*) AS before FROM app_jobs.jobs \gset
+INSERT INTO app_jobs.task_settings (task_identifier, max_attempts) VALUES ('huge', 20000);
+INSERT INTO app_jobs.task_settings (task_identifier, timeout) VALUES ('eternal', '101 years');
 SELECT throws_ok(
     format('SELECT * FROM app_jobs.add_jobs(%s)', v.args), v.code, NULL,
     format('%s: %s', v.what, v.code)
@@ -92,8 +95,11 @@ FROM (VALUES
     ('job key of 513 characters', format('ARRAY[%L], job_keys := ARRAY[%L]', 'ok', repeat('k', 513)), 'PJ003'),
     ('unknown job_key_mode', $$ARRAY['ok'], job_key_mode := 'merge'$$, 'PJ021'),
     ('payloads array too short', $$ARRAY['ok', 'ok'], payloads := ARRAY['{}']::json[]$$, 'PJ043'),
-    ('priorities array too long', $$ARRAY['ok'], priorities := ARRAY[1, 2]$$, 'PJ043')
+    ('priorities array too long', $$ARRAY['ok'], priorities := ARRAY[1, 2]$$, 'PJ043'),
+    ('task default max_attempts 20000', $$ARRAY['ok', 'huge']$$, 'PJ035'),
+    ('task default timeout 101 years', $$ARRAY['eternal']$$, 'PJ038')
 ) AS v (what, args, code);
+DELETE FROM app_jobs.task_settings WHERE task_identifier IN ('huge', 'eternal');
 SELECT is((SELECT count(*) FROM app_jobs.jobs), :before::bigint, 'no refused call inserted anything');
 
 -- 3. Keys: add_job's semantics, in order, duplicates in one call included.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any
 from uuid import UUID
 
@@ -86,40 +87,54 @@ def add_jobs(conn: Any, jobs: Iterable[Mapping[str, Any]]) -> list[int | None]:
     return ids
 
 
-_ARRAY_FIELDS = ("db_id", "queue_name", "run_at", "max_attempts", "priority", "job_key",
-                 "timeout", "origin")
-_OPTIONS = frozenset(_ARRAY_FIELDS) | {"identifier", "payload", "job_key_mode", "depends_on"}
+_ARRAY_FIELDS = ("identifier", "db_id", "queue_name", "run_at", "max_attempts", "priority",
+                 "job_key", "timeout", "origin")
+_OPTIONS = frozenset(_ARRAY_FIELDS) | {"payload", "job_key_mode", "depends_on"}
 
 
 def _arrays(jobs: list[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """add_jobs' parallel arrays (the payloads as one JSON array; a field no job sets as
-    NULL, the default for all); None when the jobs need add_job one by one (depends_on,
-    several key modes)."""
-    used = set().union(*(job.keys() for job in jobs))
+    """add_jobs' parameters (sql.ADD_JOBS): each field's values as a list, or as one value
+    in `<field>_all` when every job has it; a field no job sets as NULL (the default for
+    all); the payloads as one JSON array. None when the jobs need add_job one by one
+    (depends_on, several key modes)."""
+    used = set(chain.from_iterable(jobs))
     if used - _OPTIONS:
         raise TypeError(f"unexpected job option(s): {', '.join(sorted(used - _OPTIONS))}")
-    if not all("identifier" in job for job in jobs):
-        raise TypeError("every job needs an identifier")
     if "depends_on" in used and any(job.get("depends_on") is not None for job in jobs):
         return None
     modes = {job.get("job_key_mode") for job in jobs} if "job_key_mode" in used else {None}
     if len(modes) > 1:
         return None
+    try:
+        identifiers = [job["identifier"] for job in jobs]
+    except KeyError:
+        raise TypeError("every job needs an identifier") from None
     arrays: dict[str, Any] = {
-        "identifier": [job["identifier"] for job in jobs],
+        "n": len(jobs),
         "payload": json.dumps([
             {} if job.get("payload") is None else job["payload"] for job in jobs
         ]),
         "job_key_mode": modes.pop(),
     }
     for field in _ARRAY_FIELDS:
-        values = [job.get(field) for job in jobs] if field in used else None
-        arrays[field] = values if values and any(v is not None for v in values) else None
-    if arrays["db_id"] is not None:
-        arrays["db_id"] = [None if v is None else str(v) for v in arrays["db_id"]]
-    if arrays["timeout"] is not None:
-        arrays["timeout"] = [timedelta(seconds=v) if isinstance(v, (int, float)) else v
-                             for v in arrays["timeout"]]
+        if field == "identifier":
+            values = identifiers
+        elif field in used:
+            values = [job.get(field) for job in jobs]
+        else:
+            values = None
+        if values is not None and field == "db_id":
+            values = [None if v is None else str(v) for v in values]
+        elif values is not None and field == "timeout":
+            values = [timedelta(seconds=v) if isinstance(v, (int, float)) else v
+                      for v in values]
+        first = values[0] if values else None
+        if first is not None and all(v == first for v in values):
+            arrays[field], arrays[f"{field}_all"] = None, first
+        elif values is not None and (field == "identifier" or any(v is not None for v in values)):
+            arrays[field], arrays[f"{field}_all"] = values, None
+        else:
+            arrays[field], arrays[f"{field}_all"] = None, None
     return arrays
 
 

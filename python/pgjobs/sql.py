@@ -90,29 +90,40 @@ SELECT id FROM app_jobs.add_job(
 )
 """
 
+
+def _array(name: str, type_: str) -> str:
+    """One array argument of ADD_JOBS: %(name)b, the values, or when every job has the
+    same value %(name_all)s, filled out to %(n)s elements on the server."""
+    return (
+        f"CASE WHEN %({name}_all)s::{type_} IS NULL THEN %({name})b::{type_}[] "
+        f"ELSE array_fill(%({name}_all)s::{type_}, ARRAY[%(n)s::integer]) END"
+    )
+
+
 # Python's None for db_id means the claim (as in ADD_JOB), element by element; the
-# payloads come as one JSON array (one encoding on each side, no per-element quoting).
-ADD_JOBS = """
+# payloads come as one JSON array (one encoding on each side, no per-element quoting), and
+# a field with one value for every job as that value (no array to encode and send).
+ADD_JOBS = f"""
 SELECT id FROM app_jobs.add_jobs(
-    identifiers := %(identifier)b::text[],
+    identifiers := {_array("identifier", "text")},
     payloads := ARRAY(
         SELECT x.e FROM json_array_elements(%(payload)s::json) WITH ORDINALITY AS x (e, n)
         ORDER BY x.n
     ),
-    db_ids := (
+    db_ids := CASE WHEN %(db_id_all)s::uuid IS NULL THEN (
         SELECT array_agg(
             coalesce(d, nullif(current_setting('jwt.claims.database_id', true), '')::uuid)
             ORDER BY x.n
         )
         FROM unnest(%(db_id)b::uuid[]) WITH ORDINALITY AS x (d, n)
-    ),
-    queue_names := %(queue_name)b::text[],
-    run_ats := %(run_at)b::timestamptz[],
-    max_attempts := %(max_attempts)b::integer[],
-    priorities := %(priority)b::integer[],
-    job_keys := %(job_key)b::text[],
-    timeouts := %(timeout)b::interval[],
-    origins := %(origin)b::text[],
+    ) ELSE array_fill(%(db_id_all)s::uuid, ARRAY[%(n)s::integer]) END,
+    queue_names := {_array("queue_name", "text")},
+    run_ats := {_array("run_at", "timestamptz")},
+    max_attempts := {_array("max_attempts", "integer")},
+    priorities := {_array("priority", "integer")},
+    job_keys := {_array("job_key", "text")},
+    timeouts := {_array("timeout", "interval")},
+    origins := {_array("origin", "text")},
     job_key_mode := coalesce(%(job_key_mode)s, 'replace')
 )
 """
