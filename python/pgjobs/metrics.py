@@ -16,8 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import generate_latest, start_http_server
+# prometheus_client is imported by WorkerMetrics only: a worker without --metrics-port
+# does not pay for it at start.
 
 log = logging.getLogger("pgjobs.metrics")
 
@@ -52,7 +52,10 @@ class WorkerMetrics:
 
     def __init__(self, running: Callable[[], float] | None = None,
                  connected: Callable[[], float] | None = None,
-                 owed: Callable[[], float] | None = None):
+                 owed: Callable[[], float] | None = None,
+                 prefetched: Callable[[], float] | None = None):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.jobs_started = Counter(
@@ -81,6 +84,10 @@ class WorkerMetrics:
             buckets=CLAIM_BUCKETS, registry=r)
         self.running = Gauge(
             "pgjobs_worker_running", "Jobs this worker is running now", registry=r)
+        self.prefetched = Gauge(
+            "pgjobs_worker_prefetched",
+            "Jobs this worker has claimed and not started yet (its prefetch buffer)",
+            registry=r)
         self.connected = Gauge(
             "pgjobs_worker_connected", "1 while the worker's database connections are up",
             registry=r)
@@ -100,6 +107,8 @@ class WorkerMetrics:
             self.connected.set_function(_safe(connected))
         if owed is not None:
             self.outcomes_owed.set_function(_safe(owed))
+        if prefetched is not None:
+            self.prefetched.set_function(_safe(prefetched))
         self._tasks: dict[str, _TaskMetrics] = {}
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -145,6 +154,8 @@ class WorkerMetrics:
 
     def serve(self, port: int, host: str = "127.0.0.1") -> tuple[str, int]:
         """Serve /metrics on a daemon thread (port 0: any free port); the bound address."""
+        from prometheus_client.exposition import start_http_server
+
         try:
             server = start_http_server(port, addr=host, registry=self.registry)
         except (OSError, ValueError) as exc:
@@ -164,6 +175,8 @@ class WorkerMetrics:
 
     def text(self) -> str:
         """The exposition text, as /metrics serves it."""
+        from prometheus_client.exposition import generate_latest
+
         return generate_latest(self.registry).decode()
 
 

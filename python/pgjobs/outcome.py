@@ -75,6 +75,8 @@ def jsonable(value: Any) -> Any:
     Besides what json cannot encode, that is NaN/Infinity (not JSON), NUL characters and
     lone surrogates (not storable): the database would reject the worker's whole batch.
     """
+    if value is None:
+        return None
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False)
         text.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate

@@ -4,6 +4,8 @@ The worker and the admin command only call functions of the app_jobs schema; the
 decisions about which job runs, retries or fails are made there.
 """
 
+# The columns are pgjobs.Job's fields in this order (job.py's _ROW_FIELDS): the worker
+# builds each Job from the row tuple.
 CLAIM_JOBS = """
 SELECT id, task_identifier, queue_name, payload, priority, run_at, attempts,
        max_attempts, key, database_id, created_at, timeout
@@ -11,6 +13,14 @@ FROM app_jobs.get_jobs(%(worker_id)s, %(tasks)s, %(job_expiry)s, %(batch_size)s)
 """
 
 FINISH_JOBS = "SELECT job_id, attempt, status FROM app_jobs.finish_jobs(%s, %s)"
+
+# The worker's form: the outcomes as parallel arrays. When every outcome of a batch is a
+# completion without a result, only the ids and attempts are sent (the rest NULL).
+FINISH_JOB_ARRAYS = """
+SELECT job_id, attempt, status FROM app_jobs.finish_jobs(
+    %s, %s::bigint[], %s::integer[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[]
+)
+"""
 
 SET_PROGRESS = """
 SELECT app_jobs.set_progress(%s, u.id, u.progress, u.stage, u.attempt)

@@ -1,15 +1,21 @@
-"""The worker: claim jobs in batches, run their handlers, report outcomes, survive outages.
+"""The worker: claim jobs ahead into a prefetch buffer, run their handlers, deliver their
+outcomes in batches, survive outages.
 
-One asyncio loop drives everything over three connections:
+One asyncio loop drives everything; claiming, running and delivering overlap:
 
-- LISTEN wakes the loop when jobs are inserted (or cancelled); a poll interval covers
-  lost notifications.
-- The work connection claims jobs, reports progress, delivers outcomes and does the
-  housekeeping: scheduler ticks, reaping dead workers, purging old history.
+- The main loop claims on the work connection whenever the prefetch buffer (prefetch.py)
+  is at its low-water mark, and does the housekeeping there too: progress reports,
+  scheduler ticks, reaping dead workers, purging old history.
+- `concurrency` runners (runner.py) take jobs from the buffer and run their handlers.
+- The delivery task sends finished handlers' outcomes with finish_jobs on a connection of
+  its own, in batches: once `flush_size` are owed or `flush_delay` seconds after the
+  previous batch, so a claim and a delivery run side by side on two backends.
+- LISTEN wakes the main loop when jobs are inserted (or cancelled); a poll interval
+  covers lost notifications.
 - The heartbeat connection only heartbeats: it keeps this worker registered as alive and
-  learns of cancel requests and of claims rescued from it (fencing). It connects and
-  reconnects on its own, so a statement blocked on the work connection never makes a
-  live worker look dead.
+  learns of cancel requests and of claims rescued from it (fencing), for running and
+  buffered jobs alike. It connects and reconnects on its own, so a statement blocked on
+  another connection never makes a live worker look dead.
 
 Database errors come in two kinds. A lost connection (the connection broken or closed,
 SQLSTATE class 08, 57P01-57P03) means reconnecting. Any other error is the database
@@ -35,15 +41,17 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from . import sql
 from .connection import first_line
 from .job import Job, JobControl
 from .metrics import NO_METRICS, WorkerMetrics
-from .outcome import Outcome, jsonable
-from .tasks import Handler, default_timeout, is_async
+from .outcome import Outcome
+from .prefetch import Prefetch
+from .runner import Runners
+from .tasks import Handler
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -53,6 +61,8 @@ log = logging.getLogger("pgjobs.worker")
 TRANSIENT_SQLSTATES = frozenset({"55P03", "57014", "40001", "40P01", "54000"})
 # The server ended the session: shutdown, crash shutdown, cannot connect now.
 SESSION_ENDED_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# get_jobs takes at most this many per call.
+MAX_BATCH_SIZE = 10_000
 
 
 def connection_lost(conn: psycopg.AsyncConnection | None, exc: psycopg.Error) -> bool:
@@ -85,7 +95,14 @@ class WorkerOptions:
     """Knobs of one worker process (see `pgjobs-worker --help`)."""
 
     concurrency: int = 4
+    # At most this many jobs per claim statement (None: prefetch + concurrency).
     batch_size: int | None = None
+    # At most this many claimed jobs waiting to start (0: claim only what can start).
+    prefetch: int = 500
+    # Outcomes are delivered once this many are owed, or flush_delay seconds after the
+    # previous delivery, whichever comes first.
+    flush_size: int = 500
+    flush_delay: float = 0.002
     poll_interval: float = 2.0
     worker_id: str = field(default_factory=default_worker_id)
     burst: bool = False
@@ -99,8 +116,8 @@ class WorkerOptions:
     default_timeout: float | None = None
     cancel_grace: float = 5.0
     history_purge_interval: float = 3600.0
-    # Seconds; 0 turns the limit off. The work and heartbeat connections get all three,
-    # the LISTEN connection only the idle-in-transaction one.
+    # Seconds; 0 turns the limit off. The work, delivery and heartbeat connections get
+    # all three, the LISTEN connection only the idle-in-transaction one.
     statement_timeout: float = 60.0
     idle_in_transaction_timeout: float = 60.0
     lock_timeout: float = 5.0
@@ -115,7 +132,8 @@ class Stats:
     failed: int = 0
     cancelled: int = 0
     fenced: int = 0
-    released: int = 0
+    released: int = 0  # running at shutdown, handed back (attempt refunded)
+    returned: int = 0  # buffered, never started, handed back at shutdown
     started: float = field(default_factory=time.monotonic)
 
 
@@ -144,20 +162,77 @@ class Backoff:
         self.at = next_at
 
 
-@dataclass
-class Owed:
-    """An outcome the database has not taken yet."""
+class Wakeup:
+    """A flag one task waits on: set() wakes the waiter at once. Cheaper than an
+    asyncio.Event under wait_for, which makes a task per wait and takes three turns of
+    the loop to wake it; the main loop waits on one after every claim."""
 
-    outcome: Outcome
-    retry: Backoff = field(default_factory=Backoff)
-    # Refused with an error before: sent on its own, so it cannot hold up a batch.
-    alone: bool = False
-    # Already the plain failure that replaced an outcome the database refused.
-    plain: bool = False
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future | None = None
+
+    def set(self) -> None:
+        self._set = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self, timeout: float) -> bool:
+        """Until set() or timeout seconds (inf: no limit); True when it was set."""
+        if self._set:
+            return True
+        assert self._waiter is None, "one waiter at a time"
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = (loop.call_later(max(timeout, 0.0), _set_none, waiter)
+                 if timeout != float("inf") else None)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        return self._set
+
+
+def _set_none(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Owed:
+    """An outcome the database has not taken yet (one per finished handler)."""
+
+    __slots__ = ("outcome", "retry", "alone", "plain")
+
+    def __init__(self, outcome: Outcome):
+        self.outcome = outcome
+        # Made at the first refusal or busy answer; until then always due.
+        self.retry: Backoff | None = None
+        # Refused with an error before: sent on its own, so it cannot hold up a batch.
+        self.alone = False
+        # Already the plain failure that replaced an outcome the database refused.
+        self.plain = False
 
     @property
     def key(self) -> tuple[int, int]:
         return self.outcome.job.id, self.outcome.job.attempts
+
+    def due(self, now: float) -> bool:
+        return self.retry is None or self.retry.due(now)
+
+    def backoff(self) -> Backoff:
+        if self.retry is None:
+            self.retry = Backoff()
+        return self.retry
 
 
 class Worker:
@@ -173,19 +248,34 @@ class Worker:
         wanted = set(options.task_identifiers or self.handlers)
         # Never claim a job nobody here can run.
         self.tasks = sorted(wanted & set(self.handlers))
-        self.batch_size = options.batch_size or options.concurrency
+        self.batch_size = min(options.batch_size or options.prefetch + options.concurrency,
+                              MAX_BATCH_SIZE)
         self.stats = Stats()
+        self.prefetch = Prefetch(options.prefetch, options.concurrency, self.batch_size)
+        self.runners = Runners(self.prefetch, self.handlers, options.concurrency,
+                               options.default_timeout, options.cancel_grace,
+                               self._finished, self._started)
         self._conn: psycopg.AsyncConnection | None = None
         self._listen_conn: psycopg.AsyncConnection | None = None
         self._heartbeat_conn: psycopg.AsyncConnection | None = None
         self._listener: asyncio.Task | None = None
         self._heartbeater: asyncio.Task | None = None
-        self._kick = asyncio.Event()
+        self._deliverer: asyncio.Task | None = None
+        # Wakes the main loop (claim, progress, housekeeping, shutdown).
+        self._kick = Wakeup()
+        # Something may have become claimable since the last claim began: a notification,
+        # a delivered outcome (a queue's slot freed), the poll interval, a reconnect.
+        self._notified = True
+        # The last claim ran and found nothing (burst mode ends on it).
+        self._found_nothing = False
         self._stopping = asyncio.Event()
-        self._heartbeat_now = asyncio.Event()
-        self._running: dict[int, asyncio.Task] = {}
-        self._jobs: dict[int, Job] = {}
+        self._heartbeat_now = Wakeup()
+        # Wakes the delivery task: an outcome is owed (or flush_size of them are).
+        self._owed_event = Wakeup()
+        self._owed_full = Wakeup()
         self._owed: dict[tuple[int, int], Owed] = {}
+        # Jobs taken out of the buffer by a stop, to be handed back.
+        self._unstarted: list[Job] = []
         self._progress: dict[int, tuple[int, int, str | None]] = {}
         self._progress_retry: dict[int, Backoff] = {}
         # Per statement of the work connection: when it may run next (periodic steps
@@ -194,29 +284,41 @@ class Worker:
         self._connected_once = False
         # After a reconnect: release claims whose answer was lost with the connection.
         self._claims_to_check = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
+        self._log_info = log.isEnabledFor(logging.INFO)
         self.metrics: WorkerMetrics | Any = NO_METRICS
         if options.metrics_port is not None:
             self.metrics = WorkerMetrics(
-                running=lambda: len(self._running),
+                running=lambda: len(self.runners.running),
                 connected=lambda: 1.0 if self._healthy() and self._heartbeat_up() else 0.0,
                 owed=lambda: len(self._owed),
+                prefetched=lambda: len(self.prefetch),
             )
+        self._metrics_on = self.metrics.enabled
 
     # -- lifecycle -----------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop claiming at once; running jobs get shutdown_timeout to finish."""
+        """Stop claiming at once and start no buffered job; running jobs get
+        shutdown_timeout to finish."""
         if not self._stopping.is_set():
             log.info("worker %s stopping: no new claims", self.worker_id)
         self._stopping.set()
+        self._unstarted.extend(self.prefetch.release())
+        self.runners.close()
         self._kick.set()
+
+    def busy_threads(self) -> int:
+        """Threads still running a sync handler that was abandoned (after run())."""
+        return self.runners.busy_threads()
 
     async def run(self) -> int:
         """Process jobs until stopped (or, with burst, until none is available); exit code:
         0, or 1 when outcomes were still owed at the shutdown deadline."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._log_info = log.isEnabledFor(logging.INFO)
         delivered = False
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -233,19 +335,24 @@ class Worker:
             await self._connect(first=True)
             # Only once connected: a bad URL must give one line on stderr, not two.
             log.info(
-                "worker %s starting: tasks %s, concurrency %d, batch %d",
+                "worker %s starting: tasks %s, concurrency %d, prefetch %d, batch %d",
                 self.worker_id, ",".join(self.tasks), self.options.concurrency,
-                self.batch_size,
+                self.options.prefetch, self.batch_size,
             )
             self._heartbeater = asyncio.create_task(self._heartbeat_loop())
+            self._deliverer = asyncio.create_task(self._deliver_loop())
+            self.runners.start()
             await self._main_loop()
             delivered = await self._drain()
+            await self._stop_task("_deliverer")
             # No heartbeat may register this worker again after it unregistered.
-            await self._stop_heartbeats()
+            await self._stop_task("_heartbeater")
             if delivered:
                 await self._unregister()
         finally:
-            await self._stop_heartbeats()
+            await self._stop_task("_deliverer")
+            await self._stop_task("_heartbeater")
+            self.runners.abandon_all()
             await self._close()
             self.metrics.close()
         self._log_summary()
@@ -253,33 +360,30 @@ class Worker:
 
     async def _main_loop(self) -> None:
         while not self._stopping.is_set():
-            # Anything that happens from here on (a notification, a finished job)
-            # sets the kick again and so cuts the wait below short.
+            # Anything that happens from here on (a notification, a job taken from the
+            # buffer, a delivered outcome) sets the kick again and cuts the wait short.
             self._kick.clear()
             try:
                 await self._ensure_connected()
-                # Claim first: a job that was just enqueued starts before this worker
-                # reports what finished meanwhile.
-                jobs: list[Job] | None = []
-                free = self.options.concurrency - len(self._running)
-                if free > 0:
-                    jobs = await self._claim(min(self.batch_size, free))
-                    for job in jobs or ():
-                        self._start(job)
+                self.prefetch.tick(time.monotonic())
+                await self._refill()
+                await self._hand_back_excess()
                 await self._flush_progress()
-                # What was delivered may free a queue's slot: look again at once.
-                delivered = await self._flush_outcomes()
                 await self._housekeeping()
-                if jobs or delivered:
-                    continue
-                if (jobs is not None and free > 0 and self.options.burst
-                        and not self._running and not self._owed):
+                if self._burst_done():
                     log.info("worker %s: no job available, burst mode ends", self.worker_id)
                     return
-                await self._wait(self._wait_time())
+                if self._claim_size() and self._steps["get_jobs"].due(time.monotonic()):
+                    continue
+                if not await self._wait(self._wait_time()):
+                    self._notified = True  # the poll interval
             except psycopg.Error as exc:
                 if not await self._loop_error(exc):
                     await self._wait(self.options.poll_interval)
+
+    def _burst_done(self) -> bool:
+        return (self.options.burst and self._found_nothing and not self._notified
+                and not self.prefetch and not self.runners.running and not self._owed)
 
     async def _loop_error(self, exc: psycopg.Error) -> bool:
         """An error no step handled; True when it was a lost connection (now closed).
@@ -301,49 +405,64 @@ class Worker:
         """The earliest time a periodic step or a retry comes due (inf: none pending)."""
         now = time.monotonic()
         pending = [b.at for b in self._steps.values()]
-        pending += [o.retry.at for o in self._owed.values()]
         pending += [b.at for b in self._progress_retry.values()]
         return min((at for at in pending if at > now), default=float("inf"))
 
-    async def _wait(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._kick.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+    async def _wait(self, timeout: float, wakeup: Wakeup | None = None) -> bool:
+        """Wait for the wakeup (the kick) up to timeout seconds; True when it was set."""
+        return await (wakeup or self._kick).wait(timeout)
 
     async def _drain(self) -> bool:
-        """After a stop: let running jobs finish in time, release the ones still running
-        (their attempt refunded), and keep delivering owed outcomes until the deadline.
-        A handler that finished is never released: True when nothing is left owed."""
-        if self._running:
+        """After a stop: hand back the buffered jobs at once, let running jobs finish in
+        time, release the ones still running (their attempt refunded), and keep
+        delivering owed outcomes until the deadline. A handler that finished is never
+        released: True when nothing is left owed."""
+        o = self.options
+        self._unstarted.extend(self.prefetch.release())  # what a claim in flight brought
+        self.runners.close()
+        unstarted = sorted({job.id for job in self._unstarted})
+        self._unstarted.clear()
+        if unstarted:
+            try:
+                await self._ensure_connected(deadline=time.monotonic() + o.shutdown_timeout)
+                if await self._step("release_jobs", self._return_unstarted, unstarted,
+                                    job_ids=unstarted) is not None:
+                    unstarted = []
+            except TimeoutError as exc:
+                log.warning("worker %s: cannot hand back buffered jobs yet: %s",
+                            self.worker_id, exc)
+            except psycopg.Error as exc:
+                await self._loop_error(exc)
+        if self.runners.running:
             log.info(
                 "worker %s waiting up to %.1f s for %d running job(s)",
-                self.worker_id, self.options.shutdown_timeout, len(self._running),
+                self.worker_id, o.shutdown_timeout, len(self.runners.running),
             )
-            await asyncio.wait(
-                list(self._running.values()), timeout=self.options.shutdown_timeout
-            )
-        deadline = time.monotonic() + max(self.options.shutdown_timeout, 5.0)
-        leftover = sorted(self._running)
-        for task in self._running.values():
-            task.cancel()
-        while leftover or self._owed or self._claims_to_check:
+            await self.runners.wait(o.shutdown_timeout)
+        deadline = time.monotonic() + max(o.shutdown_timeout, 5.0)
+        leftover = sorted(job.id for job in self.runners.abandon_all())
+        self._owed_event.set()  # deliver what is owed without waiting for flush_delay
+        while leftover or unstarted or self._owed or self._claims_to_check:
             if time.monotonic() >= deadline:
                 break
+            self._kick.clear()
             try:
                 await self._ensure_connected(deadline=deadline)
                 if leftover and await self._step("release_jobs", self._release, leftover,
                                                  job_ids=leftover) is not None:
                     leftover = []
-                await self._flush_outcomes()
+                if unstarted and await self._step("release_jobs", self._return_unstarted,
+                                                  unstarted, job_ids=unstarted) is not None:
+                    unstarted = []
                 await self._check_claims()
             except TimeoutError as exc:
                 log.warning("worker %s: cannot deliver at shutdown yet: %s", self.worker_id,
                             exc)
             except psycopg.Error as exc:
                 await self._loop_error(exc)
-            now = time.monotonic()
-            await asyncio.sleep(max(min(self._next_due(), now + 0.2, deadline) - now, 0.0))
+            if leftover or unstarted or self._owed or self._claims_to_check:
+                now = time.monotonic()
+                await self._wait(min(self._next_due(), now + 0.2, deadline) - now)
         if self._owed:
             ids = sorted(job_id for job_id, _ in self._owed)
             log.error(
@@ -364,6 +483,22 @@ class Worker:
             log.warning("job %s released: still running at shutdown", job_id)
         return True
 
+    async def _return_unstarted(self, job_ids: list[int]) -> bool:
+        """Hand back buffered jobs that never started (attempt refunded)."""
+        await self._conn.execute(sql.RELEASE_JOBS, (self.worker_id, job_ids))
+        self.stats.returned += len(job_ids)
+        log.info("worker %s handed back %d buffered job(s) that never started",
+                 self.worker_id, len(job_ids),
+                 extra={"event": "jobs_returned", "job_ids": job_ids})
+        return True
+
+    async def _stop_task(self, name: str) -> None:
+        task = getattr(self, name)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            setattr(self, name, None)
+
     # -- connections ----------------------------------------------------------------
 
     async def _connect(self, first: bool = False) -> None:
@@ -375,11 +510,12 @@ class Worker:
             await self._close()
             raise
         self._connected_once = True
+        self._notified = True
         self._kick.set()
 
     async def _open_session(self, role: str) -> psycopg.AsyncConnection:
-        """A work or heartbeat session: autocommit, named after this worker, with the
-        worker's session limits."""
+        """A work, delivery or heartbeat session: autocommit, named after this worker,
+        with the worker's session limits."""
         conn = await psycopg.AsyncConnection.connect(
             self.conninfo, autocommit=True, row_factory=dict_row,
             application_name=f"{role} {self.worker_id}"[:63],
@@ -393,8 +529,8 @@ class Worker:
 
     def _session_limits(self) -> tuple[str, str, str]:
         """statement_timeout, idle_in_transaction_session_timeout and lock_timeout of the
-        work and heartbeat sessions, as SET_SESSION_LIMITS takes them (all of them here,
-        in one place)."""
+        work, delivery and heartbeat sessions, as SET_SESSION_LIMITS takes them (all of
+        them here, in one place)."""
         return (
             _milliseconds(self.options.statement_timeout),
             _milliseconds(self.options.idle_in_transaction_timeout),
@@ -465,17 +601,23 @@ class Worker:
         try:
             async for note in conn.notifies():
                 if note.channel == sql.CANCEL_CHANNEL:
-                    if note.payload.isdigit() and int(note.payload) in self._running:
+                    if note.payload.isdigit() and self._holds(int(note.payload)):
                         self._heartbeat_now.set()
                 else:
+                    self._notified = True
                     self._kick.set()
         except psycopg.Error as exc:
             log.warning("worker %s: LISTEN connection lost: %s", self.worker_id, exc)
         finally:
             self._kick.set()
 
+    def _holds(self, job_id: int) -> bool:
+        """The job runs here or waits in the buffer."""
+        return job_id in self.runners.running or job_id in self.prefetch
+
     async def _close(self) -> None:
-        """Close the work and LISTEN connections (the heartbeat task owns its own)."""
+        """Close the work and LISTEN connections (the heartbeat and delivery tasks own
+        theirs)."""
         if self._listener is not None:
             self._listener.cancel()
             try:
@@ -581,171 +723,201 @@ class Worker:
             self._claims_to_check = False
 
     async def _release_lost_claims(self) -> bool:
-        """Jobs locked under our id that we neither run nor owe an outcome for: claims
-        whose answer was lost with the connection. A finished handler's claim is never
-        released here: that would refund an attempt that ran."""
+        """Jobs locked under our id that we neither run, buffer nor owe an outcome for:
+        claims whose answer was lost with the connection. A finished handler's claim is
+        never released here: that would refund an attempt that ran."""
+        # Taken before the query: an outcome delivered meanwhile (on the delivery
+        # connection) still counts as ours.
+        ours = set(self.runners.running) | {job.id for job in self.prefetch.jobs()}
+        ours |= {job_id for job_id, _ in self._owed}
         cur = await self._conn.execute(sql.HELD_JOB_IDS, (self.worker_id,))
         held = {row["id"] for row in await cur.fetchall()}
-        owed = {job_id for job_id, _ in self._owed}
-        lost = sorted(held - set(self._running) - owed)
+        lost = sorted(held - ours)
         if lost:
             await self._conn.execute(sql.RELEASE_JOBS, (self.worker_id, lost))
             log.warning("worker %s released %d claim(s) lost with the connection: job %s",
                         self.worker_id, len(lost), ", ".join(map(str, lost)))
         return True
 
-    # -- jobs -------------------------------------------------------------------------
+    # -- claiming ---------------------------------------------------------------------
 
-    async def _claim(self, n: int) -> list[Job] | None:
-        """Up to n jobs; None when the claim did not run (refused, or backing off)."""
-        return await self._step("get_jobs", self._get_jobs, n)
+    def _claim_size(self) -> int:
+        """How many jobs to claim now (0: none): what the prefetch buffer wants, unless
+        too many outcomes wait for delivery (the delivery connection is down, say)."""
+        if len(self._owed) > self.options.prefetch + self.options.concurrency:
+            return 0
+        return self.prefetch.wanted(len(self.runners.running), self._notified)
+
+    async def _refill(self) -> None:
+        """Claim into the buffer if it wants jobs and the claim is due; hand them out."""
+        n = self._claim_size()
+        if not n or not self._steps["get_jobs"].due(time.monotonic()):
+            return
+        self._notified = False
+        self.prefetch.fetching(n)
+        jobs = None
+        try:
+            jobs = await self._step("get_jobs", self._get_jobs, n)
+        finally:
+            if jobs is None:
+                # Refused, or the answer was lost with the connection: try again later.
+                self.prefetch.failed()
+                self._notified = True
+        if jobs is None:
+            return
+        self._found_nothing = not jobs
+        self.prefetch.fetched(jobs)
+        self.runners.feed()
+
+    async def _hand_back_excess(self) -> None:
+        """Release the buffered jobs beyond the buffer's target (attempt refunded): the
+        handlers turned out slower than when they were claimed, and another worker may
+        be free to run them."""
+        if not self.prefetch.over_target() or not self._steps["release_jobs"].due(
+                time.monotonic()):
+            return
+        jobs = self.prefetch.excess()
+        ids = [job.id for job in jobs]
+        # A lost connection raises: whether they were released is unknown, so they are
+        # not ours to start any more; the check after the reconnect releases them.
+        if await self._step("release_jobs", self._return_excess, ids, job_ids=ids) is None:
+            self.prefetch.restore(jobs)  # refused: still ours, tried again later
+
+    async def _return_excess(self, job_ids: list[int]) -> bool:
+        await self._conn.execute(sql.RELEASE_JOBS, (self.worker_id, job_ids))
+        log.info("worker %s handed back %d buffered job(s): handlers now finish %.1f/s, "
+                 "the buffer holds %d", self.worker_id, len(job_ids), self.prefetch.rate,
+                 self.prefetch.target, extra={"event": "jobs_returned", "job_ids": job_ids})
+        return True
 
     async def _get_jobs(self, n: int) -> list[Job]:
         began = time.perf_counter()
-        cur = await self._conn.execute(
-            sql.CLAIM_JOBS,
-            {
-                "worker_id": self.worker_id,
-                "tasks": self.tasks,
-                "job_expiry": self.options.job_expiry,
-                "batch_size": n,
-            },
-        )
+        cur = self._conn.cursor(row_factory=tuple_row)
+        await cur.execute(sql.CLAIM_JOBS, {
+            "worker_id": self.worker_id,
+            "tasks": self.tasks,
+            "job_expiry": self.options.job_expiry,
+            "batch_size": n,
+        })
         rows = await cur.fetchall()
-        self.metrics.claimed(time.perf_counter() - began)
-        jobs = []
-        for row in rows:
-            control = JobControl()
-            job = Job.from_row(row, self.worker_id, control)
-            control._report_progress = self._progress_reporter(job)
-            jobs.append(job)
-        return jobs
-    def _start(self, job: Job) -> None:
-        self.metrics.job_started(job.task_identifier)
-        self._jobs[job.id] = job
-        self._running[job.id] = asyncio.create_task(self._run_job(job))
+        if self._metrics_on:
+            self.metrics.claimed(time.perf_counter() - began)
+        worker_id, report, claimed = self.worker_id, self._report_progress, Job.claimed
+        return [claimed(row, worker_id, JobControl(report, row[0], row[6])) for row in rows]
 
-    def _progress_reporter(self, job: Job):
-        loop = asyncio.get_running_loop()
+    # -- running ----------------------------------------------------------------------
 
-        def note(progress: int, stage: str | None) -> None:
-            self._progress[job.id] = (job.attempts, progress, stage)
+    def _started(self, job: Job) -> None:
+        """A runner took the job from the buffer and starts its handler."""
+        if self._metrics_on:
+            self.metrics.job_started(job.task_identifier)
+        if not self._kick.is_set() and self._claim_size():
             self._kick.set()
 
-        def report(progress: int, stage: str | None) -> None:
-            if threading.get_ident() == self._loop_thread:
-                note(progress, stage)
-            else:
-                loop.call_soon_threadsafe(note, progress, stage)
-
-        return report
-
-    def _timeout_for(self, job: Job, handler: Handler) -> float | None:
-        if job.timeout is not None:
-            return job.timeout.total_seconds()
-        return default_timeout(handler) or self.options.default_timeout
-
-    def _in_thread(self, handler: Handler, job: Job) -> asyncio.Future:
-        """Run a sync handler on its own daemon thread: one that ignores a timeout or a
-        cancel is abandoned there and does not hold a slot."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
-
-        def settle(value: Any, exc: BaseException | None) -> None:
-            if future.done():
-                return
-            if exc is None:
-                future.set_result(value)
-            else:
-                future.set_exception(exc)
-
-        def target() -> None:
-            try:
-                value = handler(job.payload, job)
-            except BaseException as exc:  # noqa: BLE001 - a handler's failure is data
-                loop.call_soon_threadsafe(settle, None, exc)
-            else:
-                loop.call_soon_threadsafe(settle, value, None)
-
-        threading.Thread(target=target, name=f"pgjobs-job-{job.id}", daemon=True).start()
-        return future
-
-    async def _run_job(self, job: Job) -> None:
-        handler = self.handlers[job.task_identifier]
-        started = time.monotonic()
-        timeout = self._timeout_for(job, handler)
-        if is_async(handler):
-            inner = asyncio.ensure_future(handler(job.payload, job))
-        else:
-            inner = self._in_thread(handler, job)
-        # Resolved by request_stop (heartbeat: cancel request or fencing; shutdown).
-        stop = asyncio.get_running_loop().create_future()
-        job.control.on_stop = lambda: stop.done() or stop.set_result(None)
-        if job.control.stop_event.is_set():
-            job.control.on_stop()
-        try:
-            done, _ = await asyncio.wait(
-                {inner, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if inner not in done:
-                job.control.request_stop("timeout")
-                inner.cancel()
-                await asyncio.wait({inner}, timeout=self.options.cancel_grace)
-        except asyncio.CancelledError:
-            # Shutdown: the drain releases this job; tell the handler to stop.
-            job.control.request_stop("shutdown")
-            inner.cancel()
-            self._forget(job)
-            raise
-        finally:
-            stop.cancel()
-        outcome = self._outcome(job, inner, timeout)
-        duration = time.monotonic() - started
-        duration_ms = duration * 1000
-        self._forget(job)
+    def _finished(self, job: Job, outcome: Outcome | None, seconds: float) -> None:
+        """A handler ended (or was abandoned): owe its outcome, or drop it when fenced."""
+        if self._progress:
+            self._progress.pop(job.id, None)
+            self._progress_retry.pop(job.id, None)
+        self.prefetch.ran(time.monotonic())
+        if self.prefetch.over_target():
+            self._kick.set()
         if outcome is None:
-            self.stats.fenced += 1
-            self.metrics.job_fenced()
-            log.warning(
-                "job %s was rescued from this worker (fenced): its outcome is dropped",
-                job.describe(), extra={"event": "job_fenced", "job_id": job.id},
-            )
+            self._fenced(job, "was rescued from this worker (fenced): its outcome is dropped")
         else:
-            owed = Owed(outcome)
-            self._owed[owed.key] = owed
-            self.metrics.job_ran(job.task_identifier, duration)
-            self._log_outcome(outcome, duration_ms)
-        self._kick.set()
+            self._owe(outcome)
+            if self._metrics_on:
+                self.metrics.job_ran(job.task_identifier, seconds)
+            self._count(outcome.outcome, +1)
+            if self._log_info or outcome.outcome == "failed":
+                self._log_outcome(outcome, seconds * 1000)
+        if not self._kick.is_set() and self._claim_size():
+            self._kick.set()
 
-    def _outcome(self, job: Job, inner: asyncio.Future, timeout: float | None) -> Outcome | None:
-        reason = job.control.stop_reason
-        if reason == "fenced":
-            return None
-        if reason == "cancel":
-            # Before the return value: a handler that saw job.cancelled and returned early
-            # was cancelled, not completed (whichever of its return and our stop poll won).
-            return Outcome(job, "cancelled", error="cancelled on request")
-        if inner.done() and not inner.cancelled() and inner.exception() is None:
-            return Outcome(job, "completed", result=jsonable(inner.result()))
-        if reason == "timeout":
-            return Outcome(
-                job, "failed", error=f"timed out after {timeout:g} s",
-                error_data={"type": "Timeout", "timeout_seconds": timeout},
-            )
-        exc = inner.exception() if inner.done() and not inner.cancelled() else None
-        if exc is None:
-            return Outcome(job, "failed", error="handler was cancelled")
-        return Outcome.raised(job, exc)
+    def _owe(self, outcome: Outcome) -> None:
+        owed = Owed(outcome)
+        self._owed[owed.key] = owed
+        self._owed_event.set()
+        if len(self._owed) >= self.options.flush_size:
+            self._owed_full.set()
 
-    def _forget(self, job: Job) -> None:
-        self._running.pop(job.id, None)
-        self._jobs.pop(job.id, None)
-        self._progress.pop(job.id, None)
-        self._progress_retry.pop(job.id, None)
+    def _fenced(self, job: Job, what: str) -> None:
+        self.stats.fenced += 1
+        self.metrics.job_fenced()
+        log.warning("job %s %s", job.describe(), what,
+                    extra={"event": "job_fenced", "job_id": job.id})
+
+    def _report_progress(self, job_id: int, attempt: int, progress: int,
+                         stage: str | None) -> None:
+        """job.set_progress, from the loop or from a handler's thread."""
+        if threading.get_ident() == self._loop_thread:
+            self._note_progress(job_id, attempt, progress, stage)
+        else:
+            self._loop.call_soon_threadsafe(self._note_progress, job_id, attempt, progress,
+                                            stage)
+
+    def _note_progress(self, job_id: int, attempt: int, progress: int,
+                       stage: str | None) -> None:
+        job = self.runners.running.get(job_id)
+        if job is not None and job.attempts == attempt:
+            self._progress[job_id] = (attempt, progress, stage)
+            self._kick.set()
 
     # -- outcomes ---------------------------------------------------------------------
 
-    async def _flush_outcomes(self) -> int:
+    async def _deliver_loop(self) -> None:
+        """Deliver owed outcomes on a connection of its own, (re)connected here: once
+        flush_size are owed or flush_delay seconds after the previous delivery. Nothing
+        but an asyncio cancel ends this loop."""
+        conn: psycopg.AsyncConnection | None = None
+        delay = 0.05
+        try:
+            while True:
+                self._owed_event.clear()
+                now = time.monotonic()
+                if not any(o.due(now) for o in self._owed.values()):
+                    await self._wait(self._next_owed_due() - now, self._owed_event)
+                    continue
+                o = self.options
+                if (len(self._owed) < o.flush_size and o.flush_delay > 0
+                        and not self._stopping.is_set()):
+                    self._owed_full.clear()
+                    await self._wait(o.flush_delay, self._owed_full)
+                try:
+                    if conn is None or conn.closed or conn.broken:
+                        await _close_quietly(conn)
+                        conn = None
+                        conn = await self._open_session("pgjobs-deliver")
+                    taken = await self._flush_outcomes(conn)
+                    delay = 0.05
+                    if taken:
+                        # What was delivered may free a queue's slot: look again at once.
+                        self._notified = True
+                        self._kick.set()
+                except psycopg.Error as exc:
+                    # _flush_outcomes handles the database refusing an outcome itself.
+                    if connection_lost(conn, exc):
+                        log.warning("worker %s: delivery connection lost (retry in %.2f s): "
+                                    "%s", self.worker_id, delay, first_line(exc))
+                        await _close_quietly(conn)
+                        conn = None
+                    else:
+                        self._refused("finish_jobs", exc, then=f"retry in {delay:.2f} s")
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, self.options.reconnect_max_delay)
+                except Exception:  # noqa: BLE001 - delivery must go on whatever happens
+                    log.exception("worker %s: delivering outcomes failed", self.worker_id)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.options.reconnect_max_delay)
+        finally:
+            await _close_quietly(conn)
+
+    def _next_owed_due(self) -> float:
+        """When the first outcome backing off comes due (inf: none owed)."""
+        return min((o.retry.at for o in self._owed.values() if o.retry is not None),
+                   default=float("inf"))
+
+    async def _flush_outcomes(self, conn: psycopg.AsyncConnection) -> int:
         """Deliver the owed outcomes that are due; how many the database took.
 
         Fresh outcomes go in one finish_jobs call; one the database refused before goes
@@ -755,28 +927,28 @@ class Worker:
         session right now) stays owed too: it is not taken until finish_jobs says so.
         """
         now = time.monotonic()
-        due = [o for o in self._owed.values() if o.retry.due(now)]
+        due = [o for o in self._owed.values() if o.due(now)]
         batch = [o for o in due if not o.alone]
         alone = [o for o in due if o.alone]
         taken = 0
         if batch:
             try:
-                taken += self._settle(batch, await self._finish(batch))
+                taken += self._settle(batch, await self._finish(conn, batch))
             except psycopg.Error as exc:
-                if connection_lost(self._conn, exc):
+                if connection_lost(conn, exc):
                     raise
                 self._refused("finish_jobs", exc, (o.outcome.job.id for o in batch),
                               "delivering one by one")
                 alone = batch + alone
         for owed in alone:
-            taken += await self._deliver_alone(owed)
+            taken += await self._deliver_alone(conn, owed)
         return taken
 
-    async def _deliver_alone(self, owed: Owed) -> int:
+    async def _deliver_alone(self, conn: psycopg.AsyncConnection, owed: Owed) -> int:
         try:
-            return self._settle([owed], await self._finish([owed]))
+            return self._settle([owed], await self._finish(conn, [owed]))
         except psycopg.Error as exc:
-            if connection_lost(self._conn, exc):
+            if connection_lost(conn, exc):
                 raise
             owed.alone = True
             if is_transient(exc) or owed.plain:
@@ -788,42 +960,59 @@ class Worker:
                                    error=f"outcome could not be stored: {first_line(exc)}")
             owed.plain = True
             self._count("failed", +1)
-        return await self._deliver_alone(owed)
+        return await self._deliver_alone(conn, owed)
 
     def _keep(self, owed: Owed, exc: psycopg.Error) -> int:
-        delay = owed.retry.refused(time.monotonic())
+        delay = owed.backoff().refused(time.monotonic())
         self._refused("finish_jobs", exc, [owed.outcome.job.id],
                       f"outcome kept, trying again in {delay:.2f} s")
         return 0
 
-    async def _finish(self, batch: list[Owed]) -> list[dict[str, Any]]:
-        cur = await self._conn.execute(sql.FINISH_JOBS, (
-            self.worker_id, Jsonb([o.outcome.as_json() for o in batch]),
-        ))
+    async def _finish(self, conn: psycopg.AsyncConnection,
+                      batch: list[Owed]) -> list[tuple[int, int, str]]:
+        outcomes = [o.outcome for o in batch]
+        ids = [o.job.id for o in outcomes]
+        attempts = [o.job.attempts for o in outcomes]
+        if all(o.outcome == "completed" and o.result is None for o in outcomes):
+            params = (self.worker_id, ids, attempts, None, None, None, None)
+        else:
+            params = (
+                self.worker_id, ids, attempts, [o.outcome for o in outcomes],
+                [o.error for o in outcomes],
+                [None if o.error_data is None else Jsonb(o.error_data) for o in outcomes],
+                [None if o.result is None else Jsonb(o.result) for o in outcomes],
+            )
+        cur = conn.cursor(row_factory=tuple_row)
+        await cur.execute(sql.FINISH_JOB_ARRAYS, params)
         return await cur.fetchall()
 
-    def _settle(self, sent: list[Owed], rows: list[dict[str, Any]]) -> int:
+    def _settle(self, sent: list[Owed], rows: list[tuple[int, int, str]]) -> int:
         """Act on finish_jobs' answer for `sent`; how many outcomes it took."""
-        by_key = {o.key: o for o in sent}
+        owed_now = self._owed
+        by_key = {o.key: o for o in sent} if len(sent) > 1 else None
         taken = 0
-        for row in rows:
-            owed = by_key.get((row["job_id"], row["attempt"]))
+        for job_id, attempt, status in rows:
+            key = (job_id, attempt)
+            owed = by_key.get(key) if by_key is not None else (
+                sent[0] if sent[0].key == key else None)
             if owed is None:
                 continue
-            if row["status"] == "busy":
-                first = owed.retry.delay == 0
-                delay = owed.retry.refused(time.monotonic())
+            if status == "busy":
+                retry = owed.backoff()
+                first = retry.delay == 0
+                delay = retry.refused(time.monotonic())
                 (log.info if first else log.debug)(
                     "job %s attempt %s: its row is locked by another session; outcome "
-                    "kept, trying again in %.2f s", row["job_id"], row["attempt"], delay,
-                    extra={"event": "outcome_busy", "job_id": row["job_id"]},
+                    "kept, trying again in %.2f s", job_id, attempt, delay,
+                    extra={"event": "outcome_busy", "job_id": job_id},
                 )
                 continue
-            del self._owed[owed.key]
+            del owed_now[key]
             taken += 1
             outcome = owed.outcome
-            if row["status"] != "fenced":
-                self.metrics.job_recorded(outcome.job.task_identifier, row["status"])
+            if status != "fenced":
+                if self._metrics_on:
+                    self.metrics.job_recorded(outcome.job.task_identifier, status)
                 continue
             self.stats.fenced += 1
             self.metrics.job_fenced()
@@ -832,8 +1021,8 @@ class Worker:
             self._count(outcome.outcome, -1)
             log.warning(
                 "job %s attempt %s: this worker no longer held the claim (fenced); "
-                "its outcome changed nothing", row["job_id"], row["attempt"],
-                extra={"event": "job_fenced", "job_id": row["job_id"]},
+                "its outcome changed nothing", job_id, attempt,
+                extra={"event": "job_fenced", "job_id": job_id},
             )
         return taken
 
@@ -941,20 +1130,15 @@ class Worker:
                         self._refused("worker_heartbeat", exc)
                 except Exception:  # noqa: BLE001 - heartbeats must go on whatever happens
                     log.exception("worker %s: heartbeat failed", self.worker_id)
-                try:
-                    await asyncio.wait_for(
-                        self._heartbeat_now.wait(), self.options.heartbeat_interval
-                    )
-                except asyncio.TimeoutError:
-                    pass
+                await self._wait(self.options.heartbeat_interval, self._heartbeat_now)
         finally:
             self._heartbeat_conn = None
             await _close_quietly(conn)
 
     async def _heartbeat(self, conn: psycopg.AsyncConnection) -> None:
-        # Only the jobs started before the heartbeat is sent are judged by its answer: a
+        # Only the jobs held before the heartbeat is sent are judged by its answer: a
         # claim committed on the work connection meanwhile may be missing from it.
-        known = {job_id: job.attempts for job_id, job in self._jobs.items()}
+        known = [*self.runners.running.values(), *self.prefetch.jobs()]
         try:
             cur = await conn.execute(sql.HEARTBEAT, (self.worker_id,))
         except psycopg.Error as exc:
@@ -968,23 +1152,39 @@ class Worker:
             await self._register(conn)
             cur = await conn.execute(sql.HEARTBEAT, (self.worker_id,))
         held = {row["job_id"]: row for row in await cur.fetchall()}
-        for job_id, attempt in known.items():
-            job = self._jobs.get(job_id)
-            if job is None or job.attempts != attempt:
+        for job in known:
+            row = held.get(job.id)
+            lost = row is None or row["attempt"] != job.attempts
+            cancel = not lost and row["cancel_requested"]
+            if not lost and not cancel:
                 continue
-            row = held.get(job_id)
-            if row is None or row["attempt"] != attempt:
-                job.control.request_stop("fenced")
-            elif row["cancel_requested"] and job.control.stop_reason is None:
-                log.info("job %s: cancel requested", job.describe(),
-                         extra={"event": "job_cancel_requested", "job_id": job_id})
-                job.control.request_stop("cancel")
+            if self.prefetch.remove(job.id) is not None:
+                # Never started: dropped when fenced, ended cancelled without running.
+                if lost:
+                    self._fenced(job, "was rescued from this worker before it started "
+                                      "(fenced): dropped, never run")
+                else:
+                    self._cancel_unstarted(job)
+            elif self.runners.running.get(job.id) is job:
+                if lost:
+                    job.control.request_stop("fenced")
+                elif job.control.stop_reason is None:
+                    log.info("job %s: cancel requested", job.describe(),
+                             extra={"event": "job_cancel_requested", "job_id": job.id})
+                    job.control.request_stop("cancel")
+        if self._claim_size():
+            self._kick.set()
 
-    async def _stop_heartbeats(self) -> None:
-        if self._heartbeater is not None:
-            self._heartbeater.cancel()
-            await asyncio.gather(self._heartbeater, return_exceptions=True)
-            self._heartbeater = None
+    def _cancel_unstarted(self, job: Job) -> None:
+        """A buffered job was asked to cancel: end it cancelled without running it."""
+        job.control.request_stop("cancel")
+        log.info("job %s cancelled before it started", job.describe(),
+                 extra={"event": "job_cancelled", "job_id": job.id, "task": job.task_identifier,
+                        "attempt": job.attempts, "max_attempts": job.max_attempts,
+                        "duration_ms": 0.0})
+        self._count("cancelled", +1)
+        self._owe(Outcome(job, "cancelled", error="cancelled on request"))
+
     # -- logging ----------------------------------------------------------------------
 
     def _log_outcome(self, outcome: Outcome, duration_ms: float) -> None:
@@ -997,7 +1197,6 @@ class Worker:
             "max_attempts": job.max_attempts,
             "duration_ms": round(duration_ms, 3),
         }
-        self._count(outcome.outcome, +1)
         if outcome.outcome == "completed":
             log.info("job %s completed in %.1f ms", job.describe(), duration_ms, extra=fields)
         elif outcome.outcome == "cancelled":
@@ -1014,11 +1213,12 @@ class Worker:
         s = self.stats
         log.info(
             "worker %s stopped after %.1f s: %d completed, %d failed, %d cancelled, "
-            "%d fenced, %d released",
+            "%d fenced, %d released, %d returned unstarted",
             self.worker_id, time.monotonic() - s.started, s.completed, s.failed, s.cancelled,
-            s.fenced, s.released,
+            s.fenced, s.released, s.returned,
             extra={"event": "worker_stopped", "completed": s.completed, "failed": s.failed,
-                   "cancelled": s.cancelled, "fenced": s.fenced, "released": s.released},
+                   "cancelled": s.cancelled, "fenced": s.fenced, "released": s.released,
+                   "returned": s.returned},
         )
 
 

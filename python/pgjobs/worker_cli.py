@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import sys
-import threading
 from datetime import timedelta
 
 import psycopg
@@ -18,6 +17,11 @@ from .metrics import MetricsServerError
 from .tasks import import_task_modules
 from .worker import Worker, WorkerOptions, default_worker_id
 
+_DEFAULTS = WorkerOptions(worker_id="-")
+DEFAULT_PREFETCH = _DEFAULTS.prefetch
+DEFAULT_FLUSH_SIZE = _DEFAULTS.flush_size
+DEFAULT_FLUSH_DELAY = _DEFAULTS.flush_delay
+
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
@@ -27,6 +31,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -70,7 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: only claim these tasks [PGJOBS_TASK_IDENTIFIERS]")
     p.add_argument("--batch-size", type=_positive_int,
                    default=int(_env("PGJOBS_BATCH_SIZE", "0")) or None,
-                   help="jobs claimed per round trip [PGJOBS_BATCH_SIZE, default = concurrency]")
+                   help="at most this many jobs per claim statement "
+                        "[PGJOBS_BATCH_SIZE, default prefetch + concurrency]")
+    p.add_argument("--prefetch", type=_non_negative_int,
+                   default=int(_env("PGJOBS_PREFETCH", str(DEFAULT_PREFETCH))),
+                   help="at most this many claimed jobs wait to start, and no more than "
+                        "the handlers start in about 0.1 s; 0: claim only what can start "
+                        f"at once [PGJOBS_PREFETCH, default {DEFAULT_PREFETCH}]")
+    p.add_argument("--flush-size", type=_positive_int,
+                   default=int(_env("PGJOBS_FLUSH_SIZE", str(DEFAULT_FLUSH_SIZE))),
+                   help="deliver outcomes once this many are owed "
+                        f"[PGJOBS_FLUSH_SIZE, default {DEFAULT_FLUSH_SIZE}]")
+    p.add_argument("--flush-delay", type=_non_negative_float,
+                   default=float(_env("PGJOBS_FLUSH_DELAY", str(DEFAULT_FLUSH_DELAY))),
+                   help="or this many seconds after the previous delivery; 0: at once "
+                        f"[PGJOBS_FLUSH_DELAY, default {DEFAULT_FLUSH_DELAY:g}]")
     p.add_argument("--poll-interval", type=_positive_float,
                    default=float(_env("PGJOBS_POLL_INTERVAL", "2")),
                    help="seconds between polls when no notification arrives "
@@ -168,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     options = WorkerOptions(
         concurrency=args.concurrency,
         batch_size=args.batch_size,
+        prefetch=args.prefetch,
+        flush_size=args.flush_size,
+        flush_delay=args.flush_delay,
         poll_interval=args.poll_interval,
         worker_id=args.worker_id or default_worker_id(),
         burst=args.burst,
@@ -185,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )
+    worker = Worker(conninfo, handlers, options)
     try:
-        code = asyncio.run(Worker(conninfo, handlers, options).run())
+        code = asyncio.run(worker.run())
     except MetricsServerError as exc:
         return fail(str(exc), 1)
     except psycopg.OperationalError as exc:
@@ -195,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"database error: {first_line(exc)}", 1)
     logging.shutdown()
     # Handler threads still running past the shutdown timeout were released; don't wait.
-    if any(t.name.startswith("pgjobs-job-") and t.is_alive() for t in threading.enumerate()):
+    if worker.busy_threads():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
