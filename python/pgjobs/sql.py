@@ -14,6 +14,13 @@ FROM app_jobs.get_jobs(%(worker_id)s, %(tasks)s, %(job_expiry)s, %(batch_size)s)
 
 FINISH_JOBS = "SELECT job_id, attempt, status FROM app_jobs.finish_jobs(%s, %s)"
 
+# Whether the installed SQL has finish_jobs' array form (0.6.0); the worker sends the
+# JSON form (FINISH_JOBS) to an older install, e.g. while a rolling upgrade runs.
+FINISH_JOB_ARRAYS_FOUND = """
+SELECT to_regprocedure('app_jobs.finish_jobs(text, bigint[], integer[], text[], text[], '
+                       'jsonb[], jsonb[])') IS NOT NULL AS found
+"""
+
 # The worker's form: the outcomes as parallel arrays. When every outcome of a batch is a
 # completion without a result, only the ids and attempts are sent (the rest NULL).
 FINISH_JOB_ARRAYS = """

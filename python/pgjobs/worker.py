@@ -9,7 +9,7 @@ One asyncio loop drives everything; claiming, running and delivering overlap:
 - `concurrency` runners (runner.py) take jobs from the buffer and run their handlers.
 - The delivery task sends finished handlers' outcomes with finish_jobs on a connection of
   its own, in batches: once `flush_size` are owed or `flush_delay` seconds after the
-  previous batch, so a claim and a delivery run side by side on two backends.
+  previous batch began, so a claim and a delivery run side by side on two backends.
 - LISTEN wakes the main loop when jobs are inserted (or cancelled); a poll interval
   covers lost notifications.
 - The heartbeat connection only heartbeats: it keeps this worker registered as alive and
@@ -98,10 +98,10 @@ class WorkerOptions:
     # At most this many jobs per claim statement (None: prefetch + concurrency).
     batch_size: int | None = None
     # At most this many claimed jobs waiting to start (0: claim only what can start).
-    prefetch: int = 500
+    prefetch: int = 2000
     # Outcomes are delivered once this many are owed, or flush_delay seconds after the
-    # previous delivery, whichever comes first.
-    flush_size: int = 500
+    # previous delivery began, whichever comes first.
+    flush_size: int = 1000
     flush_delay: float = 0.002
     poll_interval: float = 2.0
     worker_id: str = field(default_factory=default_worker_id)
@@ -274,6 +274,8 @@ class Worker:
         self._owed_event = Wakeup()
         self._owed_full = Wakeup()
         self._owed: dict[tuple[int, int], Owed] = {}
+        # The installed finish_jobs takes parallel arrays (looked up per delivery session).
+        self._finish_arrays = True
         # Jobs taken out of the buffer by a stop, to be handed back.
         self._unstarted: list[Job] = []
         self._progress: dict[int, tuple[int, int, str | None]] = {}
@@ -867,10 +869,11 @@ class Worker:
 
     async def _deliver_loop(self) -> None:
         """Deliver owed outcomes on a connection of its own, (re)connected here: once
-        flush_size are owed or flush_delay seconds after the previous delivery. Nothing
-        but an asyncio cancel ends this loop."""
+        flush_size are owed or flush_delay seconds after the previous delivery began (at
+        once if it took longer). Nothing but an asyncio cancel ends this loop."""
         conn: psycopg.AsyncConnection | None = None
         delay = 0.05
+        began = 0.0
         try:
             while True:
                 self._owed_event.clear()
@@ -879,15 +882,18 @@ class Worker:
                     await self._wait(self._next_owed_due() - now, self._owed_event)
                     continue
                 o = self.options
-                if (len(self._owed) < o.flush_size and o.flush_delay > 0
+                if (len(self._owed) < o.flush_size and now < began + o.flush_delay
                         and not self._stopping.is_set()):
                     self._owed_full.clear()
-                    await self._wait(o.flush_delay, self._owed_full)
+                    await self._wait(began + o.flush_delay - now, self._owed_full)
+                began = time.monotonic()
                 try:
                     if conn is None or conn.closed or conn.broken:
                         await _close_quietly(conn)
                         conn = None
                         conn = await self._open_session("pgjobs-deliver")
+                        cur = await conn.execute(sql.FINISH_JOB_ARRAYS_FOUND)
+                        self._finish_arrays = (await cur.fetchone())["found"]
                     taken = await self._flush_outcomes(conn)
                     delay = 0.05
                     if taken:
@@ -971,6 +977,11 @@ class Worker:
     async def _finish(self, conn: psycopg.AsyncConnection,
                       batch: list[Owed]) -> list[tuple[int, int, str]]:
         outcomes = [o.outcome for o in batch]
+        cur = conn.cursor(row_factory=tuple_row)
+        if not self._finish_arrays:
+            await cur.execute(sql.FINISH_JOBS, (
+                self.worker_id, Jsonb([o.as_json() for o in outcomes])))
+            return await cur.fetchall()
         ids = [o.job.id for o in outcomes]
         attempts = [o.job.attempts for o in outcomes]
         if all(o.outcome == "completed" and o.result is None for o in outcomes):
@@ -982,7 +993,6 @@ class Worker:
                 [None if o.error_data is None else Jsonb(o.error_data) for o in outcomes],
                 [None if o.result is None else Jsonb(o.result) for o in outcomes],
             )
-        cur = conn.cursor(row_factory=tuple_row)
         await cur.execute(sql.FINISH_JOB_ARRAYS, params)
         return await cur.fetchall()
 
