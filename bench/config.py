@@ -25,12 +25,14 @@ class Config:
     churn_seconds: float = 600.0       # E: how long the producer and the worker run
     churn_window_s: float = 60.0       # E: first and last windows compared
     churn_backlog: int = 5_000         # E: the producer keeps about this many jobs waiting
-    # B: candidate flag sets for the "best settings" row (the README names the winner).
+    # B: candidate flag sets for the "best settings" row (the README names the winner):
+    # the prefetching worker at graphile's concurrency, with a bigger buffer and flush,
+    # with more runners, and without a buffer (claims bounded by free slots, 0.5 style).
     best_candidates: tuple[tuple[str, ...], ...] = field(default=(
-        ("--concurrency", "200", "--batch-size", "500"),
-        ("--concurrency", "500", "--batch-size", "500"),
-        ("--concurrency", "100", "--batch-size", "100"),
-        ("--concurrency", "200", "--batch-size", "500", "--log-level", "warning"),
+        ("--concurrency", "24"),
+        ("--concurrency", "24", "--prefetch", "4000", "--flush-size", "2000"),
+        ("--concurrency", "100", "--prefetch", "2000"),
+        ("--concurrency", "24", "--prefetch", "0", "--batch-size", "500"),
     ))
 
 
