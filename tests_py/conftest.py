@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from faults import Db
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
 from pytest_postgresql.janitor import DatabaseJanitor
@@ -141,3 +142,11 @@ def killer() -> Iterator[list[subprocess.Popen]]:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@pytest.fixture
+def dbx(db: psycopg.Connection) -> Iterator[Db]:
+    """The test database through the fault suite's Db helper (its own connection)."""
+    handle = Db(db.info.dsn)
+    yield handle
+    handle.close()

@@ -52,6 +52,11 @@ def write_tasks(tmp_path: Path, claim_log: Path, body: str, name: str = "fault_t
     return path
 
 
+def report(tag: str, name: str, **figures: object) -> None:
+    """The figures of one test, on one line (visible with pytest -s)."""
+    print(f"\n[{tag}] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
 def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float = 0.05):
     """Poll cond until it is truthy (returned) or timeout seconds have passed (AssertionError)."""
     deadline = time.monotonic() + timeout

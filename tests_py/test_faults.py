@@ -33,7 +33,6 @@ import signal
 import time
 from itertools import pairwise
 
-import psycopg
 import pytest
 from faults import (
     SOAK,
@@ -50,18 +49,11 @@ from faults import (
     wait_for,
     write_tasks,
 )
+from faults import report as tagged_report
 
 
 def report(name: str, **figures: object) -> None:
-    """The figures of one test, on one line (visible with pytest -s)."""
-    print(f"\n[faults] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
-
-
-@pytest.fixture
-def dbx(db: psycopg.Connection):
-    handle = Db(db.info.dsn)
-    yield handle
-    handle.close()
+    tagged_report("faults", name, **figures)
 
 
 @pytest.fixture

@@ -25,6 +25,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from faults import Db, Fleet, WorkerProc, by_job, read_claims, wait_for, write_tasks
+from faults import report as tagged_report
+
+
+def report(name: str, **figures: object) -> None:
+    tagged_report("prefetch", name, **figures)
+
 
 HB = 0.5
 FAST = ("--heartbeat-interval", str(HB), "--dead-for", "2", "--poll-interval", "0.2")
@@ -52,17 +58,6 @@ TASKS = """
         claim_log(job, "end")
         return {{"pid": os.getpid()}}
 """
-
-
-def report(name: str, **figures: object) -> None:
-    print(f"\n[prefetch] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
-
-
-@pytest.fixture
-def dbx(db: psycopg.Connection):
-    handle = Db(db.info.dsn)
-    yield handle
-    handle.close()
 
 
 @pytest.fixture

@@ -19,27 +19,21 @@ import signal
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 from faults import Db, Fleet, WorkerProc, completed_counts, duplicates, read_claims, wait_for
+from faults import report as tagged_report
 from faults import write_tasks as write_claim_tasks
 from pgjobs.worker import Worker, WorkerOptions
 from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
-HB, DEAD_FOR = 0.5, 3.0
-FAST = ("--heartbeat-interval", str(HB), "--dead-for", str(DEAD_FOR), "--poll-interval", "0.5")
-
 
 def report(name: str, **figures: object) -> None:
-    print(f"\n[errors] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    tagged_report("errors", name, **figures)
 
 
-@pytest.fixture
-def dbx(db: psycopg.Connection):
-    handle = Db(db.info.dsn)
-    yield handle
-    handle.close()
+HB, DEAD_FOR = 0.5, 3.0
+FAST = ("--heartbeat-interval", str(HB), "--dead-for", str(DEAD_FOR), "--poll-interval", "0.5")
 
 
 @pytest.fixture
