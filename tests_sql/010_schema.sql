@@ -1,6 +1,6 @@
 -- Schema: extension, tables (jobs, queues, schedules, workers, job_history, settings, job_dependencies, job_bundles, task_settings, queue_settings), columns, keys, claim index, functions (signatures, parameter names, return types), job_status view, triggers, pg_dump config.
 BEGIN;
-SELECT plan(310);
+SELECT plan(314);
 
 SELECT has_extension('pgjobs', 'extension pgjobs is installed');
 SELECT has_schema('app_jobs', 'schema app_jobs exists');
@@ -72,6 +72,7 @@ FROM (VALUES
     ('workers', 'heartbeat_interval', 'interval'),
     ('workers', 'started_at', 'timestamp with time zone'),
     ('workers', 'last_heartbeat', 'timestamp with time zone'),
+    ('workers', 'wakeup', 'text'),
     ('job_history', 'id', 'bigint'),
     ('job_history', 'job_id', 'bigint'),
     ('job_history', 'database_id', 'uuid'),
@@ -158,7 +159,8 @@ SELECT columns_are('app_jobs', 'task_settings', ARRAY[
 SELECT columns_are('app_jobs', 'queue_settings', ARRAY['queue_name', 'max_concurrency'],
     'queue_settings has exactly its columns');
 SELECT columns_are('app_jobs', 'workers', ARRAY[
-    'id', 'host', 'pid', 'tasks', 'heartbeat_interval', 'started_at', 'last_heartbeat'
+    'id', 'host', 'pid', 'tasks', 'heartbeat_interval', 'started_at', 'last_heartbeat',
+    'wakeup'
 ], 'workers has exactly its columns');
 SELECT columns_are('app_jobs', 'job_history', ARRAY[
     'id', 'job_id', 'database_id', 'task_identifier', 'queue_name', 'key', 'payload',
@@ -305,6 +307,7 @@ INSERT INTO fn VALUES
     ('worker_heartbeat', ARRAY['text'],
      'TABLE(job_id bigint, attempt integer, cancel_requested boolean)',
      ARRAY['worker_id', 'job_id', 'attempt', 'cancel_requested']),
+    ('set_worker_wakeup', ARRAY['text', 'text'], 'void', ARRAY['worker_id', 'wakeup']),
     ('unregister_worker', ARRAY['text'], 'void', ARRAY['worker_id']),
     ('reap_dead_workers', ARRAY['interval'], 'TABLE(worker_id text, job_id bigint, status text)',
      ARRAY['dead_for', 'worker_id', 'job_id', 'status']),

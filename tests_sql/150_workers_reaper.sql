@@ -1,6 +1,6 @@
--- Workers: register/re-register (PJ005, PJ018), heartbeat (held claims, cancel flags, PJ019), reap_dead_workers (PJ013, failed attempt with backoff from the last heartbeat, last attempt -> failed + history, cancel -> cancelled, queues, live workers untouched), job_expiry and the admin functions' 4-hour expiry vs registered workers, unregister_worker.
+-- Workers: register/re-register (PJ005, PJ018), wakeup (listen/silent/poll, PJ044, PJ019; kept on re-register), heartbeat (held claims, cancel flags, PJ019), reap_dead_workers (PJ013, failed attempt with backoff from the last heartbeat, last attempt -> failed + history, cancel -> cancelled, queues, live workers untouched), job_expiry and the admin functions' 4-hour expiry vs registered workers, unregister_worker.
 BEGIN;
-SELECT plan(75);
+SELECT plan(80);
 
 CREATE TEMP TABLE snap (label text, data jsonb);
 
@@ -378,6 +378,20 @@ SELECT is(
     row('busy'::text, NULL::text, 1, 1)::text,
     'remove_job on the live worker''s keyed claim only strips the key and retries (it keeps running)'
 );
+
+-- How new jobs wake a worker.
+SELECT app_jobs.register_worker('wk') \gset
+SELECT app_jobs.set_worker_wakeup('wk', 'silent');
+SELECT is((SELECT wakeup FROM app_jobs.workers WHERE id = 'wk'), 'silent', 'set_worker_wakeup records it');
+SELECT app_jobs.register_worker('wk') \gset
+SELECT is((SELECT wakeup FROM app_jobs.workers WHERE id = 'wk'), 'silent',
+    'registering again keeps it (the worker probes again and sets it)');
+SELECT throws_ok($$SELECT app_jobs.set_worker_wakeup('wk', 'sometimes')$$, 'PJ044', NULL,
+    'another value: PJ044');
+SELECT throws_ok($$SELECT app_jobs.set_worker_wakeup('wk', NULL)$$, 'PJ044', NULL,
+    'NULL: PJ044');
+SELECT throws_ok($$SELECT app_jobs.set_worker_wakeup('nobody', 'poll')$$, 'PJ019', NULL,
+    'an unregistered worker: PJ019');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -31,6 +31,7 @@ INSERT INTO expected_execute VALUES
 ('set_progress', FALSE, FALSE, TRUE, TRUE),
 ('register_worker', FALSE, FALSE, TRUE, TRUE),
 ('worker_heartbeat', FALSE, FALSE, TRUE, TRUE),
+('set_worker_wakeup', FALSE, FALSE, TRUE, TRUE),
 ('unregister_worker', FALSE, FALSE, TRUE, TRUE),
 ('reap_dead_workers', FALSE, FALSE, TRUE, TRUE),
 ('release_jobs', FALSE, FALSE, TRUE, TRUE),

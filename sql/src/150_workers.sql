@@ -37,6 +37,30 @@ $$;
 COMMENT ON FUNCTION app_jobs.register_worker IS
 'Register a worker process (id, host, pid, tasks) and the interval it heartbeats at';
 
+-- Record how new jobs wake a worker (listen, silent or poll; PJ044 otherwise); PJ019
+-- when the worker is not registered.
+CREATE FUNCTION app_jobs.set_worker_wakeup(worker_id text, wakeup text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM app_jobs.check_worker_id(worker_id);
+    IF wakeup IS NULL OR wakeup NOT IN ('listen', 'silent', 'poll') THEN
+        RAISE EXCEPTION 'wakeup must be listen, silent or poll, got %',
+            coalesce(wakeup, 'NULL')
+            USING ERRCODE = 'PJ044';
+    END IF;
+    UPDATE app_jobs.workers AS w SET wakeup = set_worker_wakeup.wakeup
+    WHERE w.id = set_worker_wakeup.worker_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'worker % is not registered (presumed dead and reaped?)', worker_id
+            USING ERRCODE = 'PJ019';
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.set_worker_wakeup IS
+'How new jobs wake the worker: listen, silent (LISTEN hears nothing: polling) or poll';
+
 -- A worker's sign of life; returns the claims it still holds and which must stop.
 -- PJ019 when the worker is not registered (it was presumed dead and reaped).
 CREATE FUNCTION app_jobs.worker_heartbeat(worker_id text)

@@ -159,6 +159,7 @@ BEGIN
             ('set_progress', FALSE, TRUE, TRUE, TRUE),
             ('register_worker', FALSE, TRUE, TRUE, TRUE),
             ('worker_heartbeat', FALSE, TRUE, TRUE, TRUE),
+            ('set_worker_wakeup', FALSE, TRUE, TRUE, TRUE),
             ('unregister_worker', FALSE, TRUE, TRUE, TRUE),
             ('reap_dead_workers', FALSE, TRUE, TRUE, TRUE),
             ('release_jobs', FALSE, TRUE, TRUE, TRUE),

@@ -1,0 +1,307 @@
+-- pgjobs 0.6.0 -> 0.7.0: connection poolers (issue 13): workers record how new jobs wake
+-- them (listen, silent or poll; pgjobs status shows it). See README, "Changes in 0.7.0".
+-- Written by hand: only what changed, the functions as in sql/src.
+
+ALTER TABLE app_jobs.workers ADD COLUMN wakeup text;
+ALTER TABLE app_jobs.workers ADD CONSTRAINT workers_wakeup_check CHECK (
+    wakeup IN ('listen', 'silent', 'poll')
+);
+-- from sql/src/150_workers.sql
+-- Record how new jobs wake a worker (listen, silent or poll; PJ044 otherwise); PJ019
+-- when the worker is not registered.
+CREATE OR REPLACE FUNCTION app_jobs.set_worker_wakeup(worker_id text, wakeup text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM app_jobs.check_worker_id(worker_id);
+    IF wakeup IS NULL OR wakeup NOT IN ('listen', 'silent', 'poll') THEN
+        RAISE EXCEPTION 'wakeup must be listen, silent or poll, got %',
+            coalesce(wakeup, 'NULL')
+            USING ERRCODE = 'PJ044';
+    END IF;
+    UPDATE app_jobs.workers AS w SET wakeup = set_worker_wakeup.wakeup
+    WHERE w.id = set_worker_wakeup.worker_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'worker % is not registered (presumed dead and reaped?)', worker_id
+            USING ERRCODE = 'PJ019';
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.set_worker_wakeup IS
+'How new jobs wake the worker: listen, silent (LISTEN hears nothing: polling) or poll';
+
+-- from sql/src/950_security.sql (re-runnable: roles, grants, SECURITY DEFINER, policies)
+-- Access control, applied to every object created before it (so it must stay the last
+-- source file). Four group roles:
+--   pgjobs_enqueue      add jobs, bundles and schedules, cancel jobs and follow them, all
+--                       limited to its tenant (jwt.claims.database_id);
+--   pgjobs_enqueue_any  the same for every tenant, for a trusted application (a
+--                       single-tenant app, a backend that sets db_id itself, a trigger
+--                       running as a table owner without claims); no worker or admin rights;
+--   pgjobs_worker       what pgjobs-worker calls (claim, finish, heartbeat, reap, tick, ...);
+--   pgjobs_admin        every API function, on every tenant.
+-- Nobody gets direct writes to the tables: the API functions run as their owner
+-- (SECURITY DEFINER with a fixed search_path) and never evaluate code a caller controls
+-- (their arguments arrive converted, by the caller, to built-in types). The trigger
+-- functions are the exception: they read the caller's row, whose column types (and their
+-- casts) the caller may have made, so they run with the caller's rights (SECURITY
+-- INVOKER) and hand a finished JSON payload to add_job. Internal helpers are granted to
+-- nobody.
+-- Row-level security lets pgjobs_enqueue read only its tenant's rows. Everything here is
+-- re-runnable: an upgrade script that replaces functions (which resets SECURITY
+-- DEFINER) ends by applying this file again.
+
+-- The roles are cluster-wide: created when absent (NOLOGIN, none a member of another),
+-- kept when they exist, never dropped (DROP EXTENSION leaves them).
+DO $$
+DECLARE
+    v_role text;
+BEGIN
+    FOREACH v_role IN ARRAY ARRAY[
+        'pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin'
+    ] LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role);
+        BEGIN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', v_role);
+            EXECUTE format(
+                'COMMENT ON ROLE %I IS %L', v_role,
+                'pgjobs: grant to roles that ' || CASE v_role
+                    WHEN 'pgjobs_enqueue' THEN 'enqueue and follow jobs of their tenant'
+                    WHEN 'pgjobs_enqueue_any' THEN 'enqueue and follow jobs of every tenant'
+                    WHEN 'pgjobs_worker' THEN 'run pgjobs workers'
+                    ELSE 'administer pgjobs'
+                END
+            );
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- another database's install created it just now
+            WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'pgjobs needs the role % and may not create it', v_role
+                    USING ERRCODE = 'insufficient_privilege',
+                    HINT = format(
+                        'Have a role with CREATEROLE run CREATE ROLE %I NOLOGIN, then retry.',
+                        v_role
+                    );
+        END;
+    END LOOP;
+END;
+$$;
+
+-- True when the caller may act on rows of tenant p_db_id. The caller is the role in
+-- effect where the pgjobs function was called: inside a SECURITY DEFINER function
+-- current_user is the owner, so this reads the "role" setting (what SET ROLE chose,
+-- which a definer function cannot change) and falls back to session_user without SET
+-- ROLE. A caller with the privileges of pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin
+-- or the schema's owner (superusers included) may act on every tenant; any other caller
+-- only on the tenant of its jwt.claims.database_id setting (none without it, NULL
+-- included).
+CREATE OR REPLACE FUNCTION app_jobs.tenant_allowed(p_db_id uuid) RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    -- (PL/pgSQL, not SQL: its plans are kept for the session, where a SQL function's
+    -- query would be planned again in every transaction of every enqueue.)
+    v_caller name := CASE pg_catalog.current_setting('role')
+        WHEN 'none' THEN session_user
+        ELSE pg_catalog.current_setting('role')::name
+    END;
+BEGIN
+    IF pg_catalog.pg_has_role(v_caller, 'pgjobs_enqueue_any', 'USAGE')
+        OR pg_catalog.pg_has_role(v_caller, 'pgjobs_worker', 'USAGE')
+        OR pg_catalog.pg_has_role(v_caller, 'pgjobs_admin', 'USAGE') THEN
+        RETURN TRUE;
+    END IF;
+    IF pg_catalog.pg_has_role(
+        v_caller,
+        (SELECT n.nspowner FROM pg_catalog.pg_namespace AS n WHERE n.nspname = 'app_jobs'),
+        'USAGE'
+    ) THEN
+        RETURN TRUE;
+    END IF;
+    RETURN coalesce(
+        p_db_id = nullif(pg_catalog.current_setting('jwt.claims.database_id', TRUE), '')::uuid,
+        FALSE
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.tenant_allowed IS
+'Internal: may the calling role (SET ROLE, else session_user) act on tenant p_db_id?';
+
+-- Raise PJ030 unless the caller may act on tenant p_db_id (see tenant_allowed).
+CREATE OR REPLACE FUNCTION app_jobs.check_tenant(p_db_id uuid) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF NOT app_jobs.tenant_allowed(p_db_id) THEN
+        RAISE EXCEPTION 'permission denied for database_id %', coalesce(p_db_id::text, 'NULL')
+            USING ERRCODE = 'PJ030',
+            HINT = 'Without the privileges of pgjobs_enqueue_any, pgjobs_worker or '
+            || 'pgjobs_admin, a role acts only on the tenant named by its '
+            || 'jwt.claims.database_id setting.';
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.check_tenant IS
+'Internal: PJ030 unless the calling role may act on tenant p_db_id';
+
+-- Functions: nobody but the owner may run anything, except what the list below grants.
+-- pgjobs_version() is left alone: it is created after this file (by make), returns a
+-- constant and keeps the default EXECUTE for PUBLIC. A function missing from the list
+-- (internal helpers, anything added without updating it) is granted to nobody. Every
+-- listed function gets a fixed search_path; all but the trigger functions (and their
+-- helper) run as their owner. pgjobs_enqueue_any may call what pgjobs_enqueue may.
+DO $$
+DECLARE
+    v_fn record;
+BEGIN
+    FOR v_fn IN
+        SELECT p.oid::regprocedure AS sig
+        FROM pg_catalog.pg_proc AS p
+        WHERE p.pronamespace = 'app_jobs'::regnamespace AND p.proname <> 'pgjobs_version'
+        ORDER BY p.oid
+    LOOP
+        EXECUTE format(
+            'REVOKE ALL ON FUNCTION %s FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, '
+            || 'pgjobs_worker, pgjobs_admin',
+            v_fn.sig
+        );
+    END LOOP;
+
+    FOR v_fn IN
+        SELECT l.name, l.definer, g.grantees, p.oid::regprocedure AS sig
+        FROM (
+            VALUES
+            -- name                  enqueue worker admin  definer
+            ('add_job', TRUE, FALSE, TRUE, TRUE),
+            ('add_jobs', TRUE, FALSE, TRUE, TRUE),
+            ('add_bundle', TRUE, FALSE, TRUE, TRUE),
+            ('add_scheduled_job', TRUE, FALSE, TRUE, TRUE),
+            ('cancel_job', TRUE, FALSE, TRUE, TRUE),
+            ('tg_add_job_with_row', TRUE, FALSE, TRUE, FALSE),
+            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE, FALSE),
+            ('trigger_job_with_fields', TRUE, FALSE, TRUE, FALSE),
+            ('enqueue_from_trigger', TRUE, FALSE, TRUE, FALSE),
+            ('schedule_next_run', TRUE, TRUE, TRUE, TRUE),
+            ('get_job', FALSE, TRUE, TRUE, TRUE),
+            ('get_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('complete_job', FALSE, TRUE, TRUE, TRUE),
+            ('fail_job', FALSE, TRUE, TRUE, TRUE),
+            ('finish_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('set_progress', FALSE, TRUE, TRUE, TRUE),
+            ('register_worker', FALSE, TRUE, TRUE, TRUE),
+            ('worker_heartbeat', FALSE, TRUE, TRUE, TRUE),
+            ('set_worker_wakeup', FALSE, TRUE, TRUE, TRUE),
+            ('unregister_worker', FALSE, TRUE, TRUE, TRUE),
+            ('reap_dead_workers', FALSE, TRUE, TRUE, TRUE),
+            ('release_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('get_scheduled_job', FALSE, TRUE, TRUE, TRUE),
+            ('release_scheduled_jobs', FALSE, TRUE, TRUE, TRUE),
+            ('run_scheduled_job', FALSE, TRUE, TRUE, TRUE),
+            ('purge_job_history', FALSE, TRUE, TRUE, TRUE),
+            ('setting', FALSE, TRUE, TRUE, TRUE),
+            ('metrics', FALSE, TRUE, TRUE, TRUE),
+            ('complete_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('permanently_fail_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('reschedule_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('remove_job', FALSE, FALSE, TRUE, TRUE),
+            ('force_unlock_workers', FALSE, FALSE, TRUE, TRUE),
+            ('retry_job', FALSE, FALSE, TRUE, TRUE),
+            ('delete_job', FALSE, FALSE, TRUE, TRUE),
+            ('delete_finished_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('waiting_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('failed_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('set_setting', FALSE, FALSE, TRUE, TRUE),
+            ('set_task_settings', FALSE, FALSE, TRUE, TRUE),
+            ('set_queue_concurrency', FALSE, FALSE, TRUE, TRUE)
+        ) AS l (name, enqueue, worker, admin, definer)
+        CROSS JOIN LATERAL (
+            SELECT array_to_string(ARRAY[
+                CASE WHEN l.enqueue THEN 'pgjobs_enqueue, pgjobs_enqueue_any' END,
+                CASE WHEN l.worker THEN 'pgjobs_worker' END,
+                CASE WHEN l.admin THEN 'pgjobs_admin' END
+            ], ', ') AS grantees
+        ) AS g
+        LEFT JOIN pg_catalog.pg_proc AS p
+            ON p.proname = l.name AND p.pronamespace = 'app_jobs'::regnamespace
+        ORDER BY l.name, p.oid
+    LOOP
+        IF v_fn.sig IS NULL THEN
+            -- Renamed or dropped without updating the list (tests_sql/200_privileges fails).
+            RAISE WARNING 'pgjobs: app_jobs.% is granted in 950_security.sql but does not exist',
+                v_fn.name;
+            CONTINUE;
+        END IF;
+        EXECUTE format(
+            'ALTER FUNCTION %s %s SET search_path = pg_catalog, app_jobs, pg_temp',
+            v_fn.sig,
+            CASE WHEN v_fn.definer THEN 'SECURITY DEFINER' ELSE 'SECURITY INVOKER' END
+        );
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', v_fn.sig, v_fn.grantees);
+    END LOOP;
+END;
+$$;
+
+-- Schema, tables, views, sequences: no rights for PUBLIC; the three roles may look up
+-- objects in the schema; nobody but the owner writes.
+REVOKE ALL ON SCHEMA app_jobs FROM PUBLIC;  -- noqa: CP02
+GRANT USAGE ON SCHEMA app_jobs TO pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker,
+pgjobs_admin;
+REVOKE ALL ON ALL TABLES IN SCHEMA app_jobs
+FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA app_jobs
+FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+
+-- Workers and admins read everything (tables and views).
+GRANT SELECT ON ALL TABLES IN SCHEMA app_jobs TO pgjobs_worker, pgjobs_admin;
+
+-- Enqueuers read the tenant-scoped tables; row-level security below picks their rows.
+GRANT SELECT ON app_jobs.jobs, app_jobs.job_history, app_jobs.job_bundles,
+app_jobs.scheduled_jobs TO pgjobs_enqueue, pgjobs_enqueue_any;
+
+-- Row-level security: pgjobs_enqueue sees the rows of its jwt.claims.database_id (none
+-- without one); pgjobs_enqueue_any, pgjobs_worker and pgjobs_admin see every row. The
+-- owner (whom the API functions run as) is not subject to it; another role granted
+-- SELECT directly sees nothing until a policy names it.
+DO $$
+DECLARE
+    v_table text;
+BEGIN
+    FOREACH v_table IN ARRAY ARRAY['jobs', 'job_history', 'job_bundles', 'scheduled_jobs'] LOOP
+        EXECUTE format('ALTER TABLE app_jobs.%I ENABLE ROW LEVEL SECURITY', v_table);
+        EXECUTE format('DROP POLICY IF EXISTS enqueue_own_tenant ON app_jobs.%I', v_table);
+        EXECUTE format(
+            'CREATE POLICY enqueue_own_tenant ON app_jobs.%I FOR SELECT TO pgjobs_enqueue '
+            || 'USING (database_id = nullif(current_setting(''jwt.claims.database_id'', TRUE), '
+            || ''''')::uuid)',
+            v_table
+        );
+        EXECUTE format('DROP POLICY IF EXISTS worker_admin_all ON app_jobs.%I', v_table);
+        EXECUTE format(
+            'CREATE POLICY worker_admin_all ON app_jobs.%I FOR SELECT '
+            || 'TO pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin USING (TRUE)',
+            v_table
+        );
+    END LOOP;
+END;
+$$;
+
+-- job_status reads jobs and job_history with the caller's rights (so their row-level
+-- security applies) where the server supports it (PostgreSQL 15); before that a view
+-- runs as its owner, so pgjobs_enqueue is not given it.
+DO $$
+BEGIN
+    IF pg_catalog.current_setting('server_version_num')::integer >= 150000 THEN
+        EXECUTE 'ALTER VIEW app_jobs.job_status SET (security_invoker = TRUE)';
+        EXECUTE 'GRANT SELECT ON app_jobs.job_status TO pgjobs_enqueue, pgjobs_enqueue_any';
+    END IF;
+END;
+$$;
+
+-- The version of the app_jobs objects, for installs without CREATE EXTENSION.
+CREATE OR REPLACE FUNCTION app_jobs.pgjobs_version() RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT '0.7.0'::text $$;
