@@ -1335,7 +1335,10 @@ BEGIN
     END LOOP;
 
     -- The common case: no rate limit applies and no job is in a named queue (no queue has
-    -- a row). Then the claim is the plain ordered SKIP LOCKED pick.
+    -- a row). Then the claim is the plain ordered SKIP LOCKED pick, of jobs without a
+    -- queue only: a queued job committed after the check above is left to the next
+    -- claim, which locks its queue (taking it here would skip the queue's concurrency and
+    -- lock its queue row out of name order, a deadlock with add_job).
     IF v_allow IS NULL AND NOT EXISTS (SELECT 1 FROM app_jobs.job_queues) THEN
         RETURN QUERY
         WITH claimed AS (
@@ -1355,6 +1358,7 @@ BEGIN
                 FROM app_jobs.jobs AS e
                 WHERE e.is_available
                     AND e.run_at <= v_now
+                    AND e.queue_name IS NULL
                     AND (task_identifiers IS NULL OR e.task_identifier = ANY(task_identifiers))
                 ORDER BY e.priority, e.run_at, e.id
                 LIMIT g.n

@@ -277,43 +277,64 @@ def test_two_in_process_workers_serve_their_own_metrics(conninfo, sql):
 # -- session timeouts ------------------------------------------------------------------------
 
 async def session_settings(conn: psycopg.AsyncConnection) -> dict[str, str]:
-    """The session's timeouts in milliseconds, whatever the connection's row factory."""
+    """The timeouts in milliseconds one statement sees, whatever the row factory."""
     cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
     await cur.execute(
         "SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout', "
-        "'idle_in_transaction_session_timeout', 'idle_session_timeout')")
+        "'idle_in_transaction_session_timeout', 'idle_session_timeout', 'lock_timeout')")
     return dict(await cur.fetchall())
 
 
-@pytest.mark.parametrize("statement, idle, expect", [
-    (None, None, ("60000", "60000")),
-    (7.5, 2, ("7500", "2000")),
-    (0, 0, ("0", "0")),
+@pytest.mark.parametrize("statement, idle, lock, expect", [
+    (None, None, None, ("60000", "60000", "5000")),
+    (7.5, 2, 0.25, ("7500", "2000", "250")),
+    (0, 0, 0, ("0", "0", "0")),
 ])
-def test_worker_sessions_get_timeouts(conninfo, statement, idle, expect):
+def test_worker_statements_get_timeouts_for_their_own_transaction(
+        conninfo, statement, idle, lock, expect):
+    # Each statement of the work session runs under the worker's limits, set for its own
+    # transaction: the session itself keeps the server's defaults (a pooler may hand it
+    # to other clients). The LISTEN session (a session of its own, proved by the probe)
+    # gets session settings: no statement or idle-session limit.
     kw = {}
     if statement is not None:
-        kw = {"statement_timeout": statement, "idle_in_transaction_timeout": idle}
+        kw = {"statement_timeout": statement, "idle_in_transaction_timeout": idle,
+              "lock_timeout": lock}
 
     async def main():
         w = Worker(conninfo, {"t": lambda payload, job: None}, WorkerOptions(**kw))
-        await w._connect(first=True)
+        await w._connect()
         try:
             # The listener holds its connection while it waits for notifications.
             w._listener.cancel()
             await asyncio.gather(w._listener, return_exceptions=True)
-            return await session_settings(w._conn), await session_settings(w._listen_conn)
+            statement = await session_settings(w._conn)
+            async with w._conn.transaction():
+                session = await session_settings(w._conn)
+            return statement, session, await session_settings(w._listen_conn), w.wakeup
         finally:
             await w._conn.execute("SELECT app_jobs.unregister_worker(%s)", (w.worker_id,))
             await w._close()
 
-    worker, listen = asyncio.run(main())
-    assert (worker["statement_timeout"], worker["idle_in_transaction_session_timeout"]) \
-        == expect
+    with psycopg.connect(conninfo) as plain:
+        defaults = server_defaults(plain)
+    statement, session, listen, wakeup = asyncio.run(main())
+    assert (statement["statement_timeout"], statement["idle_in_transaction_session_timeout"],
+            statement["lock_timeout"]) == expect
+    assert session == defaults
+    assert wakeup == "listen"
     # The LISTEN connection idles by design: only the idle-in-transaction limit.
     assert listen["statement_timeout"] == "0"
     assert listen["idle_in_transaction_session_timeout"] == expect[1]
     assert listen.get("idle_session_timeout", "0") == "0"
+
+
+def server_defaults(conn: psycopg.Connection) -> dict[str, str]:
+    """The same timeouts in a fresh session of the test's own."""
+    return dict(conn.execute(
+        "SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout', "
+        "'idle_in_transaction_session_timeout', 'idle_session_timeout', 'lock_timeout')"
+    ).fetchall())
 
 
 def test_statement_timeout_is_enforced_and_the_worker_recovers(

@@ -10,8 +10,10 @@ transactional connections (it commits after each job).
 ignore_enqueues(conn, *tasks): within the block add_job on that connection drops jobs of
 all tasks (none named) or of the named ones and returns None; other connections are not
 affected; the previous setting comes back afterwards (nested blocks, an exception in the
-block, a value set beforehand); a bundle created with ignored tasks counts only its real
-jobs and still stops (with its follow-up) when they are done.
+block, a value set beforehand); the block is a transaction (a savepoint in an open one)
+and its setting is transaction-local, nothing stays on the session; a bundle created with
+ignored tasks counts only its real jobs and still stops (with its follow-up) when they are
+done.
 """
 
 from __future__ import annotations
@@ -217,25 +219,44 @@ def test_ignore_enqueues_restores_the_previous_setting(connect, db):
     assert setting(conn) == "th_x"
     assert pgjobs.add_job(conn, "th_x") is None
 
-    # On a transactional connection too, once committed.
+    # On a transactional connection the block is a savepoint of the open transaction:
+    # its enqueues stay in that transaction, the setting ends with the block, and
+    # commit() inside the block is refused (the setting cannot outlive it).
+    pgjobs.add_job(db, "th_u")
     with testing.ignore_enqueues(db, "th_t"):
         assert pgjobs.add_job(db, "th_t") is None
-        db.commit()
-        assert pgjobs.add_job(db, "th_t") is None
         assert pgjobs.add_job(db, "th_u") is not None
-    db.commit()
-    assert pgjobs.add_job(db, "th_t") is not None
-    db.commit()
-
-    # A database error in the block comes out as itself (the failed transaction accepts
-    # no restoring statement); its rollback undoes the setting made in it.
-    with pytest.raises(psycopg.errors.DivisionByZero):
-        with testing.ignore_enqueues(db, "th_t"):
-            db.execute("SELECT 1 / 0")
-    db.rollback()
+        with pytest.raises(psycopg.ProgrammingError):
+            db.commit()
     assert setting(db) == ""
     assert pgjobs.add_job(db, "th_t") is not None
     db.commit()
+    assert count(db, "th_u") == 2
+
+    # A database error in the block comes out as itself; the rollback of the block's
+    # savepoint undoes the setting and what the block did, the outer transaction lives.
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        with testing.ignore_enqueues(db, "th_t"):
+            pgjobs.add_job(db, "th_v")
+            db.execute("SELECT 1 / 0")
+    assert setting(db) == ""
+    assert count(db, "th_v") == 0
+    assert pgjobs.add_job(db, "th_t") is not None
+    db.commit()
+
+
+def test_ignore_enqueues_is_transaction_local(connect):
+    # Nothing of the block is left on the session: a pooler may hand the server
+    # connection to another client right after it (autocommit connection: the block is
+    # its own transaction, committed at its end).
+    conn = connect()
+    with testing.ignore_enqueues(conn, "th_t"):
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert pgjobs.add_job(conn, "th_t") is None
+        pgjobs.add_job(conn, "th_w")
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert setting(conn) == ""
+    assert count(conn, "th_w") == 1
 
 
 def test_bundle_with_ignored_tasks_counts_only_real_jobs(connect):

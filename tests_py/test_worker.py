@@ -268,9 +268,9 @@ def test_idle_worker_wakes_on_notify(conninfo, sql, tmp_path, killer):
     # own rhythm: counting them made this wait for a moment when one of them was busy).
     wait_for(lambda: sql(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND (application_name LIKE 'pgjobs-worker %%' "
-        "     OR application_name LIKE 'pgjobs-listen %%') AND state = 'idle' "
-        "AND (query LIKE 'LISTEN%%' OR query LIKE '%%app_jobs.%%')")[0][0] == 2,
+        "AND state = 'idle' AND (application_name LIKE 'pgjobs-listen %%' "
+        "     OR application_name LIKE 'pgjobs-worker %%' AND query LIKE '%%app_jobs.%%')"
+        )[0][0] == 2,
         10, "the worker to be idle")
     time.sleep(0.3)  # well into its 30 s wait
 

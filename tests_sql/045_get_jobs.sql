@@ -1,6 +1,6 @@
--- get_jobs batch claim: batch_size limits, claim order, one job per named queue per batch, task filter, queue locks, batch size bounds.
+-- get_jobs batch claim: batch_size limits, claim order, one job per named queue per batch, task filter, queue locks, batch size bounds, the plain pick never takes a queued job.
 BEGIN;
-SELECT plan(22);
+SELECT plan(24);
 
 -- 1. batch_size limits how many unqueued jobs are claimed, best first.
 INSERT INTO app_jobs.jobs (task_identifier, priority, run_at)
@@ -138,6 +138,25 @@ SELECT throws_ok(
     'PJ006', NULL, format('batch_size %s is rejected with PJ006', v.b)
 )
 FROM (VALUES ('0'), ('10001')) AS v (b);
+
+-- 6. The plain pick (no queue row exists) takes jobs without a queue only. A queued job
+-- committed between its check and its claim is what the row below stands for: its queue
+-- row is missing here because the queue-count trigger is switched off for the insert.
+DELETE FROM app_jobs.jobs;
+DELETE FROM app_jobs.job_queues;
+SET LOCAL session_replication_role = replica;
+INSERT INTO app_jobs.jobs (task_identifier, queue_name, priority) VALUES ('racy', 'qr', -1);
+SET LOCAL session_replication_role = origin;
+INSERT INTO app_jobs.jobs (task_identifier) VALUES ('plain');
+SELECT results_eq(
+    $$SELECT task_identifier FROM app_jobs.get_jobs('wp', NULL, '4 hours', 10)$$,
+    ARRAY['plain'],
+    'the plain pick leaves a job whose queue it did not lock'
+);
+SELECT is(
+    (SELECT locked_by FROM app_jobs.jobs WHERE task_identifier = 'racy'), NULL,
+    'so a queue''s concurrency and lock order hold'
+);
 
 SELECT * FROM finish();
 ROLLBACK;

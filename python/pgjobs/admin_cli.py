@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import psycopg
 
 from . import client, installer, sql
-from .connection import describe, first_line, resolve_url
+from .connection import describe, first_line, prepare_threshold, resolve_url
 
 
 def _positive_float(text: str) -> float:
@@ -26,12 +26,17 @@ def _positive_float(text: str) -> float:
 
 
 DATABASE_URL_HELP = "libpq URL [PGJOBS_DATABASE_URL, then DATABASE_URL, then PG*]"
+PREPARE_THRESHOLD_HELP = ("prepare a statement after this many runs; none: never, which "
+                          "works behind any pooler [PGJOBS_PREPARE_THRESHOLD, default none]")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pgjobs", description="Manage a pgjobs queue.")
     p.add_argument("--database-url", default=os.environ.get("PGJOBS_DATABASE_URL"),
                    help=DATABASE_URL_HELP)
+    p.add_argument("--prepare-threshold", type=prepare_threshold,
+                   default=prepare_threshold(os.environ.get("PGJOBS_PREPARE_THRESHOLD", "none")),
+                   help=PREPARE_THRESHOLD_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     inst = sub.add_parser("install", help="create the app_jobs schema (plain SQL by default)")
@@ -66,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     # a subcommand that is not given one leaves the value from before it alone).
     for cmd in sub.choices.values():
         cmd.add_argument("--database-url", default=argparse.SUPPRESS, help=DATABASE_URL_HELP)
+        cmd.add_argument("--prepare-threshold", type=prepare_threshold,
+                         default=argparse.SUPPRESS, help=PREPARE_THRESHOLD_HELP)
     return p
 
 
@@ -94,6 +101,14 @@ def _one_line(text: str, width: int = 80) -> str:
     return line if len(line) <= width else line[:width - 3] + "..."
 
 
+# How new jobs wake each worker (workers.wakeup), as status shows it.
+WAKEUP = {
+    "listen": "LISTEN",
+    "silent": "polling: LISTEN silent (pooler? --listen-database-url)",
+    "poll": "polling (--no-listen)",
+}
+
+
 def status(conn: psycopg.Connection) -> str:
     """Jobs per task and queue (app_jobs.queue_stats), workers, schedules (the failing
     ones in a table), notification queue; sections separated by blank lines."""
@@ -108,9 +123,10 @@ def status(conn: psycopg.Connection) -> str:
     if workers:
         stale = sum(1 for w in workers if w[4])
         sections.append(f"workers: {len(workers)} ({stale} stale)\n" + _format_table(
-            ["worker", "host", "pid", "last heartbeat"],
+            ["worker", "host", "pid", "last heartbeat", "wake-up"],
             [[w[0], w[1] or "-", "-" if w[2] is None else str(w[2]),
-              _age(w[3]) + " ago" + (" (stale)" if w[4] else "")] for w in workers],
+              _age(w[3]) + " ago" + (" (stale)" if w[4] else ""), WAKEUP.get(w[5], "-")]
+             for w in workers],
         ))
     else:
         sections.append("workers: none registered")
@@ -195,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     conninfo = resolve_url(args.database_url)
     try:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
+        with psycopg.connect(conninfo, autocommit=True,
+                             prepare_threshold=args.prepare_threshold) as conn:
             if args.command == "status" and args.watch:
                 watch(conn, args.watch)
             else:

@@ -12,6 +12,22 @@ def resolve_url(url: str | None) -> str:
     return os.environ.get("DATABASE_URL", "")
 
 
+def prepare_threshold(text: str) -> int | None:
+    """--prepare-threshold: 'none' (never prepare: works behind any pooler) or how many
+    runs of a statement before psycopg prepares it (0: at once)."""
+    import argparse
+
+    if text.strip().lower() in ("none", "off", ""):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 or 'none', got {text!r}")
+    return value
+
+
 def describe(conninfo: str) -> str:
     """The conninfo without its password, for log lines and errors."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo

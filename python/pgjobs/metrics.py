@@ -53,7 +53,8 @@ class WorkerMetrics:
     def __init__(self, running: Callable[[], float] | None = None,
                  connected: Callable[[], float] | None = None,
                  owed: Callable[[], float] | None = None,
-                 prefetched: Callable[[], float] | None = None):
+                 prefetched: Callable[[], float] | None = None,
+                 listen_ok: Callable[[], float] | None = None):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry(auto_describe=True)
@@ -91,6 +92,10 @@ class WorkerMetrics:
         self.connected = Gauge(
             "pgjobs_worker_connected", "1 while the worker's database connections are up",
             registry=r)
+        self.listen_ok = Gauge(
+            "pgjobs_worker_listen_ok",
+            "1 while notifications wake the worker, 0 while it polls (LISTEN silent behind "
+            "a pooler, or --no-listen)", registry=r)
         self.outcomes_owed = Gauge(
             "pgjobs_worker_outcomes_owed",
             "Outcomes of finished handlers the database has not taken yet", registry=r)
@@ -109,6 +114,8 @@ class WorkerMetrics:
             self.outcomes_owed.set_function(_safe(owed))
         if prefetched is not None:
             self.prefetched.set_function(_safe(prefetched))
+        if listen_ok is not None:
+            self.listen_ok.set_function(_safe(listen_ok))
         self._tasks: dict[str, _TaskMetrics] = {}
         self._server: Any = None
         self._thread: threading.Thread | None = None

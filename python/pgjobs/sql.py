@@ -49,22 +49,23 @@ SELECT worker_id, job_id, status
 FROM app_jobs.reap_dead_workers(make_interval(secs => %s))
 """
 
-# Two statements in one simple query (one implicit transaction): the purge of a large
-# backlog is exempt from the worker's statement_timeout. Its rows are the second result.
-PURGE_HISTORY_UNTIMED = (
-    "SET LOCAL statement_timeout = 0; SELECT app_jobs.purge_job_history() AS purged"
-)
+# Run in a transaction without statement_timeout (a large backlog goes in one statement).
+PURGE_HISTORY = "SELECT app_jobs.purge_job_history() AS purged"
 
-# The limits of the worker's work and heartbeat sessions, in milliseconds as text ('0':
-# none), all set here, in one statement: statement_timeout,
-# idle_in_transaction_session_timeout, lock_timeout.
-SET_SESSION_LIMITS = """
-SELECT set_config('statement_timeout', %s, false),
-       set_config('idle_in_transaction_session_timeout', %s, false),
-       set_config('lock_timeout', %s, false)
+# The limits of each statement on the worker's work, delivery and heartbeat sessions, in
+# milliseconds as text ('0': none), for that statement's transaction only (sent in one
+# pipeline with it: nothing stays in the session, which a pooler may hand to others).
+SET_LOCAL_LIMITS = """
+SELECT set_config('statement_timeout', %s, true),
+       set_config('lock_timeout', %s, true),
+       set_config('idle_in_transaction_session_timeout', %s, true)
 """
 
+# A new session's first statement (does it answer?).
+PING = "SELECT 1"
+
 # The LISTEN connection idles by design: never an idle-session or statement limit on it.
+# Session settings: made only once a probe proved that this is a session of our own.
 SET_LISTEN_SESSION_TIMEOUTS = """
 SELECT set_config('idle_in_transaction_session_timeout', %s, false),
        set_config('statement_timeout', '0', false),
@@ -85,7 +86,19 @@ HELD_JOB_IDS = "SELECT id FROM app_jobs.jobs WHERE locked_by = %s"
 
 SCHEDULER_TICK = "SELECT count(*) AS spawned FROM app_jobs.run_due_scheduled_jobs()"
 
-LISTEN = ('LISTEN "jobs:insert"', 'LISTEN "jobs:cancel"')
+LISTEN = ('LISTEN "jobs:insert"', 'LISTEN "jobs:cancel"', 'LISTEN "jobs:probe"')
+
+# Does a notification sent from the work connection reach the LISTEN connection? (Behind
+# a transaction-mode pooler it does not: the LISTEN stayed in a pooled server session.)
+# Which server process runs this statement (two pooled clients may share one).
+BACKEND_PID = "SELECT pg_backend_pid()"
+
+PROBE_CHANNEL = "jobs:probe"
+PROBE = "SELECT pg_notify('jobs:probe', %s)"
+
+UNLISTEN_ALL = "UNLISTEN *"
+
+SET_WORKER_WAKEUP = "SELECT app_jobs.set_worker_wakeup(%s, %s)"
 
 CANCEL_CHANNEL = "jobs:cancel"
 
@@ -181,7 +194,7 @@ ORDER BY 1, 2
 
 STATUS_WORKERS = """
 SELECT w.id, w.host, w.pid, now() - w.last_heartbeat AS heartbeat_age,
-       w.last_heartbeat < now() - 3 * w.heartbeat_interval AS stale
+       w.last_heartbeat < now() - 3 * w.heartbeat_interval AS stale, w.wakeup
 FROM app_jobs.workers AS w
 ORDER BY w.id
 """
@@ -235,6 +248,6 @@ LISTEN_STOPPED = ('LISTEN "jobs:stopped"', 'LISTEN "jobs:bundle_stopped"')
 
 UNLISTEN_STOPPED = ('UNLISTEN "jobs:stopped"', 'UNLISTEN "jobs:bundle_stopped"')
 
-SET_IGNORE_ENQUEUES = "SELECT set_config('pgjobs.ignore_enqueues', %s, false)"
+SET_IGNORE_ENQUEUES = "SELECT set_config('pgjobs.ignore_enqueues', %s, true)"
 
 GET_IGNORE_ENQUEUES = "SELECT current_setting('pgjobs.ignore_enqueues', true)"

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from psycopg import pq
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -40,20 +39,17 @@ class RunReport:
 @contextmanager
 def ignore_enqueues(conn: Any, *tasks: str) -> Iterator[None]:
     """Within the block, add_job on `conn` drops jobs of `tasks` (all tasks when none
-    is named) and returns NULL; the session's previous setting comes back after.
+    is named) and returns NULL.
 
-    The setting is made with set_config: on a transactional connection, rolling back
-    the transaction that made it undoes it."""
-    previous = conn.execute(sql.GET_IGNORE_ENQUEUES).fetchone()[0]
-    conn.execute(sql.SET_IGNORE_ENQUEUES, (",".join(tasks) if tasks else "all",))
-    try:
+    The block is one transaction of `conn` (a savepoint when one is already open): the
+    setting is transaction-local, so it never outlives the block and no other client of
+    a pooled server connection sees it. It commits when the block ends (or releases the
+    savepoint), rolls back when it raises; commit() inside the block is refused."""
+    with conn.transaction():
+        previous = conn.execute(sql.GET_IGNORE_ENQUEUES).fetchone()[0]
+        conn.execute(sql.SET_IGNORE_ENQUEUES, (",".join(tasks) if tasks else "all",))
         yield
-    finally:
-        # A failed transaction accepts no statement: restoring now would raise
-        # InFailedSqlTransaction and hide the error that got us here. Its rollback
-        # undoes the setting if this transaction made it.
-        if conn.info.transaction_status != pq.TransactionStatus.INERROR:
-            conn.execute(sql.SET_IGNORE_ENQUEUES, (previous or "",))
+        conn.execute(sql.SET_IGNORE_ENQUEUES, (previous or "",))
 
 
 def run_jobs(

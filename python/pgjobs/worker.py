@@ -11,7 +11,9 @@ One asyncio loop drives everything; claiming, running and delivering overlap:
   its own, in batches: once `flush_size` are owed or `flush_delay` seconds after the
   previous batch began, so a claim and a delivery run side by side on two backends.
 - LISTEN wakes the main loop when jobs are inserted (or cancelled); a poll interval
-  covers lost notifications.
+  covers lost notifications. A probe at every (re)connect checks that notifications
+  arrive (behind a transaction-mode pooler they do not): when they do not, the worker
+  says so once and polls.
 - The heartbeat connection only heartbeats: it keeps this worker registered as alive and
   learns of cancel requests and of claims rescued from it (fencing), for running and
   buffered jobs alike. It connects and reconnects on its own, so a statement blocked on
@@ -41,16 +43,17 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from . import sql
-from .connection import first_line
+from .connection import describe, first_line
 from .job import Job, JobControl
 from .metrics import NO_METRICS, WorkerMetrics
 from .outcome import Outcome
 from .prefetch import Prefetch
 from .runner import Runners
+from .sessions import ConnectTimeout, open_plain, open_session
 from .tasks import Handler
 
 log = logging.getLogger("pgjobs.worker")
@@ -116,11 +119,23 @@ class WorkerOptions:
     default_timeout: float | None = None
     cancel_grace: float = 5.0
     history_purge_interval: float = 3600.0
-    # Seconds; 0 turns the limit off. The work, delivery and heartbeat connections get
-    # all three, the LISTEN connection only the idle-in-transaction one.
+    # Seconds; 0 turns the limit off. Every statement of the work, delivery and heartbeat
+    # connections gets all three (for its own transaction), the LISTEN connection only
+    # the idle-in-transaction one.
     statement_timeout: float = 60.0
     idle_in_transaction_timeout: float = 60.0
     lock_timeout: float = 5.0
+    # psycopg prepares a statement after this many runs (None: never, which works behind
+    # a pooler that cannot keep prepared statements).
+    prepare_threshold: int | None = None
+    # The LISTEN connection's conninfo (None: the worker's own); listen False: no LISTEN,
+    # poll only.
+    listen_conninfo: str | None = None
+    listen: bool = True
+    # Opening a connection and its first statement must take no longer (0: no limit).
+    connect_timeout: float = 10.0
+    # How long a probe notification may take to arrive on the LISTEN connection.
+    probe_timeout: float = 1.0
     # Serve Prometheus metrics at http://metrics_host:metrics_port/metrics (None: off).
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
@@ -259,6 +274,9 @@ class Worker:
         self._listen_conn: psycopg.AsyncConnection | None = None
         self._heartbeat_conn: psycopg.AsyncConnection | None = None
         self._listener: asyncio.Task | None = None
+        # How new jobs wake this worker: listen, silent (LISTEN hears nothing: polling) or
+        # poll (no LISTEN); None before the first connect.
+        self.wakeup: str | None = None
         self._heartbeater: asyncio.Task | None = None
         self._deliverer: asyncio.Task | None = None
         # Wakes the main loop (claim, progress, housekeeping, shutdown).
@@ -296,6 +314,7 @@ class Worker:
                 connected=lambda: 1.0 if self._healthy() and self._heartbeat_up() else 0.0,
                 owed=lambda: len(self._owed),
                 prefetched=lambda: len(self.prefetch),
+                listen_ok=lambda: 1.0 if self.wakeup == "listen" else 0.0,
             )
         self._metrics_on = self.metrics.enabled
 
@@ -334,7 +353,7 @@ class Worker:
                 )
                 log.info("worker %s serving metrics at http://%s:%d/metrics",
                          self.worker_id, host, port)
-            await self._connect(first=True)
+            await self._connect_first()
             # Only once connected: a bad URL must give one line on stderr, not two.
             log.info(
                 "worker %s starting: tasks %s, concurrency %d, prefetch %d, batch %d",
@@ -503,7 +522,22 @@ class Worker:
 
     # -- connections ----------------------------------------------------------------
 
-    async def _connect(self, first: bool = False) -> None:
+    async def _connect_first(self) -> None:
+        """The first connect: a server that cannot be reached ends the worker (a wrong
+        URL must not retry forever), one that keeps it waiting for a connection (a full
+        pool) is reported and tried again."""
+        delay = 0.5
+        while True:
+            try:
+                await self._connect()
+                return
+            except ConnectTimeout as exc:
+                log.error("worker %s: %s (retry in %.1f s)", self.worker_id,
+                          first_line(exc), delay, extra={"event": "connect_timeout"})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.options.reconnect_max_delay)
+
+    async def _connect(self) -> None:
         try:
             await self._open_connections()
         except BaseException:
@@ -517,49 +551,90 @@ class Worker:
 
     async def _open_session(self, role: str) -> psycopg.AsyncConnection:
         """A work, delivery or heartbeat session: autocommit, named after this worker,
-        with the worker's session limits."""
-        conn = await psycopg.AsyncConnection.connect(
-            self.conninfo, autocommit=True, row_factory=dict_row,
-            application_name=f"{role} {self.worker_id}"[:63],
-        )
-        try:
-            await conn.execute(sql.SET_SESSION_LIMITS, self._session_limits())
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
+        each statement under the worker's limits (sessions.py)."""
+        o = self.options
+        return await open_session(self.conninfo, f"{role} {self.worker_id}",
+                                  self._session_limits(), o.prepare_threshold,
+                                  o.connect_timeout)
 
     def _session_limits(self) -> tuple[str, str, str]:
-        """statement_timeout, idle_in_transaction_session_timeout and lock_timeout of the
-        work, delivery and heartbeat sessions, as SET_SESSION_LIMITS takes them (all of
-        them here, in one place)."""
+        """statement_timeout, lock_timeout and idle_in_transaction_session_timeout of each
+        statement on the work, delivery and heartbeat sessions, as SET_LOCAL_LIMITS takes
+        them (all of them here, in one place)."""
         return (
             _milliseconds(self.options.statement_timeout),
-            _milliseconds(self.options.idle_in_transaction_timeout),
             _milliseconds(self.options.lock_timeout),
+            _milliseconds(self.options.idle_in_transaction_timeout),
         )
 
     async def _open_connections(self) -> None:
         self._conn = await self._open_session("pgjobs-worker")
-        self._listen_conn = await psycopg.AsyncConnection.connect(
-            self.conninfo, autocommit=True,
-            application_name=f"pgjobs-listen {self.worker_id}"[:63],
-        )
-        # The LISTEN connection idles for good: no statement or idle-session limit, only
-        # the idle-in-transaction one.
-        await self._listen_conn.execute(
-            sql.SET_LISTEN_SESSION_TIMEOUTS
-            if self._listen_conn.info.server_version >= 140000
-            else sql.SET_LISTEN_SESSION_TIMEOUTS_PG13,
-            (_milliseconds(self.options.idle_in_transaction_timeout),),
-        )
-        for statement in sql.LISTEN:
-            await self._listen_conn.execute(statement)
-        self._listener = asyncio.create_task(self._listen(self._listen_conn))
         await self._register(self._conn)
+        wakeup = await self._start_listening() if self.options.listen else "poll"
+        if wakeup != self.wakeup:
+            if wakeup == "silent":
+                log.warning(
+                    "worker %s: notifications do not arrive on the LISTEN connection (%s; a "
+                    "transaction-mode pooler?): polling every %g s. Give LISTEN a direct "
+                    "connection with --listen-database-url, or pass --no-listen",
+                    self.worker_id, describe(self._listen_url()), self.options.poll_interval,
+                    extra={"event": "listen_silent"},
+                )
+            elif self.wakeup == "silent":
+                log.info("worker %s: notifications arrive again", self.worker_id)
+            self.wakeup = wakeup
+        await self._conn.execute(sql.SET_WORKER_WAKEUP, (self.worker_id, wakeup))
         if self._connected_once:
             log.info("worker %s reconnected", self.worker_id)
             self._claims_to_check = True
+
+    def _listen_url(self) -> str:
+        return self.options.listen_conninfo or self.conninfo
+
+    async def _start_listening(self) -> str:
+        """Open the LISTEN connection and probe it: 'listen' when a notification sent from
+        the work connection arrives within probe_timeout (the listener task then runs),
+        'silent' when it does not (the connection is closed: the worker polls)."""
+        o = self.options
+        conn = self._listen_conn = await open_plain(
+            self._listen_url(), f"pgjobs-listen {self.worker_id}", o.connect_timeout)
+        # A transaction pooler usually lends the server process this statement just used
+        # to the next client: when the work connection's statement runs there too, this
+        # is no session of our own, and no LISTEN is left on a server others borrow.
+        listen_pid = await _fetch_value(conn, sql.BACKEND_PID)
+        if await _fetch_value(self._conn, sql.BACKEND_PID) == listen_pid:
+            await _close_quietly(conn)
+            self._listen_conn = None
+            return "silent"
+        for statement in sql.LISTEN:
+            await conn.execute(statement)
+        nonce = f"{self.worker_id} {random.getrandbits(64):016x}"
+        await self._conn.execute(sql.PROBE, (nonce,))
+        arrived = False
+        async for note in conn.notifies(timeout=o.probe_timeout):
+            if note.channel == sql.PROBE_CHANNEL and note.payload == nonce:
+                arrived = True
+                break
+            self._on_notification(note)
+        if not arrived:
+            # The LISTEN went to a session the pooler lends to others: take it back if
+            # this lands there, and stop listening.
+            try:
+                await conn.execute(sql.UNLISTEN_ALL)
+            except psycopg.Error:
+                pass
+            await _close_quietly(conn)
+            self._listen_conn = None
+            return "silent"
+        # A session of our own, then: it idles by design, so no idle-session or statement
+        # limit may end it (session settings are safe here).
+        await conn.execute(
+            sql.SET_LISTEN_SESSION_TIMEOUTS if conn.info.server_version >= 140000
+            else sql.SET_LISTEN_SESSION_TIMEOUTS_PG13,
+            (_milliseconds(o.idle_in_transaction_timeout),),
+        )
+        self._listener = asyncio.create_task(self._listen(conn))
+        return "listen"
 
     async def _ensure_connected(self, deadline: float | None = None) -> None:
         if self._healthy():
@@ -571,11 +646,13 @@ class Worker:
                 await self._connect()
                 return
             except psycopg.Error as exc:
-                # Unreachable, or refused while setting up (registration timed out on a
-                # lock, say): either way, start over after a while.
+                # Unreachable, kept waiting for a connection (a full pool), or refused
+                # while setting up (registration timed out on a lock, say): either way,
+                # start over after a while.
                 if deadline is not None and time.monotonic() + delay > deadline:
                     raise TimeoutError("database unreachable") from exc
-                log.warning(
+                log.log(
+                    logging.ERROR if isinstance(exc, ConnectTimeout) else logging.WARNING,
                     "worker %s cannot reach the database (retry in %.2f s): %s",
                     self.worker_id, delay, first_line(exc),
                 )
@@ -585,14 +662,17 @@ class Worker:
                 delay = min(delay * 2, self.options.reconnect_max_delay)
 
     def _healthy(self) -> bool:
+        """The work connection is up, and so is the listener when this worker listens."""
         return (
             self._conn is not None
             and not self._conn.closed
             and not self._conn.broken
-            and self._listen_conn is not None
-            and not self._listen_conn.closed
-            and self._listener is not None
-            and not self._listener.done()
+            and (self.wakeup != "listen" or (
+                self._listen_conn is not None
+                and not self._listen_conn.closed
+                and self._listener is not None
+                and not self._listener.done()
+            ))
         )
 
     def _heartbeat_up(self) -> bool:
@@ -602,15 +682,20 @@ class Worker:
     async def _listen(self, conn: psycopg.AsyncConnection) -> None:
         try:
             async for note in conn.notifies():
-                if note.channel == sql.CANCEL_CHANNEL:
-                    if note.payload.isdigit() and self._holds(int(note.payload)):
-                        self._heartbeat_now.set()
-                else:
-                    self._notified = True
-                    self._kick.set()
+                self._on_notification(note)
         except psycopg.Error as exc:
             log.warning("worker %s: LISTEN connection lost: %s", self.worker_id, exc)
         finally:
+            self._kick.set()
+
+    def _on_notification(self, note: psycopg.Notify) -> None:
+        """A cancel request for a job held here wakes the heartbeat; a new job, the main
+        loop; other workers' probes are nothing to us."""
+        if note.channel == sql.CANCEL_CHANNEL:
+            if note.payload.isdigit() and self._holds(int(note.payload)):
+                self._heartbeat_now.set()
+        elif note.channel != sql.PROBE_CHANNEL:
+            self._notified = True
             self._kick.set()
 
     def _holds(self, job_id: int) -> bool:
@@ -707,9 +792,11 @@ class Worker:
 
     async def _purge_history(self) -> bool:
         # Exempt from statement_timeout: a large backlog is deleted in one statement.
-        cur = await self._conn.execute(sql.PURGE_HISTORY_UNTIMED)
-        cur.nextset()
-        purged = (await cur.fetchone())["purged"]
+        _, lock_timeout, idle = self._session_limits()
+        async with self._conn.transaction():
+            await self._conn.execute(sql.SET_LOCAL_LIMITS, ("0", lock_timeout, idle))
+            cur = await self._conn.execute(sql.PURGE_HISTORY)
+            purged = (await cur.fetchone())["purged"]
         if purged:
             log.info("worker %s purged %d history row(s)", self.worker_id, purged)
         return True
@@ -1238,6 +1325,12 @@ def _milliseconds(seconds: float | None) -> str:
     if not seconds or seconds <= 0:
         return "0"
     return str(max(round(seconds * 1000), 1))
+
+
+async def _fetch_value(conn: psycopg.AsyncConnection, query: str) -> object:
+    """The first column of a one-row query, whatever the connection's row factory."""
+    row = await (await conn.execute(query)).fetchone()
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
 
 
 async def _close_quietly(conn: psycopg.AsyncConnection | None) -> None:

@@ -12,7 +12,7 @@ from datetime import timedelta
 import psycopg
 
 from . import logs
-from .connection import describe, first_line, resolve_url
+from .connection import describe, first_line, prepare_threshold, resolve_url
 from .metrics import MetricsServerError
 from .tasks import import_task_modules
 from .worker import Worker, WorkerOptions, default_worker_id
@@ -71,6 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", default=_env("PGJOBS_DATABASE_URL"),
                    help="libpq URL or conninfo [PGJOBS_DATABASE_URL, then DATABASE_URL, "
                         "then libpq's PG* variables]")
+    p.add_argument("--listen-database-url", default=_env("PGJOBS_LISTEN_DATABASE_URL"),
+                   help="where the LISTEN connection goes, when --database-url is a "
+                        "transaction-mode pooler: straight to PostgreSQL "
+                        "[PGJOBS_LISTEN_DATABASE_URL, default --database-url]")
+    p.add_argument("--no-listen", action="store_true",
+                   default=_env("PGJOBS_NO_LISTEN", "").lower() in ("1", "true", "yes"),
+                   help="no LISTEN connection: new jobs are found by polling every "
+                        "--poll-interval [PGJOBS_NO_LISTEN]")
+    p.add_argument("--prepare-threshold", type=prepare_threshold,
+                   default=prepare_threshold(_env("PGJOBS_PREPARE_THRESHOLD", "none")),
+                   help="prepare a statement after this many runs; none: never, which works "
+                        "behind a pooler that cannot keep prepared statements "
+                        "[PGJOBS_PREPARE_THRESHOLD, default none]")
+    p.add_argument("--connect-timeout", type=_non_negative_float,
+                   default=float(_env("PGJOBS_CONNECT_TIMEOUT", "10")),
+                   help="seconds a new connection may take to answer its first statement "
+                        "(a full pool keeps it waiting); then an error is logged and it is "
+                        "tried again; 0: wait forever [PGJOBS_CONNECT_TIMEOUT, default 10]")
     p.add_argument("--tasks", action="append", metavar="MODULE",
                    help="module (dotted name or .py path) defining @pgjobs.task handlers; "
                         "repeatable [PGJOBS_TASKS, comma-separated]")
@@ -212,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         lock_timeout=args.lock_timeout,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        prepare_threshold=args.prepare_threshold,
+        listen_conninfo=args.listen_database_url,
+        listen=not args.no_listen,
+        connect_timeout=args.connect_timeout,
     )
     worker = Worker(conninfo, handlers, options)
     try:
