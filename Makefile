@@ -3,14 +3,18 @@ EXTENSION  = pgjobs
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
 SOURCES    = $(sort $(wildcard sql/src/*.sql))
 CURRENT    = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA       = $(sort $(wildcard sql/$(EXTENSION)--*.sql) $(CURRENT))
+# The upgrade into the version being developed, built from its source in sql/upgrades
+# (released ones are frozen: only this one is ever rebuilt).
+UPGRADE_IN = $(wildcard sql/upgrades/$(EXTENSION)--*--$(EXTVERSION).sql.in)
+UPGRADE    = $(patsubst sql/upgrades/%.in,sql/%,$(UPGRADE_IN))
+DATA       = $(sort $(wildcard sql/$(EXTENSION)--*.sql) $(CURRENT) $(UPGRADE))
 EXTRA_CLEAN =
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-all: $(CURRENT)
+all: $(CURRENT) $(UPGRADE)
 
 # The versioned script is the sources concatenated in file-name order.
 $(CURRENT): $(SOURCES) $(EXTENSION).control
@@ -21,7 +25,10 @@ $(CURRENT): $(SOURCES) $(EXTENSION).control
 	   echo "LANGUAGE sql IMMUTABLE"; \
 	   echo "AS \$$\$$ SELECT '$(EXTVERSION)'::text \$$\$$;"; } > $@
 
-install: $(CURRENT)
+$(UPGRADE): $(UPGRADE_IN) $(SOURCES) scripts/build_upgrade.py
+	python3 scripts/build_upgrade.py $(UPGRADE_IN) > $@.tmp && mv $@.tmp $@
+
+install: $(CURRENT) $(UPGRADE)
 
 .PHONY: installdb test demo bench bench-quick lint venv check-generated
 
@@ -53,8 +60,9 @@ lint: venv
 venv:
 	bash scripts/bootstrap.sh
 
-# Fail when the committed versioned script is not what the sources make.
+# Fail when a committed generated script is not what its sources make.
 check-generated:
-	@tmp=$$(mktemp); cp $(CURRENT) $$tmp; rm -f $(CURRENT); $(MAKE) -s $(CURRENT); \
-	  if cmp -s $$tmp $(CURRENT); then rm $$tmp; else \
-	  echo "$(CURRENT) was stale and has been regenerated; commit it"; rm $$tmp; exit 1; fi
+	@for f in $(CURRENT) $(UPGRADE); do \
+	  tmp=$$(mktemp); cp $$f $$tmp; rm -f $$f; $(MAKE) -s $$f; \
+	  if cmp -s $$tmp $$f; then rm $$tmp; else \
+	  echo "$$f was stale and has been regenerated; commit it"; rm $$tmp; exit 1; fi; done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make this machine able to build and test pgjobs: a Python virtual environment
-# with the project and its test tools, and pgTAP + pg_prove (Debian packages,
-# installed when missing and running as root).
+# with the project and its test tools, pgTAP + pg_prove, and PgBouncer for the
+# pooler tests (Debian packages, installed when missing and running as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,14 +12,39 @@ command -v pg_prove >/dev/null || need_pkgs+=(libtap-parser-sourcehandler-pgtap-
 if ! ls "$(pg_config --sharedir 2>/dev/null)"/extension/pgtap.control >/dev/null 2>&1; then
     need_pkgs+=(postgresql-15-pgtap)
 fi
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "bootstrap: installing ${need_pkgs[*]}"
-        apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-    else
-        echo "bootstrap: missing ${need_pkgs[*]}; install them (e.g. sudo apt-get install ${need_pkgs[*]})" >&2
-        exit 1
+# Optional: without PgBouncer the pooler tests (tests_py/test_pooler.py) are skipped.
+want_pkgs=()
+pgbouncer_found() {
+    command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ]
+}
+pgbouncer_found || want_pkgs+=(pgbouncer)
+
+can_install=false
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then can_install=true; fi
+
+if [ ${#need_pkgs[@]} -gt 0 ] && [ $can_install = false ]; then
+    echo "bootstrap: missing ${need_pkgs[*]}; install them (e.g. sudo apt-get install ${need_pkgs[*]} ${want_pkgs[*]})" >&2
+    exit 1
+fi
+if [ ${#want_pkgs[@]} -gt 0 ] && [ $can_install = false ]; then
+    echo "bootstrap: pgbouncer not found: the PgBouncer tests will be skipped" \
+         "(install it with: sudo apt-get install pgbouncer)" >&2
+    want_pkgs=()
+fi
+pkgs=("${need_pkgs[@]}" "${want_pkgs[@]}")
+if [ ${#pkgs[@]} -gt 0 ]; then
+    # Debian's package may start a pgbouncer service (port 6432, /etc/pgbouncer). The
+    # tests never use it (each run starts its own on free ports, without a Unix socket),
+    # but one that this install started is stopped again: nothing is left listening.
+    service_was_up=false
+    if [ -s /var/run/postgresql/pgbouncer.pid ]; then service_was_up=true; fi
+    echo "bootstrap: installing ${pkgs[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+    if [ ${#want_pkgs[@]} -gt 0 ] && [ $service_was_up = false ] \
+        && [ -s /var/run/postgresql/pgbouncer.pid ]; then
+        echo "bootstrap: stopping the pgbouncer service the package started"
+        invoke-rc.d pgbouncer stop >/dev/null 2>&1 || service pgbouncer stop >/dev/null 2>&1 || true
     fi
 fi
 

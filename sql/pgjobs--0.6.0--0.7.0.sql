@@ -6,6 +6,7 @@ ALTER TABLE app_jobs.workers ADD COLUMN wakeup text;
 ALTER TABLE app_jobs.workers ADD CONSTRAINT workers_wakeup_check CHECK (
     wakeup IN ('listen', 'silent', 'poll')
 );
+
 -- from sql/src/120_get_jobs.sql
 -- Claim up to batch_size available jobs for a worker, within each named queue's
 -- concurrency (one at a time unless queue_settings says more) and each task's rate limit.
@@ -290,7 +291,7 @@ $$;
 COMMENT ON FUNCTION app_jobs.set_worker_wakeup IS
 'How new jobs wake the worker: listen, silent (LISTEN hears nothing: polling) or poll';
 
--- from sql/src/950_security.sql (re-runnable: roles, grants, SECURITY DEFINER, policies)
+-- from sql/src/950_security.sql (re-runnable)
 -- Access control, applied to every object created before it (so it must stay the last
 -- source file). Four group roles:
 --   pgjobs_enqueue      add jobs, bundles and schedules, cancel jobs and follow them, all

@@ -12,6 +12,10 @@ Fixtures:
     sql           runs one statement on an autocommit session of `db`'s database
     conninfo      that database's conninfo, for worker and command processes
     killer        a list of processes, each killed at teardown if still running
+    pgbouncer_transaction, pgbouncer_session
+                  a real PgBouncer (pooler.py) in front of the cluster, in transaction
+                  or session pooling mode, one each per run (skipped when PgBouncer is
+                  not installed)
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 from faults import Db
+from pooler import MISSING, PgBouncer, find_pgbouncer, start_pgbouncer
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
 from pytest_postgresql.janitor import DatabaseJanitor
@@ -150,3 +155,34 @@ def dbx(db: psycopg.Connection) -> Iterator[Db]:
     handle = Db(db.info.dsn)
     yield handle
     handle.close()
+
+
+# -- PgBouncer (test_pooler.py) -------------------------------------------------------------
+
+# Server connections per database (and user) in each pool. The session pool is small on
+# purpose: test_pooler's connection-budget test fills it to see a worker wait for one.
+PGBOUNCER_TRANSACTION_POOL = 20
+PGBOUNCER_SESSION_POOL = 4
+
+
+def _pgbouncer(mode: str, pool_size: int) -> Iterator[PgBouncer]:
+    if find_pgbouncer() is None:
+        pytest.skip(MISSING)
+    bouncer = start_pgbouncer(mode, pool_size)
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_transaction() -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling mode in front of the cluster (for the whole run)."""
+    yield from _pgbouncer("transaction", PGBOUNCER_TRANSACTION_POOL)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_session() -> Iterator[PgBouncer]:
+    """PgBouncer in session pooling mode, PGBOUNCER_SESSION_POOL server connections per
+    database."""
+    yield from _pgbouncer("session", PGBOUNCER_SESSION_POOL)

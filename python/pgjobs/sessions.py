@@ -71,46 +71,57 @@ async def open_session(
             prepare_threshold=prepare_threshold, application_name=application_name[:63],
         )
         conn.limits = limits
-        try:
-            await conn.execute(sql.PING)
-        except BaseException:
-            await conn.close()
-            raise
         return conn
 
-    return await within(connect(), conninfo, connect_timeout)
+    return await answering(connect(), conninfo, connect_timeout)
 
 
 async def open_plain(conninfo: str, application_name: str, connect_timeout: float,
                      ) -> psycopg.AsyncConnection:
     """An autocommit session that never prepares, for LISTEN: connected and answering
     within connect_timeout."""
+    connecting = psycopg.AsyncConnection.connect(
+        conninfo, autocommit=True, prepare_threshold=None,
+        application_name=application_name[:63],
+    )
+    return await answering(connecting, conninfo, connect_timeout)
 
-    async def connect() -> psycopg.AsyncConnection:
-        conn = await psycopg.AsyncConnection.connect(
-            conninfo, autocommit=True, prepare_threshold=None,
-            application_name=application_name[:63],
-        )
+
+async def answering(connecting: Any, conninfo: str, timeout: float) -> Any:
+    """The connection `connecting` (a coroutine) makes, once its first statement answered,
+    all within `timeout` seconds (0: no limit); past that, ConnectTimeout naming the
+    server and the usual cause. A pool with no server free accepts the client and keeps
+    its first statement waiting: that statement is abandoned by closing the socket
+    (cancelling it would make psycopg wait for the pooler to acknowledge the cancel)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout if timeout and timeout > 0 else None
+    if deadline is None:
+        conn = await connecting
+    else:
         try:
-            await conn.execute(sql.PING)
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
-
-    return await within(connect(), conninfo, connect_timeout)
-
-
-async def within(opening: Any, conninfo: str, timeout: float) -> Any:
-    """Await `opening` (a coroutine that connects) for at most `timeout` seconds (0: no
-    limit); past that, ConnectTimeout naming the server and the usual cause."""
-    if not timeout or timeout <= 0:
-        return await opening
+            conn = await asyncio.wait_for(connecting, timeout)
+        except asyncio.TimeoutError:
+            raise _timed_out(conninfo, timeout) from None
+    ping = asyncio.ensure_future(conn.execute(sql.PING))
     try:
-        return await asyncio.wait_for(opening, timeout)
-    except asyncio.TimeoutError:
-        raise ConnectTimeout(
-            f"waited {timeout:g} s for a database connection ({describe(conninfo)}): "
-            "the server or its connection pool has none free (a session-mode pool "
-            "holds 3-4 server connections per worker: see README, Connection poolers)"
-        ) from None
+        done, _ = await asyncio.wait(
+            {ping}, timeout=None if deadline is None else max(deadline - loop.time(), 0))
+        if not done:
+            raise _timed_out(conninfo, timeout)
+        ping.result()
+    except BaseException:
+        if not ping.done():
+            conn.pgconn.finish()  # the waiting statement fails at once
+            ping.cancel()
+            await asyncio.gather(ping, return_exceptions=True)
+        await conn.close()
+        raise
+    return conn
+
+
+def _timed_out(conninfo: str, timeout: float) -> ConnectTimeout:
+    return ConnectTimeout(
+        f"waited {timeout:g} s for a database connection ({describe(conninfo)}): "
+        "the server or its connection pool has none free (a session-mode pool "
+        "holds 3-4 server connections per worker: see README, Connection poolers)"
+    )

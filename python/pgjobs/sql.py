@@ -86,17 +86,20 @@ HELD_JOB_IDS = "SELECT id FROM app_jobs.jobs WHERE locked_by = %s"
 
 SCHEDULER_TICK = "SELECT count(*) AS spawned FROM app_jobs.run_due_scheduled_jobs()"
 
-LISTEN = ('LISTEN "jobs:insert"', 'LISTEN "jobs:cancel"', 'LISTEN "jobs:probe"')
+# The job channels: LISTENed only on a session proved to be the worker's own.
+LISTEN = ('LISTEN "jobs:insert"', 'LISTEN "jobs:cancel"')
+
+# Which server process runs this statement (pooled clients may share one, and one pooled
+# client may move between them).
+BACKEND_PID = "SELECT pg_backend_pid()"
 
 # Does a notification sent from the work connection reach the LISTEN connection? (Behind
 # a transaction-mode pooler it does not: the LISTEN stayed in a pooled server session.)
-# Which server process runs this statement (two pooled clients may share one).
-BACKEND_PID = "SELECT pg_backend_pid()"
-
+# One simple query: the LISTEN and the pid come from the same server process.
+LISTEN_PROBE = 'SELECT pg_backend_pid(); LISTEN "jobs:probe"'
 PROBE_CHANNEL = "jobs:probe"
 PROBE = "SELECT pg_notify('jobs:probe', %s)"
-
-UNLISTEN_ALL = "UNLISTEN *"
+UNLISTEN_PROBE = 'SELECT pg_backend_pid(); UNLISTEN "jobs:probe"'
 
 SET_WORKER_WAKEUP = "SELECT app_jobs.set_worker_wakeup(%s, %s)"
 

@@ -67,6 +67,10 @@ SESSION_ENDED_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 # get_jobs takes at most this many per call.
 MAX_BATCH_SIZE = 10_000
 
+# How often a silent LISTEN connection repeats its UNLISTEN to reach the pooled server
+# process that has the probe's LISTEN.
+UNLISTEN_TRIES = 50
+
 
 def connection_lost(conn: psycopg.AsyncConnection | None, exc: psycopg.Error) -> bool:
     """True when exc means the connection is gone (reconnect); False when the database
@@ -594,20 +598,23 @@ class Worker:
     async def _start_listening(self) -> str:
         """Open the LISTEN connection and probe it: 'listen' when a notification sent from
         the work connection arrives within probe_timeout (the listener task then runs),
-        'silent' when it does not (the connection is closed: the worker polls)."""
+        'silent' when it does not (the connection is closed: the worker polls). A pooled
+        session is recognised before any LISTEN when it can be, and a job channel is
+        LISTENed only on a session proved to be ours: nothing stays behind on a server
+        connection a pooler lends to others."""
         o = self.options
         conn = self._listen_conn = await open_plain(
             self._listen_url(), f"pgjobs-listen {self.worker_id}", o.connect_timeout)
-        # A transaction pooler usually lends the server process this statement just used
-        # to the next client: when the work connection's statement runs there too, this
-        # is no session of our own, and no LISTEN is left on a server others borrow.
-        listen_pid = await _fetch_value(conn, sql.BACKEND_PID)
-        if await _fetch_value(self._conn, sql.BACKEND_PID) == listen_pid:
-            await _close_quietly(conn)
-            self._listen_conn = None
-            return "silent"
-        for statement in sql.LISTEN:
-            await conn.execute(statement)
+        # A transaction pooler lends the server process a statement just used to the next
+        # client (the work connection's statement lands there), or moves a client's next
+        # statement to another one: either shows that this session is not ours.
+        pid = await _fetch_value(conn, sql.BACKEND_PID)
+        if (await _fetch_value(self._conn, sql.BACKEND_PID) == pid
+                or await _fetch_value(conn, sql.BACKEND_PID) != pid):
+            return await self._silent(conn, None)
+        listened_on = await _fetch_value(conn, sql.LISTEN_PROBE)
+        if listened_on != pid:
+            return await self._silent(conn, listened_on)
         nonce = f"{self.worker_id} {random.getrandbits(64):016x}"
         await self._conn.execute(sql.PROBE, (nonce,))
         arrived = False
@@ -615,17 +622,10 @@ class Worker:
             if note.channel == sql.PROBE_CHANNEL and note.payload == nonce:
                 arrived = True
                 break
-            self._on_notification(note)
         if not arrived:
-            # The LISTEN went to a session the pooler lends to others: take it back if
-            # this lands there, and stop listening.
-            try:
-                await conn.execute(sql.UNLISTEN_ALL)
-            except psycopg.Error:
-                pass
-            await _close_quietly(conn)
-            self._listen_conn = None
-            return "silent"
+            return await self._silent(conn, listened_on)
+        for statement in (*sql.LISTEN, sql.UNLISTEN_PROBE):
+            await conn.execute(statement)
         # A session of our own, then: it idles by design, so no idle-session or statement
         # limit may end it (session settings are safe here).
         await conn.execute(
@@ -635,6 +635,21 @@ class Worker:
         )
         self._listener = asyncio.create_task(self._listen(conn))
         return "listen"
+
+    async def _silent(self, conn: psycopg.AsyncConnection, listened_on: object) -> str:
+        """Give up a LISTEN connection that hears nothing and close it. When the probe's
+        LISTEN was made (on server process `listened_on`), take it back first: a pooler
+        may send the UNLISTEN to another process, so it is repeated (a few times at most)
+        until it runs there."""
+        for _ in range(UNLISTEN_TRIES if listened_on is not None else 0):
+            try:
+                if await _fetch_value(conn, sql.UNLISTEN_PROBE) == listened_on:
+                    break
+            except psycopg.Error:
+                break
+        await _close_quietly(conn)
+        self._listen_conn = None
+        return "silent"
 
     async def _ensure_connected(self, deadline: float | None = None) -> None:
         if self._healthy():
