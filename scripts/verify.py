@@ -103,13 +103,13 @@ def git(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
 
 
-def check_released(version: str) -> tuple[list[str], list[str]]:
-    """Problems, and notes on what could not be compared."""
+def check_released(version: str) -> tuple[list[str] | None, list[str]]:
+    """Problems (None: nothing could be compared), and notes on what was not compared."""
     listed = git("tag", "--list", "v*")
     tags = set(listed.stdout.split()) if listed.returncode == 0 else set()
     if not tags:
-        return [], ["no release tags here (shallow clone or not a git checkout): released "
-                    "upgrade scripts NOT compared with their tags"]
+        return None, ["no release tags here (shallow clone or not a git checkout): released "
+                      "upgrade scripts NOT compared with their tags"]
     problems, notes = [], []
     for path in sorted(SQL.glob("pgjobs--*--*.sql")):
         match = SCRIPT.match(path.name)
@@ -170,8 +170,9 @@ def main() -> int:
                            ("generated test data", check_test_data()),
                            ("released upgrade scripts", released),
                            (f"versions ({version})", check_versions(version))]:
-        print(f"verify: {name}: {'ok' if not problems else 'FAILED'}")
-        for problem in problems:
+        status = "SKIPPED" if problems is None else "FAILED" if problems else "ok"
+        print(f"verify: {name}: {status}")
+        for problem in problems or []:
             print(f"  - {problem}")
         failed = failed or bool(problems)
     for note in notes:
