@@ -30,7 +30,7 @@ $(UPGRADE): $(UPGRADE_IN) $(SOURCES) scripts/build_upgrade.py
 
 install: $(CURRENT) $(UPGRADE)
 
-.PHONY: installdb test demo bench bench-quick lint venv check-generated
+.PHONY: installdb test demo bench bench-quick lint venv verify dist
 
 # Create (or update) the extension in the database named by DATABASE_URL or PG*.
 installdb:
@@ -60,9 +60,20 @@ lint: venv
 venv:
 	bash scripts/bootstrap.sh
 
-# Fail when a committed generated script is not what its sources make.
-check-generated:
-	@for f in $(CURRENT) $(UPGRADE); do \
-	  tmp=$$(mktemp); cp $$f $$tmp; rm -f $$f; $(MAKE) -s $$f; \
-	  if cmp -s $$tmp $$f; then rm $$tmp; else \
-	  echo "$$f was stale and has been regenerated; commit it"; rm $$tmp; exit 1; fi; done
+# Fail when a committed file is not what it must be: generated SQL and test data stale,
+# a released upgrade script changed since its tag, versions that disagree with
+# pgjobs.control (scripts/verify.py says what each check covers).
+verify: venv
+	.venv/bin/python scripts/verify.py
+
+# The release files in dist/: the PGXN archive (committed files of HEAD: what
+# `make && make install` needs, with the generated scripts, so no Python is needed to
+# install) and the Python sdist and wheel.
+DIST_FILES = META.json $(EXTENSION).control Makefile README.md CHANGELOG.md sql \
+             scripts/build_upgrade.py $(wildcard LICENSE doc)
+dist: verify
+	@git diff --quiet HEAD -- $(DIST_FILES) || echo "dist: uncommitted changes are not in the archive"
+	mkdir -p dist
+	git archive --format=zip --prefix=$(EXTENSION)-$(EXTVERSION)/ \
+	  -o dist/$(EXTENSION)-$(EXTVERSION).zip HEAD $(DIST_FILES)
+	.venv/bin/python -m build --outdir dist .

@@ -54,6 +54,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     echo "bootstrap: preparing .venv"
     python3 -m venv .venv
     .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-    .venv/bin/pip install -q -e '.[dev]'
+    # testdata: make verify regenerates the cron test table (croniter).
+    .venv/bin/pip install -q -e '.[dev,testdata]'
     echo "$want" >"$stamp"
 fi

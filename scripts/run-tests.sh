@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/bootstrap.sh || exit 1
-make -s check-generated || exit 1
+make -s verify || exit 1
 
 cluster=$(mktemp -d "${TMPDIR:-/tmp}/pgjobs-test.XXXXXX")
 trap 'bash scripts/pgcluster.sh stop "$cluster"; rm -rf "$cluster"' EXIT
