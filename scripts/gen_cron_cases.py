@@ -1,6 +1,6 @@
-"""Generate tests_sql/130_cron_next_run.sql: expected values for app_jobs.schedule_next_run.
+"""Generate tests_sql/502_cron_next_run.sql: expected values for app_jobs.schedule_next_run.
 
-Usage: .venv/bin/python scripts/gen_cron_cases.py > tests_sql/130_cron_next_run.sql
+Usage: .venv/bin/python scripts/gen_cron_cases.py > tests_sql/502_cron_next_run.sql
 
 Expected values come from croniter (day_or=True, i.e. Vixie DOM/DOW OR semantics). Every row is
 also cross-checked against a small brute-force Vixie cron matcher in this file; the generator
@@ -220,6 +220,7 @@ def main() -> None:
         "-- Covers steps, lists, ranges, month/day names, 7=Sun, @macros, month ends, leap days,",
         "-- DOM/DOW OR (croniter day_or=True, checked by a Vixie matcher). Do not edit.",
         "BEGIN;",
+        "\\ir setup.psql",
         f"SELECT plan({len(rows)});",
         "",
         "SELECT is(app_jobs.schedule_next_run(json_build_object('rule', expr), after), expected,",

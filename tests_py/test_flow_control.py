@@ -143,8 +143,8 @@ def test_queue_concurrency_limit_holds_across_worker_processes(db, connect, sql,
     assert sql("SELECT app_jobs.set_queue_concurrency('wide', 3)") == [(3,)]
     sql("SELECT app_jobs.set_queue_concurrency('narrow', 2)")
     sql("SELECT app_jobs.set_queue_concurrency('narrow', 1)")  # back to serial
-    assert sql("SELECT app_jobs.queue_concurrency('narrow'), "
-               "app_jobs.queue_concurrency('wide')") == [(1, 3)]
+    assert sql("SELECT app_jobs._queue_concurrency('narrow'), "
+               "app_jobs._queue_concurrency('wide')") == [(1, 3)]
 
     start_workers(conninfo, tasks, 3, workers, sql,
                   "--concurrency", "4", "--poll-interval", "0.1")

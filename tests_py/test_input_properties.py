@@ -312,11 +312,11 @@ SELECT problem FROM (
     SELECT 'job ' || j.id || ' max_attempts ' || j.max_attempts FROM app_jobs.jobs AS j
     WHERE j.max_attempts NOT BETWEEN 1 AND 10000
     UNION ALL
-    SELECT 'job ' || j.id || ' bad name: ' || coalesce(app_jobs.name_problem(j.task_identifier),
-        app_jobs.name_problem(j.queue_name), app_jobs.name_problem(j.locked_by))
+    SELECT 'job ' || j.id || ' bad name: ' || coalesce(app_jobs._name_problem(j.task_identifier),
+        app_jobs._name_problem(j.queue_name), app_jobs._name_problem(j.locked_by))
     FROM app_jobs.jobs AS j
-    WHERE coalesce(app_jobs.name_problem(j.task_identifier), app_jobs.name_problem(j.queue_name),
-        app_jobs.name_problem(j.locked_by)) IS NOT NULL
+    WHERE coalesce(app_jobs._name_problem(j.task_identifier), app_jobs._name_problem(j.queue_name),
+        app_jobs._name_problem(j.locked_by)) IS NOT NULL
     UNION ALL
     SELECT 'job ' || j.id || ' payload of ' || octet_length(j.payload::text) || ' bytes'
     FROM app_jobs.jobs AS j
@@ -326,7 +326,7 @@ SELECT problem FROM (
     WHERE NOT isfinite(j.run_at) OR j.run_at < '1970-01-01 00:00+00'
     UNION ALL
     SELECT 'schedule ' || s.id || ' bad name' FROM app_jobs.scheduled_jobs AS s
-    WHERE coalesce(app_jobs.name_problem(s.task_identifier), app_jobs.name_problem(s.queue_name))
+    WHERE coalesce(app_jobs._name_problem(s.task_identifier), app_jobs._name_problem(s.queue_name))
         IS NOT NULL OR s.max_attempts NOT BETWEEN 1 AND 10000
         OR octet_length(s.payload::text) > app_jobs.setting('max_payload_bytes')::integer
     UNION ALL
@@ -651,7 +651,7 @@ def test_name_rule_is_the_documented_one(conn, name):
     try:
         ok = documented_name_ok(name)
         event(f"documented rule: {'ok' if ok else 'refused'}")
-        problem = conn.execute("SELECT app_jobs.name_problem(%s)", (name,)).fetchone()[0]
+        problem = conn.execute("SELECT app_jobs._name_problem(%s)", (name,)).fetchone()[0]
         assert (problem is None) == ok, (name, problem)
         c = Call()
         result = run(conn, "add_job", "SELECT (app_jobs.add_job(identifier := "

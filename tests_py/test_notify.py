@@ -64,7 +64,7 @@ def test_notify_trigger_runs_once_per_statement(db):
     db.execute("SELECT app_jobs.add_job(identifier := 'one_more')")
     calls = db.execute(
         "SELECT calls FROM pg_stat_xact_user_functions"
-        " WHERE schemaname = 'app_jobs' AND funcname = 'tg_notify_worker'"
+        " WHERE schemaname = 'app_jobs' AND funcname = '_tg_notify_worker'"
     ).fetchone()
     assert calls == (2,)
     db.rollback()

@@ -18,7 +18,7 @@ def usage(conn: psycopg.Connection) -> float:
 
 
 def skipped(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT app_jobs.notifications_skipped_count()").fetchone()[0]
+    return conn.execute("SELECT app_jobs._notifications_skipped_count()").fetchone()[0]
 
 
 def fill(conn: psycopg.Connection, megabytes: int) -> None:

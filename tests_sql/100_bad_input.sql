@@ -1,5 +1,6 @@
 -- Bad input: every rejected call raises its own SQLSTATE (PJ001..PJ009) and leaves jobs, job_queues, scheduled_jobs and their sequences exactly as they were.
 BEGIN;
+\ir setup.psql
 SELECT plan(141);
 
 -- Fixture: a waiting keyed job in a queue, a running job, a job with an expired lock, a schedule.

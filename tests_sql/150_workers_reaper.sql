@@ -1,8 +1,7 @@
 -- Workers: register/re-register (PJ005, PJ018), wakeup (listen/silent/poll, PJ044, PJ019; kept on re-register), heartbeat (held claims, cancel flags, PJ019), reap_dead_workers (PJ013, failed attempt with backoff from the last heartbeat, last attempt -> failed + history, cancel -> cancelled, queues, live workers untouched), job_expiry and the admin functions' 4-hour expiry vs registered workers, unregister_worker.
 BEGIN;
+\ir setup.psql
 SELECT plan(80);
-
-CREATE TEMP TABLE snap (label text, data jsonb);
 
 -- 1. register_worker.
 SELECT is(

@@ -1,16 +1,7 @@
 -- add_bundle: PJ026 on bad specs (nothing created), bundle and jobs created atomically, counts as jobs complete / fail for good / are cancelled, stops exactly once with the right outcome, follow-up job enqueued once with the documented payload, origin carried to jobs/history/follow-up, ignored enqueues.
 BEGIN;
+\ir setup.psql
 SELECT plan(98);
-
--- Start from empty tables whatever the database held (all undone by the ROLLBACK).
-DELETE FROM app_jobs.job_dependencies;
-DELETE FROM app_jobs.jobs;
-DELETE FROM app_jobs.job_history;
-DELETE FROM app_jobs.job_bundles;
-DELETE FROM app_jobs.task_settings;
-DELETE FROM app_jobs.queue_settings;
-DELETE FROM app_jobs.settings;
-SELECT set_config('pgjobs.ignore_enqueues', '', TRUE) AS _ \gset
 
 -- A bundle's counters and state in one comparable string.
 CREATE FUNCTION pg_temp.bundle(p_id bigint) RETURNS text LANGUAGE sql AS $$
@@ -222,7 +213,7 @@ SELECT is((app_jobs.retry_job(:jb)).attempts, 0, 'the failed imp_b is retried by
 SELECT is(pg_temp.claim('w1', :jb), :jb::bigint, 'claimed');
 SELECT is((app_jobs.complete_job('w1', :jb)).id, :jb::bigint, 'and completed');
 SELECT lives_ok(
-    format($$SELECT app_jobs.bundle_job_stopped(%s, 'completed')$$, :b1),
+    format($$SELECT app_jobs._bundle_job_stopped(%s, 'completed')$$, :b1),
     'a stray bundle_job_stopped on a stopped bundle is harmless'
 );
 SELECT is(

@@ -115,7 +115,7 @@ class WorkerOptions:
     burst: bool = False
     shutdown_timeout: float = 30.0
     task_identifiers: list[str] | None = None
-    job_expiry: timedelta = timedelta(hours=4)
+    job_expiry: timedelta | None = None  # None: the job_expiry setting
     reconnect_max_delay: float = 5.0
     schedule_interval: float = 1.0
     heartbeat_interval: float = 5.0

@@ -128,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds running jobs get to finish after SIGTERM/SIGINT "
                         "[PGJOBS_SHUTDOWN_TIMEOUT, default 30]")
     p.add_argument("--job-expiry", type=_positive_float,
-                   default=float(_env("PGJOBS_JOB_EXPIRY", str(4 * 3600))),
+                   default=float(_env("PGJOBS_JOB_EXPIRY", "0")) or None,
                    help="seconds after which another worker's lock counts as dead "
-                        "[PGJOBS_JOB_EXPIRY, default 14400]")
+                        "[PGJOBS_JOB_EXPIRY, default: the job_expiry setting, 4 hours]")
     p.add_argument("--schedule-interval", type=float,
                    default=float(_env("PGJOBS_SCHEDULE_INTERVAL", "1")),
                    help="seconds between scheduler ticks (app_jobs.run_due_scheduled_jobs); "
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         burst=args.burst,
         shutdown_timeout=args.shutdown_timeout,
         task_identifiers=wanted,
-        job_expiry=timedelta(seconds=args.job_expiry),
+        job_expiry=timedelta(seconds=args.job_expiry) if args.job_expiry else None,
         schedule_interval=args.schedule_interval,
         heartbeat_interval=args.heartbeat_interval,
         dead_for=args.dead_for,

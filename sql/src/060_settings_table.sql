@@ -3,7 +3,10 @@ CREATE TABLE app_jobs.settings (
     name text PRIMARY KEY,
     value text NOT NULL,
     CONSTRAINT settings_name_check CHECK (
-        name IN ('history', 'history_retention', 'max_payload_bytes', 'notify_max_queue_usage')
+        name IN (
+            'history', 'history_retention', 'max_payload_bytes', 'notify_max_queue_usage',
+            'job_expiry'
+        )
     ),
     CONSTRAINT settings_max_payload_bytes_check CHECK (
         CASE
@@ -17,4 +20,5 @@ CREATE TABLE app_jobs.settings (
 COMMENT ON TABLE app_jobs.settings IS
 'history (on/off, default on), history_retention (interval, default 7 days), '
 'max_payload_bytes (1024 to 1073741824, default 262144), notify_max_queue_usage (0 to 1, '
-'default 0.5)';
+'default 0.5), job_expiry (how long the claim of a worker that never registered holds, '
+'default 4 hours)';

@@ -3,7 +3,7 @@
 -- formatting characters (zero-width, bidirectional controls, line and paragraph
 -- separators, BOM), nor begin or end with whitespace. Outside UTF8 databases only the
 -- ASCII controls and spaces are known for what they are.
-CREATE FUNCTION app_jobs.name_problem(p_name text) RETURNS text
+CREATE FUNCTION app_jobs._name_problem(p_name text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 DECLARE
@@ -33,12 +33,12 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION app_jobs.name_problem IS
+COMMENT ON FUNCTION app_jobs._name_problem IS
 'Why a task identifier, queue name or worker id is refused (control, invisible or '
 'edge-whitespace characters); NULL when it is fine';
 
 -- Raise a distinct SQLSTATE for each invalid field of a job or schedule.
-CREATE FUNCTION app_jobs.check_job_spec(
+CREATE FUNCTION app_jobs._check_job_spec(
     p_identifier text,
     p_queue_name text,
     p_job_key text,
@@ -54,7 +54,7 @@ BEGIN
             coalesce(length(p_identifier)::text || ' characters', 'NULL')
             USING ERRCODE = 'PJ001';
     END IF;
-    v_problem := app_jobs.name_problem(p_identifier);
+    v_problem := app_jobs._name_problem(p_identifier);
     IF v_problem IS NOT NULL THEN
         RAISE EXCEPTION 'task identifier %', v_problem
             USING ERRCODE = 'PJ031',
@@ -66,7 +66,7 @@ BEGIN
             length(p_queue_name)
             USING ERRCODE = 'PJ002';
     END IF;
-    v_problem := app_jobs.name_problem(p_queue_name);
+    v_problem := app_jobs._name_problem(p_queue_name);
     IF v_problem IS NOT NULL THEN
         RAISE EXCEPTION 'queue name %', v_problem
             USING ERRCODE = 'PJ032',
@@ -94,7 +94,7 @@ $$;
 -- common JSON parsers take: Python's gives up at about 1000). Payloads of up to 1 kB,
 -- the least the setting allows, are not measured against it; only a payload with more
 -- than 256 opening brackets (so more than 512 bytes) can be too deep.
-CREATE FUNCTION app_jobs.check_payload(p_payload json) RETURNS void
+CREATE FUNCTION app_jobs._check_payload(p_payload json) RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
@@ -139,7 +139,7 @@ $$;
 
 -- Raise PJ034 unless run_at (NULL: now) lies between 1970 and 100 years from now;
 -- p_what names the argument in the message.
-CREATE FUNCTION app_jobs.check_run_at(
+CREATE FUNCTION app_jobs._check_run_at(
     p_run_at timestamptz,
     p_what text DEFAULT 'run_at'
 ) RETURNS void
@@ -158,7 +158,7 @@ $$;
 
 -- Raise PJ040 unless job_expiry (how long a claim of a worker that never registered
 -- holds) is positive and at most 100 years; NULL means the default.
-CREATE FUNCTION app_jobs.check_job_expiry(p_job_expiry interval) RETURNS void
+CREATE FUNCTION app_jobs._check_job_expiry(p_job_expiry interval) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
@@ -173,7 +173,7 @@ $$;
 -- Every check of one job's fields, as add_job and add_jobs apply them (max_attempts and
 -- timeout with the task's defaults applied): PJ001-PJ004, PJ017, PJ022, PJ031-PJ035,
 -- PJ037, PJ038.
-CREATE FUNCTION app_jobs.check_job(
+CREATE FUNCTION app_jobs._check_job(
     p_identifier text,
     p_queue_name text,
     p_job_key text,
@@ -186,9 +186,9 @@ CREATE FUNCTION app_jobs.check_job(
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
-    PERFORM app_jobs.check_job_spec(p_identifier, p_queue_name, p_job_key, p_max_attempts);
-    PERFORM app_jobs.check_payload(p_payload);
-    PERFORM app_jobs.check_run_at(p_run_at);
+    PERFORM app_jobs._check_job_spec(p_identifier, p_queue_name, p_job_key, p_max_attempts);
+    PERFORM app_jobs._check_payload(p_payload);
+    PERFORM app_jobs._check_run_at(p_run_at);
     IF p_timeout <= interval '0' THEN
         RAISE EXCEPTION 'timeout must be positive, got %', p_timeout
             USING ERRCODE = 'PJ017';

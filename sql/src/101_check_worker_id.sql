@@ -1,6 +1,6 @@
 -- Raise PJ005 unless a worker id of 1 to 256 characters was given, PJ036 when it is not
 -- a clean name (see name_problem).
-CREATE FUNCTION app_jobs.check_worker_id(p_worker_id text) RETURNS void
+CREATE FUNCTION app_jobs._check_worker_id(p_worker_id text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 DECLARE
@@ -15,7 +15,7 @@ BEGIN
             length(p_worker_id)
             USING ERRCODE = 'PJ005';
     END IF;
-    v_problem := app_jobs.name_problem(p_worker_id);
+    v_problem := app_jobs._name_problem(p_worker_id);
     IF v_problem IS NOT NULL THEN
         RAISE EXCEPTION 'worker_id %', v_problem
             USING ERRCODE = 'PJ036',

@@ -1,6 +1,7 @@
 -- The value of a setting, or its default when it was never set.
 CREATE FUNCTION app_jobs.setting(p_name text) RETURNS text
 LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 BEGIN
     RETURN coalesce(
@@ -10,14 +11,26 @@ BEGIN
             WHEN 'history_retention' THEN '7 days'
             WHEN 'max_payload_bytes' THEN '262144'
             WHEN 'notify_max_queue_usage' THEN '0.5'
+            WHEN 'job_expiry' THEN '4 hours'
         END
     );
+END;
+$$;
+
+-- How long the claim of a worker that never registered holds: p_job_expiry, or the
+-- job_expiry setting when NULL.
+CREATE FUNCTION app_jobs._job_expiry(p_job_expiry interval DEFAULT NULL) RETURNS interval
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    RETURN coalesce(p_job_expiry, app_jobs.setting('job_expiry')::interval);
 END;
 $$;
 
 -- Change a setting, refusing unknown names and values that do not parse (PJ014).
 CREATE FUNCTION app_jobs.set_setting(name text, value text) RETURNS text
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_value text := value;
@@ -34,6 +47,16 @@ BEGIN
         EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
             OR interval_field_overflow THEN
             RAISE EXCEPTION 'history_retention must be an interval of zero or more, got %',
+                to_json(v_value)
+                USING ERRCODE = 'PJ014';
+        END;
+    ELSIF name = 'job_expiry' AND v_value IS NOT NULL THEN
+        BEGIN
+            PERFORM app_jobs._check_job_expiry(v_value::interval);
+            v_value := v_value::interval::text;
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
+            OR interval_field_overflow OR SQLSTATE 'PJ040' THEN
+            RAISE EXCEPTION 'job_expiry must be a positive interval of at most 100 years, got %',
                 to_json(v_value)
                 USING ERRCODE = 'PJ014';
         END;
@@ -64,7 +87,7 @@ BEGIN
             coalesce(to_json(name)::text, 'NULL'), coalesce(to_json(v_value)::text, 'NULL')
             USING HINT = 'history takes on or off; history_retention an interval; '
             || 'max_payload_bytes a number of bytes (1024 to 1073741824); '
-            || 'notify_max_queue_usage a fraction (0 to 1)',
+            || 'notify_max_queue_usage a fraction (0 to 1); job_expiry an interval',
             ERRCODE = 'PJ014';
     END IF;
     INSERT INTO app_jobs.settings AS s (name, value)
@@ -76,4 +99,5 @@ $$;
 
 COMMENT ON FUNCTION app_jobs.set_setting IS
 'Set history (on/off), history_retention (interval), max_payload_bytes (1024 to '
-'1073741824) or notify_max_queue_usage (0 to 1); PJ014 on anything else';
+'1073741824), notify_max_queue_usage (0 to 1) or job_expiry (interval); PJ014 on anything '
+'else';

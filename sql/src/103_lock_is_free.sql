@@ -1,6 +1,6 @@
 -- True when nobody live holds a lock: never taken, or older than p_expiry and held by
 -- a session that never registered (registered workers are judged by their heartbeat).
-CREATE FUNCTION app_jobs.lock_is_free(
+CREATE FUNCTION app_jobs._lock_is_free(
     p_locked_at timestamptz,
     p_locked_by text,
     p_expiry interval

@@ -1,5 +1,5 @@
 -- How many jobs of a named queue may run at once (queue_settings, else 1).
-CREATE FUNCTION app_jobs.queue_concurrency(p_queue_name text) RETURNS integer
+CREATE FUNCTION app_jobs._queue_concurrency(p_queue_name text) RETURNS integer
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN

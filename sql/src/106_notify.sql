@@ -13,7 +13,7 @@ COMMENT ON SEQUENCE app_jobs.notifications_skipped IS
 -- Send a notification unless the NOTIFY queue is used up to notify_max_queue_usage (then
 -- count it). Below 0.1 % of the queue (8 MB), where it always is while listeners keep up,
 -- the setting is not even read: the common case costs one cheap function call.
-CREATE FUNCTION app_jobs.notify(p_channel text, p_payload text) RETURNS void
+CREATE FUNCTION app_jobs._notify(p_channel text, p_payload text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
@@ -31,7 +31,7 @@ END;
 $$;
 
 -- How many notifications notify() skipped since the install.
-CREATE FUNCTION app_jobs.notifications_skipped_count() RETURNS bigint
+CREATE FUNCTION app_jobs._notifications_skipped_count() RETURNS bigint
 LANGUAGE sql STABLE
 AS $$
     SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END
@@ -43,11 +43,11 @@ $$;
 -- the events' byte lengths crosses a multiple of 5000 bytes, so a chunk holds less than
 -- 5000 bytes plus one event; callers keep each event under 2500 bytes (names of at most
 -- 126 characters, origins cut to 256 characters: at most 6 bytes each once JSON-escaped).
-CREATE FUNCTION app_jobs.notify_chunks(p_channel text, p_events text[]) RETURNS void
+CREATE FUNCTION app_jobs._notify_chunks(p_channel text, p_events text[]) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-    PERFORM app_jobs.notify(p_channel, c.events)
+    PERFORM app_jobs._notify(p_channel, c.events)
     FROM (
         SELECT '[' || string_agg(e.event, ', ' ORDER BY e.n) || ']' AS events
         FROM (

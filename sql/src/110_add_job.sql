@@ -19,6 +19,7 @@ CREATE FUNCTION app_jobs.add_job(
     depends_on bigint[] DEFAULT NULL
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_job app_jobs.jobs;
@@ -33,8 +34,8 @@ DECLARE
     v_missing bigint;
     v_own bigint[];
 BEGIN
-    PERFORM app_jobs.check_tenant(db_id);
-    IF app_jobs.enqueue_ignored(identifier) THEN
+    PERFORM app_jobs._check_tenant(db_id);
+    IF app_jobs._enqueue_ignored(identifier) THEN
         RETURN NULL;
     END IF;
     IF v_mode NOT IN ('replace', 'preserve_run_at', 'unsafe_dedupe') THEN
@@ -47,7 +48,7 @@ BEGIN
     WHERE ts.task_identifier = add_job.identifier;
     v_max_attempts := coalesce(max_attempts, v_task.max_attempts, 25);
     v_timeout := coalesce(timeout, v_task.timeout);
-    PERFORM app_jobs.check_job(
+    PERFORM app_jobs._check_job(
         identifier, queue_name, job_key, v_max_attempts, payload, run_at, v_timeout,
         add_job.origin
     );
@@ -124,7 +125,7 @@ BEGIN
         INSERT INTO app_jobs.job_dependencies (job_id, depends_on)
         SELECT v_job.id, d FROM unnest(v_pending) AS d;
         IF v_failed IS NOT NULL THEN
-            PERFORM app_jobs.cancel_dependents(ARRAY[v_job.id], v_failed, v_failed_status);
+            PERFORM app_jobs._cancel_dependents(ARRAY[v_job.id], v_failed, v_failed_status);
             v_job.last_error := format('dependency %s %s', v_failed, v_failed_status);
         END IF;
         RETURN v_job;

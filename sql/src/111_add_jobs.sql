@@ -2,7 +2,7 @@
 -- default max_attempts and timeout) filled in. (unnest walks each array once; a
 -- subscript per job would walk a text array from its start every time. The few task
 -- settings are hashed once, not looked up by index for every job.)
-CREATE FUNCTION app_jobs.add_jobs_rows(
+CREATE FUNCTION app_jobs._add_jobs_rows(
     p_identifiers text[],
     p_payloads json[],
     p_db_ids uuid[],
@@ -79,6 +79,7 @@ CREATE FUNCTION app_jobs.add_jobs(
 LANGUAGE plpgsql VOLATILE
 SET jit = off
 SET work_mem = '64MB'
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_n integer := coalesce(cardinality(identifiers), 0);
@@ -107,19 +108,19 @@ BEGIN
     END IF;
 
     -- Tenancy: every distinct tenant once (PJ030, as add_job).
-    PERFORM app_jobs.check_tenant(t.db_id)
+    PERFORM app_jobs._check_tenant(t.db_id)
     FROM (
         SELECT DISTINCT CASE WHEN db_ids IS NULL THEN v_claim ELSE d END AS db_id
         FROM unnest(coalesce(db_ids, ARRAY[NULL]::uuid[])) AS d
     ) AS t;
     -- Names: every distinct task and queue once (PJ001, PJ002, PJ031, PJ032).
-    PERFORM app_jobs.check_job_spec(s.identifier, s.queue_name, NULL, NULL)
+    PERFORM app_jobs._check_job_spec(s.identifier, s.queue_name, NULL, NULL)
     FROM (
         SELECT DISTINCT r.identifier, r.queue_name
         FROM unnest(identifiers, queue_names) AS r (identifier, queue_name)
     ) AS s;
     -- Payloads of more than 512 bytes, each against the limits (PJ033, PJ037).
-    PERFORM app_jobs.check_payload(p.payload)
+    PERFORM app_jobs._check_payload(p.payload)
     FROM unnest(payloads) AS p (payload)
     WHERE octet_length(p.payload::text) > 512;
     -- The other fields set-based: the first job that breaks a rule goes through
@@ -133,7 +134,7 @@ BEGIN
         ) THEN
         FOR v_row IN
             SELECT r.*
-            FROM app_jobs.add_jobs_rows(
+            FROM app_jobs._add_jobs_rows(
                 identifiers, payloads, db_ids, queue_names, run_ats, add_jobs.max_attempts,
                 priorities, job_keys, timeouts, origins, v_claim
             ) AS r
@@ -145,7 +146,7 @@ BEGIN
             ORDER BY r.n
             LIMIT 1
         LOOP
-            PERFORM app_jobs.check_job(
+            PERFORM app_jobs._check_job(
                 v_row.identifier, v_row.queue_name, v_row.job_key, v_row.max_attempts,
                 v_row.payload, v_row.run_at, v_row.timeout, v_row.origin
             );
@@ -165,7 +166,7 @@ BEGIN
             SELECT
                 r.db_id, r.identifier, r.payload, r.queue_name, r.run_at, r.max_attempts,
                 r.priority, r.timeout, r.origin
-            FROM app_jobs.add_jobs_rows(
+            FROM app_jobs._add_jobs_rows(
                 identifiers, payloads, db_ids, queue_names, run_ats, add_jobs.max_attempts,
                 priorities, job_keys, timeouts, origins, v_claim
             ) AS r
@@ -181,8 +182,8 @@ BEGIN
     IF job_keys IS NULL OR NOT EXISTS (SELECT 1 FROM unnest(job_keys) AS k WHERE k IS NOT NULL) THEN
         RETURN QUERY
         WITH wanted AS (
-            SELECT r.*, app_jobs.enqueue_ignored(r.identifier) AS ignored
-            FROM app_jobs.add_jobs_rows(
+            SELECT r.*, app_jobs._enqueue_ignored(r.identifier) AS ignored
+            FROM app_jobs._add_jobs_rows(
             identifiers, payloads, db_ids, queue_names, run_ats, add_jobs.max_attempts,
             priorities, job_keys, timeouts, origins, v_claim
         ) AS r

@@ -1,26 +1,28 @@
 -- Claim up to batch_size available jobs for a worker, within each named queue's
 -- concurrency (one at a time unless queue_settings says more) and each task's rate limit.
+-- job_expiry NULL (the default) means the job_expiry setting.
 CREATE FUNCTION app_jobs.get_jobs(
     worker_id text,
     task_identifiers text[] DEFAULT NULL,
-    job_expiry interval DEFAULT '4 hours',
+    job_expiry interval DEFAULT NULL,
     batch_size integer DEFAULT 1
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
 -- JIT only slows these short queries down (and the planner's row guesses invite it).
 SET jit = off
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_now timestamptz := now();
-    v_expiry interval := coalesce(job_expiry, interval '4 hours');
+    v_expiry interval := app_jobs._job_expiry(job_expiry);
     v_expired timestamptz;
     v_clock timestamptz := clock_timestamp();
     v_bucket record;
     v_tokens double precision;
     v_allow jsonb;
 BEGIN
-    PERFORM app_jobs.check_worker_id(worker_id);
-    PERFORM app_jobs.check_job_expiry(job_expiry);
+    PERFORM app_jobs._check_worker_id(worker_id);
+    PERFORM app_jobs._check_job_expiry(job_expiry);
     v_expired := v_now - v_expiry;
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'batch_size must be 1 to 10000, got %',
@@ -35,10 +37,10 @@ BEGIN
     -- oldest lock: a min() the planner always takes from jobs_locked_at_idx).
     IF (SELECT min(e.locked_at) FROM app_jobs.jobs AS e) < v_expired THEN
         -- (SKIP LOCKED: another claimer ending the same claims is not waited for.)
-        PERFORM app_jobs.end_cancelled_claims(ARRAY(
+        PERFORM app_jobs._end_cancelled_claims(ARRAY(
             SELECT e.id FROM app_jobs.jobs AS e
             WHERE e.locked_at < v_expired AND e.cancel_requested_at IS NOT NULL
-                AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+                AND app_jobs._lock_is_free(e.locked_at, e.locked_by, v_expiry)
             ORDER BY e.id
             FOR UPDATE SKIP LOCKED
         ));
@@ -47,7 +49,7 @@ BEGIN
         WHERE j.id IN (
             SELECT e.id FROM app_jobs.jobs AS e
             WHERE e.locked_at < v_expired AND e.attempts < e.max_attempts
-                AND app_jobs.lock_is_free(e.locked_at, e.locked_by, v_expiry)
+                AND app_jobs._lock_is_free(e.locked_at, e.locked_by, v_expiry)
             FOR UPDATE SKIP LOCKED
         );
     END IF;
@@ -148,7 +150,7 @@ BEGIN
                         SELECT 1
                         FROM app_jobs.job_queues AS q
                         WHERE q.queue_name = j.queue_name
-                            AND q.running_count < app_jobs.queue_concurrency(q.queue_name)
+                            AND q.running_count < app_jobs._queue_concurrency(q.queue_name)
                             -- Among the first free-slot jobs of its queue: never overtake
                             -- an earlier job whose row another session holds for a moment.
                             AND (
@@ -161,10 +163,10 @@ BEGIN
                                         AND e.run_at <= v_now
                                         AND (e.priority, e.run_at, e.id)
                                         < (j.priority, j.run_at, j.id)
-                                    LIMIT app_jobs.queue_concurrency(q.queue_name)
+                                    LIMIT app_jobs._queue_concurrency(q.queue_name)
                                     - q.running_count
                                 ) AS earlier
-                            ) < app_jobs.queue_concurrency(q.queue_name) - q.running_count
+                            ) < app_jobs._queue_concurrency(q.queue_name) - q.running_count
                     )
                 )
             ORDER BY j.priority, j.run_at, j.id
@@ -184,10 +186,10 @@ BEGIN
     free_queues AS (
         SELECT
             q.queue_name,
-            app_jobs.queue_concurrency(q.queue_name) - q.running_count AS free_slots
+            app_jobs._queue_concurrency(q.queue_name) - q.running_count AS free_slots
         FROM app_jobs.job_queues AS q
         WHERE q.queue_name IN (SELECT c.queue_name FROM candidates AS c)
-            AND q.running_count < app_jobs.queue_concurrency(q.queue_name)
+            AND q.running_count < app_jobs._queue_concurrency(q.queue_name)
         ORDER BY q.queue_name
         FOR UPDATE SKIP LOCKED
     ),

@@ -1,10 +1,12 @@
 -- Claim the next available job for a worker; a row of NULLs when there is none.
+-- job_expiry NULL (the default) means the job_expiry setting.
 CREATE FUNCTION app_jobs.get_job(
     worker_id text,
     task_identifiers text[] DEFAULT NULL,
-    job_expiry interval DEFAULT '4 hours'
+    job_expiry interval DEFAULT NULL
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_job app_jobs.jobs;

@@ -2,7 +2,7 @@
 -- cancelled): its history row, the jobs:stopped event, its dependents (unblocked, or
 -- cancelled when it did not complete) and its bundle. The caller holds the job's row
 -- and its bundle's row.
-CREATE FUNCTION app_jobs.job_stopped(
+CREATE FUNCTION app_jobs._job_stopped(
     p_job app_jobs.jobs,
     p_status text,
     p_worker_id text,
@@ -25,7 +25,7 @@ BEGIN
             p_job.created_at, p_started_at, p_job.origin, p_job.bundle_id
         );
     END IF;
-    PERFORM app_jobs.notify_job_stopped(p_job, p_status, FALSE);
+    PERFORM app_jobs._notify_job_stopped(p_job, p_status, FALSE);
 
     IF p_status = 'completed' THEN
         UPDATE app_jobs.jobs AS j
@@ -35,7 +35,7 @@ BEGIN
         );
         DELETE FROM app_jobs.job_dependencies AS d WHERE d.depends_on = p_job.id;
     ELSE
-        PERFORM app_jobs.cancel_dependents(
+        PERFORM app_jobs._cancel_dependents(
             ARRAY(
                 SELECT d.job_id FROM app_jobs.job_dependencies AS d
                 WHERE d.depends_on = p_job.id
@@ -46,14 +46,14 @@ BEGIN
     END IF;
 
     IF p_job.bundle_id IS NOT NULL THEN
-        PERFORM app_jobs.bundle_job_stopped(p_job.bundle_id, p_status);
+        PERFORM app_jobs._bundle_job_stopped(p_job.bundle_id, p_status);
     END IF;
 END;
 $$;
 
 -- One jobs:stopped event, as JSON text: ids and names only, never payload (at most about
 -- 2,200 bytes: names are at most 126 characters, the origin is cut to 256).
-CREATE FUNCTION app_jobs.stopped_event(
+CREATE FUNCTION app_jobs._stopped_event(
     p_id bigint,
     p_task text,
     p_outcome text,
@@ -72,7 +72,7 @@ AS $$
 $$;
 
 -- Tell listeners on jobs:stopped that a job stopped.
-CREATE FUNCTION app_jobs.notify_job_stopped(
+CREATE FUNCTION app_jobs._notify_job_stopped(
     p_job app_jobs.jobs,
     p_outcome text,
     p_will_retry boolean
@@ -80,9 +80,9 @@ CREATE FUNCTION app_jobs.notify_job_stopped(
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-    PERFORM app_jobs.notify(
+    PERFORM app_jobs._notify(
         'jobs:stopped',
-        app_jobs.stopped_event(
+        app_jobs._stopped_event(
             p_job.id, p_job.task_identifier, p_outcome, p_will_retry, p_job.bundle_id,
             p_job.origin
         )
@@ -95,7 +95,7 @@ $$;
 -- of any size). Each records why: the stopped dependency for the given jobs, a cancelled
 -- one (its lowest id) for the others. Jobs first, then bundles, then queues (the shared
 -- lock order). Returns how many were cancelled.
-CREATE FUNCTION app_jobs.cancel_dependents(
+CREATE FUNCTION app_jobs._cancel_dependents(
     p_job_ids bigint[],
     p_dependency_id bigint,
     p_dependency_status text
@@ -135,7 +135,7 @@ BEGIN
     INTO v_ids, v_reasons
     FROM reasons AS r;
     PERFORM 1 FROM app_jobs.jobs AS j WHERE j.id = ANY(v_ids) ORDER BY j.id FOR UPDATE;
-    PERFORM app_jobs.lock_bundles(ARRAY(
+    PERFORM app_jobs._lock_bundles(ARRAY(
         SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.id = ANY(v_ids)
     ));
 
@@ -176,8 +176,8 @@ BEGIN
         ) AS r ON c.id = r.id
         ORDER BY c.id;
     END IF;
-    PERFORM app_jobs.notify_chunks('jobs:stopped', ARRAY(
-        SELECT app_jobs.stopped_event(
+    PERFORM app_jobs._notify_chunks('jobs:stopped', ARRAY(
+        SELECT app_jobs._stopped_event(
             c.id, c.task_identifier, 'cancelled', FALSE, c.bundle_id, c.origin
         )
         FROM unnest(v_jobs) AS c
@@ -190,7 +190,7 @@ BEGIN
         GROUP BY c.bundle_id
         ORDER BY c.bundle_id
     LOOP
-        PERFORM app_jobs.bundle_job_stopped(v_bundle.id, 'cancelled', v_bundle.n);
+        PERFORM app_jobs._bundle_job_stopped(v_bundle.id, 'cancelled', v_bundle.n);
     END LOOP;
     RETURN cardinality(v_jobs);
 END;

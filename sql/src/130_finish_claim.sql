@@ -1,7 +1,7 @@
 -- End one claim, fenced by (job id, worker, attempt): completed or cancelled jobs leave
 -- the table, failed ones retry after retry_delay (from p_failed_at) until max_attempts. A
 -- worker that no longer holds the claim changes nothing and gets NULL.
-CREATE FUNCTION app_jobs.finish_claim(
+CREATE FUNCTION app_jobs._finish_claim(
     p_worker_id text,
     p_job_id bigint,
     p_attempt integer,
@@ -27,18 +27,18 @@ BEGIN
         RETURN NULL;
     END IF;
     v_started_at := v_job.locked_at;
-    PERFORM app_jobs.lock_bundles(ARRAY[v_job.bundle_id]);
+    PERFORM app_jobs._lock_bundles(ARRAY[v_job.bundle_id]);
 
     IF p_outcome = 'completed' THEN
         DELETE FROM app_jobs.jobs AS j WHERE j.id = p_job_id RETURNING * INTO v_job;
-        PERFORM app_jobs.job_stopped(
+        PERFORM app_jobs._job_stopped(
             v_job, 'completed', p_worker_id, v_started_at, p_result
         );
     ELSIF p_outcome = 'cancelled' OR v_job.cancel_requested_at IS NOT NULL THEN
         -- A cancelled job is never retried, whatever its handler did.
         DELETE FROM app_jobs.jobs AS j WHERE j.id = p_job_id RETURNING * INTO v_job;
         v_job.last_error := coalesce(p_error, 'cancelled');
-        PERFORM app_jobs.job_stopped(
+        PERFORM app_jobs._job_stopped(
             v_job, 'cancelled', p_worker_id, v_started_at, NULL, p_error_data
         );
     ELSE
@@ -46,17 +46,17 @@ BEGIN
         SET
             last_error = p_error,
             run_at = greatest(p_failed_at, j.run_at)
-            + app_jobs.retry_delay(j.task_identifier, j.attempts),
+            + app_jobs._retry_delay(j.task_identifier, j.attempts),
             locked_by = NULL,
             locked_at = NULL
         WHERE j.id = p_job_id
         RETURNING * INTO v_job;
         IF v_job.attempts >= v_job.max_attempts THEN
-            PERFORM app_jobs.job_stopped(
+            PERFORM app_jobs._job_stopped(
                 v_job, 'failed', p_worker_id, v_started_at, NULL, p_error_data
             );
         ELSE
-            PERFORM app_jobs.notify_job_stopped(v_job, 'failed', TRUE);
+            PERFORM app_jobs._notify_job_stopped(v_job, 'failed', TRUE);
         END IF;
     END IF;
     -- The queue's running count (and its lock holder, once none runs) follows the job
@@ -66,7 +66,7 @@ END;
 $$;
 
 -- What a finished claim's row says happened: completed, retrying, failed or cancelled.
-CREATE FUNCTION app_jobs.claim_status(p_job app_jobs.jobs, p_outcome text) RETURNS text
+CREATE FUNCTION app_jobs._claim_status(p_job app_jobs.jobs, p_outcome text) RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
     SELECT CASE

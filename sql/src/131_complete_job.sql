@@ -4,10 +4,11 @@ CREATE FUNCTION app_jobs.complete_job(
     job_id bigint
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 BEGIN
-    PERFORM app_jobs.check_worker_id(worker_id);
-    RETURN app_jobs.finish_claim(worker_id, job_id, NULL, 'completed');
+    PERFORM app_jobs._check_worker_id(worker_id);
+    RETURN app_jobs._finish_claim(worker_id, job_id, NULL, 'completed');
 END;
 $$;
 

@@ -5,10 +5,11 @@ CREATE FUNCTION app_jobs.fail_job(
     error_message text DEFAULT NULL
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 BEGIN
-    PERFORM app_jobs.check_worker_id(worker_id);
-    RETURN app_jobs.finish_claim(worker_id, job_id, NULL, 'failed', error_message);
+    PERFORM app_jobs._check_worker_id(worker_id);
+    RETURN app_jobs._finish_claim(worker_id, job_id, NULL, 'failed', error_message);
 END;
 $$;
 

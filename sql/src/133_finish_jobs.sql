@@ -20,6 +20,7 @@ LANGUAGE plpgsql VOLATILE
 -- the primary key, which a cached generic plan does well: no planning per call.
 SET jit = off
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_n integer := coalesce(cardinality(ids), 0);
@@ -35,8 +36,7 @@ DECLARE
     v_held bigint[];
     v_held_at integer[];
     v_held_plain boolean[];
-    v_bundles bigint[];
-    v_queued boolean;
+    v_locked bigint[];
     v_plain integer[];
     v_other integer[];
     v_done_ids bigint[];
@@ -46,7 +46,7 @@ DECLARE
     v_job app_jobs.jobs;
     v_bad bigint;
 BEGIN
-    PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs._check_worker_id(worker_id);
     IF EXISTS (
         SELECT 1
         FROM unnest(ARRAY[
@@ -93,71 +93,53 @@ BEGIN
             USING ERRCODE = 'PJ016';
     END IF;
 
-    -- Lock order shared with get_jobs and add_job: every job row first, then bundle
-    -- rows, then queue rows in name order, so a batch cannot deadlock with either.
-    -- A claim is held when the job is locked by this worker at the reported attempt. A
-    -- row another session holds (an enqueuer's depends_on share lock, an admin) is
-    -- skipped, never waited for: one busy job must not hold up the rest of the batch.
-    -- One pass also notes how each held claim ends: plain completions (completed, no
-    -- bundle, no dependents, no cancel request) go set-based, the others one by one.
-    -- (Primary-key lookups, one per outcome: the planner cannot size an array, and a
-    -- misjudged join would scan the jobs table. The outcomes' texts and JSON are joined
-    -- by their number, never subscripted: a subscript walks such an array from its
-    -- start.)
+    -- The claims this worker holds (the job locked by it at the reported attempt), locked
+    -- in the shared order (see _lock_jobs). A job row another session holds (an
+    -- enqueuer's depends_on share lock, an admin), or whose queue row it holds (an open
+    -- enqueue counting its job in), is skipped, never waited for: one busy job must not
+    -- hold up the rest of the batch. (Primary-key lookups, one per outcome: the planner
+    -- cannot size an array, and a misjudged join would scan the jobs table. The
+    -- outcomes' texts and JSON are joined by their number, never subscripted: a
+    -- subscript walks such an array from its start.)
+    v_locked := app_jobs._lock_jobs(ARRAY(
+        SELECT o.id
+        FROM unnest(v_ids, v_attempts, v_first) AS o (id, attempt, first)
+        WHERE o.first AND EXISTS (
+            SELECT 1 FROM app_jobs.jobs AS j
+            WHERE j.id = o.id
+                -- coalesce keeps the planner on the primary key (not jobs_locked_by_idx).
+                AND coalesce(j.locked_by, '') = finish_jobs.worker_id
+                AND j.attempts = o.attempt
+        )
+    ), TRUE);
+    -- Which are still held now that they are locked, and how each ends: plain
+    -- completions (completed, no bundle, no dependents, no cancel request) go set-based,
+    -- the others one by one.
     SELECT
         coalesce(array_agg(h.id ORDER BY h.id), '{}'),
         coalesce(array_agg(h.n ORDER BY h.id), '{}'),
-        coalesce(array_agg(h.plain ORDER BY h.id), '{}'),
-        coalesce(array_agg(DISTINCT h.bundle_id) FILTER (WHERE h.bundle_id IS NOT NULL), '{}'),
-        coalesce(bool_or(h.queue_name IS NOT NULL), FALSE)
-    INTO v_held, v_held_at, v_held_plain, v_bundles, v_queued
+        coalesce(array_agg(h.plain ORDER BY h.id), '{}')
+    INTO v_held, v_held_at, v_held_plain
     FROM (
         SELECT
             j.id,
             o.n,
-            j.bundle_id,
-            j.queue_name,
             o.outcome = 'completed' AND j.bundle_id IS NULL AND j.cancel_requested_at IS NULL
             AND NOT EXISTS (
                 SELECT 1 FROM app_jobs.job_dependencies AS d WHERE d.depends_on = j.id
             ) AS plain
         FROM unnest(v_ids, v_attempts, v_outcomes, v_first)
             WITH ORDINALITY AS o (id, attempt, outcome, first, n)
+        INNER JOIN unnest(v_locked) AS l (id) ON o.id = l.id
         CROSS JOIN LATERAL (
-            SELECT j.id, j.bundle_id, j.queue_name, j.cancel_requested_at
+            SELECT j.id, j.bundle_id, j.cancel_requested_at
             FROM app_jobs.jobs AS j
             WHERE j.id = o.id
-                -- coalesce keeps the planner on the primary key (not jobs_locked_by_idx).
                 AND coalesce(j.locked_by, '') = finish_jobs.worker_id
                 AND j.attempts = o.attempt
-            FOR UPDATE SKIP LOCKED
         ) AS j
         WHERE o.first
     ) AS h;
-    IF cardinality(v_bundles) > 0 THEN
-        PERFORM app_jobs.lock_bundles(v_bundles);
-    END IF;
-    -- Queue rows likewise: one an open enqueue transaction holds (it counts its job in
-    -- until it commits) makes that queue's jobs busy, not the whole batch wait.
-    IF v_queued THEN
-        SELECT
-            coalesce(array_agg(h.id ORDER BY h.id), '{}'),
-            coalesce(array_agg(h.n ORDER BY h.id), '{}'),
-            coalesce(array_agg(h.plain ORDER BY h.id), '{}')
-        INTO v_held, v_held_at, v_held_plain
-        FROM unnest(v_held, v_held_at, v_held_plain) AS h (id, n, plain)
-        CROSS JOIN LATERAL (
-            SELECT j.queue_name FROM app_jobs.jobs AS j WHERE j.id = h.id LIMIT 1
-        ) AS j
-        WHERE j.queue_name IS NULL OR j.queue_name = ANY(ARRAY(
-            SELECT q.queue_name FROM app_jobs.job_queues AS q
-            WHERE q.queue_name IN (
-                SELECT k.queue_name FROM app_jobs.jobs AS k WHERE k.id = ANY(v_held)
-            )
-            ORDER BY q.queue_name
-            FOR UPDATE SKIP LOCKED
-        ));
-    END IF;
     SELECT
         coalesce(array_agg(h.n ORDER BY h.n) FILTER (WHERE h.plain), '{}'),
         coalesce(array_agg(h.n ORDER BY h.id) FILTER (WHERE NOT h.plain), '{}')
@@ -199,8 +181,8 @@ BEGIN
         coalesce(array_agg(d.origin ORDER BY d.id), '{}')
     INTO v_done_ids, v_done_tasks, v_done_origins
     FROM done AS d;
-    PERFORM app_jobs.notify_chunks('jobs:stopped', ARRAY(
-        SELECT app_jobs.stopped_event(e.id, e.task, 'completed', FALSE, NULL, e.origin)
+    PERFORM app_jobs._notify_chunks('jobs:stopped', ARRAY(
+        SELECT app_jobs._stopped_event(e.id, e.task, 'completed', FALSE, NULL, e.origin)
         FROM unnest(v_done_ids, v_done_tasks, v_done_origins) AS e (id, task, origin)
     ));
     RETURN QUERY
@@ -217,13 +199,13 @@ BEGIN
         INNER JOIN unnest(v_other) WITH ORDINALITY AS x (n, k) ON o.n = x.n
         ORDER BY x.k
     LOOP
-        v_job := app_jobs.finish_claim(
+        v_job := app_jobs._finish_claim(
             worker_id, v_item.id, v_item.attempt, v_item.outcome, v_item.error,
             v_item.error_data, v_item.result
         );
         job_id := v_item.id;
         attempt := v_item.attempt;
-        status := app_jobs.claim_status(v_job, v_item.outcome);
+        status := app_jobs._claim_status(v_job, v_item.outcome);
         RETURN NEXT;
     END LOOP;
 
@@ -267,6 +249,7 @@ CREATE FUNCTION app_jobs.finish_jobs(
 LANGUAGE plpgsql VOLATILE
 SET jit = off
 SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_bad jsonb;
@@ -277,7 +260,7 @@ DECLARE
     v_error_data jsonb[];
     v_results jsonb[];
 BEGIN
-    PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs._check_worker_id(worker_id);
     IF jsonb_typeof(outcomes) IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'outcomes must be a JSON array, got %',
             coalesce(jsonb_typeof(outcomes), 'NULL')

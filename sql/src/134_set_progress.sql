@@ -10,9 +10,10 @@ CREATE FUNCTION app_jobs.set_progress(
     attempt integer DEFAULT NULL
 ) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 BEGIN
-    PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs._check_worker_id(worker_id);
     IF progress IS NULL OR progress NOT BETWEEN 0 AND 100 THEN
         RAISE EXCEPTION 'progress must be 0 to 100, got %', coalesce(progress::text, 'NULL')
             USING ERRCODE = 'PJ015';
@@ -39,7 +40,7 @@ BEGIN
                 AND (set_progress.attempt IS NULL OR h.attempts = set_progress.attempt)
         ) THEN NULL ELSE FALSE END;
     END IF;
-    PERFORM app_jobs.notify(
+    PERFORM app_jobs._notify(
         'jobs:progress',
         json_build_object(
             'id', set_progress.job_id, 'progress', set_progress.progress,

@@ -1,6 +1,6 @@
 -- How long a task's job waits after failed attempt number p_attempts: the task's retry
 -- policy (task_settings), else the seed's exp(least(attempts, 10)) seconds.
-CREATE FUNCTION app_jobs.retry_delay(p_task text, p_attempts integer) RETURNS interval
+CREATE FUNCTION app_jobs._retry_delay(p_task text, p_attempts integer) RETURNS interval
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE

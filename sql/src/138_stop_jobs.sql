@@ -3,7 +3,7 @@
 -- (history, events, dependents, bundle). Jobs a live worker holds are skipped; a job
 -- that had already failed for good stopped once already: it is only deleted, or (failed
 -- again) given the new last_error and returned, as the original permanently_fail_jobs.
-CREATE FUNCTION app_jobs.stop_jobs(
+CREATE FUNCTION app_jobs._stop_jobs(
     p_job_ids bigint[],
     p_status text,
     p_error text DEFAULT NULL
@@ -11,21 +11,16 @@ CREATE FUNCTION app_jobs.stop_jobs(
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
+    v_locked bigint[];
     v_job app_jobs.jobs;
     v_stopped_before boolean;
 BEGIN
-    -- Job rows first, then bundles, then queues in name order (as everywhere).
-    PERFORM 1 FROM app_jobs.jobs AS j
-    WHERE j.id = ANY(p_job_ids)
-    ORDER BY j.id
-    FOR UPDATE;
-    PERFORM app_jobs.lock_bundles(ARRAY(
-        SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.id = ANY(p_job_ids)
-    ));
+    -- Every row the loop writes, locked in the shared order (see _lock_jobs).
+    v_locked := app_jobs._lock_jobs(p_job_ids);
     FOR v_job IN
         SELECT * FROM app_jobs.jobs AS j
-        WHERE j.id = ANY(p_job_ids)
-            AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
+        WHERE j.id = ANY(v_locked)
+            AND app_jobs._lock_is_free(j.locked_at, j.locked_by, app_jobs._job_expiry())
         ORDER BY j.queue_name NULLS FIRST, j.id
     LOOP
         v_stopped_before := v_job.locked_at IS NULL AND v_job.attempts >= v_job.max_attempts;
@@ -44,7 +39,7 @@ BEGIN
             v_job.last_error := coalesce(p_error, v_job.last_error);
         END IF;
         IF NOT v_stopped_before THEN
-            PERFORM app_jobs.job_stopped(v_job, p_status, NULL, NULL);
+            PERFORM app_jobs._job_stopped(v_job, p_status, NULL, NULL);
         END IF;
         RETURN NEXT v_job;
     END LOOP;

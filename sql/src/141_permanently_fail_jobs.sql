@@ -4,8 +4,9 @@ CREATE FUNCTION app_jobs.permanently_fail_jobs(
     error_message text DEFAULT NULL
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
-    SELECT * FROM app_jobs.stop_jobs(
+    SELECT * FROM app_jobs._stop_jobs(
         job_ids, 'failed', coalesce(error_message, 'Manually marked as failed')
     );
 $$;

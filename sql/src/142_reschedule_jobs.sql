@@ -7,10 +7,11 @@ CREATE FUNCTION app_jobs.reschedule_jobs(
     max_attempts integer DEFAULT NULL
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 BEGIN
     IF reschedule_jobs.max_attempts IS NOT NULL THEN
-        PERFORM app_jobs.check_job_spec('-', NULL, NULL, reschedule_jobs.max_attempts);
+        PERFORM app_jobs._check_job_spec('-', NULL, NULL, reschedule_jobs.max_attempts);
     END IF;
     RETURN QUERY
     UPDATE app_jobs.jobs AS j
@@ -20,7 +21,7 @@ BEGIN
         attempts = coalesce(reschedule_jobs.attempts, j.attempts),
         max_attempts = coalesce(reschedule_jobs.max_attempts, j.max_attempts)
     WHERE j.id = ANY(job_ids)
-        AND app_jobs.lock_is_free(j.locked_at, j.locked_by, interval '4 hours')
+        AND app_jobs._lock_is_free(j.locked_at, j.locked_by, app_jobs._job_expiry())
     RETURNING j.*;
 END;
 $$;

@@ -4,10 +4,11 @@ CREATE FUNCTION app_jobs.release_jobs(
     job_ids bigint[] DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 BEGIN
-    PERFORM app_jobs.check_worker_id(worker_id);
-    PERFORM app_jobs.end_cancelled_claims(ARRAY(
+    PERFORM app_jobs._check_worker_id(worker_id);
+    PERFORM app_jobs._end_cancelled_claims(ARRAY(
         SELECT j.id FROM app_jobs.jobs AS j
         WHERE j.locked_by = release_jobs.worker_id
             AND j.cancel_requested_at IS NOT NULL

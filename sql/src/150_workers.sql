@@ -7,11 +7,12 @@ CREATE FUNCTION app_jobs.register_worker(
     heartbeat_interval interval DEFAULT '5 seconds'
 ) RETURNS app_jobs.workers
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_worker app_jobs.workers;
 BEGIN
-    PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs._check_worker_id(worker_id);
     IF length(worker_id) > 256 THEN
         RAISE EXCEPTION 'worker_id must be at most 256 characters, got %', length(worker_id)
             USING ERRCODE = 'PJ005';
@@ -41,9 +42,10 @@ COMMENT ON FUNCTION app_jobs.register_worker IS
 -- when the worker is not registered.
 CREATE FUNCTION app_jobs.set_worker_wakeup(worker_id text, wakeup text) RETURNS void
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 BEGIN
-    PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs._check_worker_id(worker_id);
     IF wakeup IS NULL OR wakeup NOT IN ('listen', 'silent', 'poll') THEN
         RAISE EXCEPTION 'wakeup must be listen, silent or poll, got %',
             coalesce(wakeup, 'NULL')
@@ -66,9 +68,10 @@ COMMENT ON FUNCTION app_jobs.set_worker_wakeup IS
 CREATE FUNCTION app_jobs.worker_heartbeat(worker_id text)
 RETURNS TABLE (job_id bigint, attempt integer, cancel_requested boolean)
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 BEGIN
-    PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs._check_worker_id(worker_id);
     UPDATE app_jobs.workers AS w SET last_heartbeat = now()
     WHERE w.id = worker_heartbeat.worker_id;
     IF NOT FOUND THEN
@@ -89,6 +92,7 @@ COMMENT ON FUNCTION app_jobs.worker_heartbeat IS
 -- A worker leaving cleanly: hand back what it holds and forget it.
 CREATE FUNCTION app_jobs.unregister_worker(worker_id text) RETURNS void
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 BEGIN
     PERFORM app_jobs.release_jobs(worker_id);
@@ -110,6 +114,7 @@ RETURNS TABLE (worker_id text, job_id bigint, status text)
 LANGUAGE plpgsql VOLATILE
 -- JIT only slows these short queries down (and the planner's row guesses invite it).
 SET jit = off
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_longest interval;
@@ -118,6 +123,7 @@ DECLARE
     v_done app_jobs.jobs;
     v_error text;
     v_job_ids bigint[];
+    v_locked bigint[];
     v_statuses text[];
 BEGIN
     SELECT max(w.heartbeat_interval) INTO v_longest FROM app_jobs.workers AS w;
@@ -146,20 +152,16 @@ BEGIN
         v_job_ids := '{}';
         v_statuses := '{}';
         BEGIN
-            -- Job rows first, then bundles, then queues in name order (as everywhere).
-            PERFORM 1 FROM app_jobs.jobs AS j
-            WHERE j.locked_by = v_worker.id
-            ORDER BY j.id
-            FOR UPDATE;
-            PERFORM app_jobs.lock_bundles(ARRAY(
-                SELECT j.bundle_id FROM app_jobs.jobs AS j WHERE j.locked_by = v_worker.id
+            -- Every row the loop writes, locked in the shared order (see _lock_jobs).
+            v_locked := app_jobs._lock_jobs(ARRAY(
+                SELECT j.id FROM app_jobs.jobs AS j WHERE j.locked_by = v_worker.id
             ));
             FOR v_job IN
                 SELECT * FROM app_jobs.jobs AS j
-                WHERE j.locked_by = v_worker.id
+                WHERE j.id = ANY(v_locked) AND j.locked_by = v_worker.id
                 ORDER BY j.queue_name NULLS FIRST, j.id
             LOOP
-                v_done := app_jobs.finish_claim(
+                v_done := app_jobs._finish_claim(
                     v_worker.id, v_job.id, NULL, 'failed', v_error,
                     jsonb_build_object(
                         'reason', 'worker_dead', 'worker_id', v_worker.id,
@@ -168,7 +170,7 @@ BEGIN
                     NULL, v_worker.last_heartbeat
                 );
                 v_job_ids := v_job_ids || v_job.id;
-                v_statuses := v_statuses || app_jobs.claim_status(v_done, 'failed');
+                v_statuses := v_statuses || app_jobs._claim_status(v_done, 'failed');
             END LOOP;
             UPDATE app_jobs.job_queues AS q
             SET locked_by = NULL, locked_at = NULL

@@ -1,6 +1,7 @@
 -- Drop history older than the history_retention setting; returns how many rows went.
 CREATE FUNCTION app_jobs.purge_job_history() RETURNS integer
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_count integer;

@@ -4,6 +4,7 @@ CREATE FUNCTION app_jobs.waiting_jobs(
     max_rows integer DEFAULT 100
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
     SELECT j.*
     FROM app_jobs.jobs AS j
@@ -21,6 +22,7 @@ CREATE FUNCTION app_jobs.failed_jobs(
     max_rows integer DEFAULT 100
 ) RETURNS SETOF app_jobs.jobs
 LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
     SELECT j.*
     FROM app_jobs.jobs AS j
@@ -33,7 +35,7 @@ $$;
 COMMENT ON FUNCTION app_jobs.failed_jobs IS 'Admin: permanently failed jobs, newest first';
 
 -- Raise PJ020 when a job is running: management functions leave those to their worker.
-CREATE FUNCTION app_jobs.check_not_running(p_job app_jobs.jobs) RETURNS void
+CREATE FUNCTION app_jobs._check_not_running(p_job app_jobs.jobs) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
@@ -49,6 +51,7 @@ $$;
 -- stay in job_history).
 CREATE FUNCTION app_jobs.retry_job(job_id bigint) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_job app_jobs.jobs;
@@ -57,7 +60,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    PERFORM app_jobs.check_not_running(v_job);
+    PERFORM app_jobs._check_not_running(v_job);
     UPDATE app_jobs.jobs AS j
     SET attempts = 0, run_at = now(), last_error = NULL
     WHERE j.id = v_job.id
@@ -72,6 +75,7 @@ COMMENT ON FUNCTION app_jobs.retry_job IS
 -- Delete one job that is not running; returns it (NULL when there is none).
 CREATE FUNCTION app_jobs.delete_job(job_id bigint) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_job app_jobs.jobs;
@@ -80,8 +84,8 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    PERFORM app_jobs.check_not_running(v_job);
-    SELECT * INTO v_job FROM app_jobs.stop_jobs(ARRAY[v_job.id], 'cancelled', 'deleted');
+    PERFORM app_jobs._check_not_running(v_job);
+    SELECT * INTO v_job FROM app_jobs._stop_jobs(ARRAY[v_job.id], 'cancelled', 'deleted');
     RETURN v_job;
 END;
 $$;
@@ -94,6 +98,7 @@ CREATE FUNCTION app_jobs.delete_finished_jobs(
     older_than interval DEFAULT '0'
 ) RETURNS integer
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_history integer;

@@ -1,5 +1,5 @@
 -- Lock bundle rows in id order: after job rows, before queue rows (the shared order).
-CREATE FUNCTION app_jobs.lock_bundles(p_bundle_ids bigint[]) RETURNS void
+CREATE FUNCTION app_jobs._lock_bundles(p_bundle_ids bigint[]) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
@@ -14,7 +14,7 @@ $$;
 -- last (or the bundle is empty), stop the bundle: outcome,
 -- the follow-up job (payload: bundle id, outcome, counts, the follow-up's own payload)
 -- and a jobs:bundle_stopped event.
-CREATE FUNCTION app_jobs.bundle_job_stopped(
+CREATE FUNCTION app_jobs._bundle_job_stopped(
     p_bundle_id bigint,
     p_status text,
     p_count integer DEFAULT 1
@@ -67,7 +67,7 @@ BEGIN
     UPDATE app_jobs.job_bundles AS b
     SET outcome = v_outcome, stopped_at = now(), followup_job_id = v_followup.id
     WHERE b.id = v_bundle.id;
-    PERFORM app_jobs.notify(
+    PERFORM app_jobs._notify(
         'jobs:bundle_stopped',
         json_build_object(
             'id', v_bundle.id, 'bundle_type', v_bundle.bundle_type,
@@ -90,6 +90,7 @@ CREATE FUNCTION app_jobs.add_bundle(
     db_id uuid DEFAULT nullif(current_setting('jwt.claims.database_id', TRUE), '')::uuid
 ) RETURNS app_jobs.job_bundles
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_bundle app_jobs.job_bundles;
@@ -97,7 +98,7 @@ DECLARE
     v_spec jsonb;
     v_job app_jobs.jobs;
 BEGIN
-    PERFORM app_jobs.check_tenant(db_id);
+    PERFORM app_jobs._check_tenant(db_id);
     IF jsonb_typeof(jobs) IS DISTINCT FROM 'array' OR jsonb_array_length(jobs) = 0 THEN
         RAISE EXCEPTION 'jobs must be a non-empty JSON array of job specs'
             USING ERRCODE = 'PJ026';
@@ -142,11 +143,11 @@ BEGIN
     -- max_attempts (PJ035), and its payload as enqueued, counts at their largest (PJ033,
     -- PJ037).
     IF followup IS NOT NULL THEN
-        PERFORM app_jobs.check_job_spec(
+        PERFORM app_jobs._check_job_spec(
             followup ->> 'identifier', followup ->> 'queue_name', NULL,
             (followup ->> 'max_attempts')::integer
         );
-        PERFORM app_jobs.check_payload(json_build_object(
+        PERFORM app_jobs._check_payload(json_build_object(
             'bundle_id', 9223372036854775807, 'bundle_type', bundle_type,
             'outcome', 'completed', 'completed', 2147483647, 'failed', 2147483647,
             'cancelled', 2147483647, 'payload', followup -> 'payload'
@@ -179,7 +180,7 @@ BEGIN
         UPDATE app_jobs.jobs AS j SET bundle_id = v_bundle.id WHERE j.id = v_job.id;
     END LOOP;
     -- Every job ignored (test helpers): the bundle stops at once.
-    PERFORM app_jobs.bundle_job_stopped(v_bundle.id, NULL);
+    PERFORM app_jobs._bundle_job_stopped(v_bundle.id, NULL);
     SELECT * INTO v_bundle FROM app_jobs.job_bundles AS b WHERE b.id = v_bundle.id;
     RETURN v_bundle;
 END;
@@ -190,7 +191,7 @@ COMMENT ON FUNCTION app_jobs.add_bundle IS
 
 -- A bundle job that had failed for good and is given new attempts (retry_job,
 -- reschedule_jobs, a key upsert) is no longer counted as failed.
-CREATE FUNCTION app_jobs.tg_bundle_job_revived() RETURNS trigger
+CREATE FUNCTION app_jobs._tg_bundle_job_revived() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -208,4 +209,4 @@ FOR EACH ROW WHEN (
     AND old.locked_at IS NULL AND old.attempts >= old.max_attempts
     AND new.attempts < new.max_attempts
 )
-EXECUTE FUNCTION app_jobs.tg_bundle_job_revived();
+EXECUTE FUNCTION app_jobs._tg_bundle_job_revived();

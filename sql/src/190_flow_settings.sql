@@ -16,6 +16,7 @@ CREATE FUNCTION app_jobs.set_task_settings(
     rate_burst integer DEFAULT NULL
 ) RETURNS app_jobs.task_settings
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_row app_jobs.task_settings;
@@ -97,6 +98,7 @@ CREATE FUNCTION app_jobs.set_queue_concurrency(
     max_concurrency integer
 ) RETURNS integer
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 BEGIN
     IF queue_name IS NULL OR length(queue_name) NOT BETWEEN 1 AND 126 THEN

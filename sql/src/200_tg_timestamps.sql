@@ -1,5 +1,5 @@
 -- Keep created_at fixed and updated_at current on every row update.
-CREATE FUNCTION app_jobs.tg_timestamps() RETURNS trigger
+CREATE FUNCTION app_jobs._tg_timestamps() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -18,8 +18,8 @@ FOR EACH ROW WHEN (
     new.updated_at IS NOT DISTINCT FROM old.updated_at
     OR new.created_at IS DISTINCT FROM old.created_at
 )
-EXECUTE FUNCTION app_jobs.tg_timestamps();
+EXECUTE FUNCTION app_jobs._tg_timestamps();
 
 CREATE TRIGGER _100_timestamps
 BEFORE UPDATE ON app_jobs.scheduled_jobs
-FOR EACH ROW EXECUTE FUNCTION app_jobs.tg_timestamps();
+FOR EACH ROW EXECUTE FUNCTION app_jobs._tg_timestamps();

@@ -1,6 +1,6 @@
 -- Add deltas to a named queue's job and running counts; create the row at first use,
 -- drop it at zero jobs, and clear its lock holder once nothing of it runs.
-CREATE FUNCTION app_jobs.change_job_queue_count(
+CREATE FUNCTION app_jobs._change_job_queue_count(
     p_queue_name text,
     p_delta integer,
     p_running_delta integer DEFAULT 0
@@ -37,7 +37,7 @@ END;
 $$;
 
 -- Count a statement's inserted jobs into their named queues, in queue-name order.
-CREATE FUNCTION app_jobs.tg_increase_job_queue_count() RETURNS trigger
+CREATE FUNCTION app_jobs._tg_increase_job_queue_count() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -53,7 +53,7 @@ BEGIN
         GROUP BY n.queue_name
         ORDER BY n.queue_name
     LOOP
-        PERFORM app_jobs.change_job_queue_count(
+        PERFORM app_jobs._change_job_queue_count(
             v_queue.queue_name, v_queue.jobs, v_queue.running
         );
     END LOOP;
@@ -62,7 +62,7 @@ END;
 $$;
 
 -- Count a statement's deleted jobs out of their named queues, in queue-name order.
-CREATE FUNCTION app_jobs.tg_decrease_job_queue_count() RETURNS trigger
+CREATE FUNCTION app_jobs._tg_decrease_job_queue_count() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -78,7 +78,7 @@ BEGIN
         GROUP BY o.queue_name
         ORDER BY o.queue_name
     LOOP
-        PERFORM app_jobs.change_job_queue_count(
+        PERFORM app_jobs._change_job_queue_count(
             v_queue.queue_name, -v_queue.jobs, -v_queue.running
         );
     END LOOP;
@@ -88,7 +88,7 @@ $$;
 
 -- Move a job's counts between queues, or count it in or out of its queue's running
 -- jobs; two queue rows are taken in name order so opposite moves cannot deadlock.
-CREATE FUNCTION app_jobs.tg_move_job_queue_count() RETURNS trigger
+CREATE FUNCTION app_jobs._tg_move_job_queue_count() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -96,16 +96,16 @@ DECLARE
     v_new_running integer := (new.locked_at IS NOT NULL)::integer;
 BEGIN
     IF old.queue_name IS NOT DISTINCT FROM new.queue_name THEN
-        PERFORM app_jobs.change_job_queue_count(
+        PERFORM app_jobs._change_job_queue_count(
             new.queue_name, 0, v_new_running - v_old_running
         );
     ELSIF old.queue_name IS NOT NULL
         AND (new.queue_name IS NULL OR old.queue_name < new.queue_name) THEN
-        PERFORM app_jobs.change_job_queue_count(old.queue_name, -1, -v_old_running);
-        PERFORM app_jobs.change_job_queue_count(new.queue_name, 1, v_new_running);
+        PERFORM app_jobs._change_job_queue_count(old.queue_name, -1, -v_old_running);
+        PERFORM app_jobs._change_job_queue_count(new.queue_name, 1, v_new_running);
     ELSE
-        PERFORM app_jobs.change_job_queue_count(new.queue_name, 1, v_new_running);
-        PERFORM app_jobs.change_job_queue_count(old.queue_name, -1, -v_old_running);
+        PERFORM app_jobs._change_job_queue_count(new.queue_name, 1, v_new_running);
+        PERFORM app_jobs._change_job_queue_count(old.queue_name, -1, -v_old_running);
     END IF;
     RETURN NULL;
 END;
@@ -116,12 +116,12 @@ $$;
 CREATE TRIGGER _500_increase_job_queue_count
 AFTER INSERT ON app_jobs.jobs
 REFERENCING NEW TABLE AS new_jobs
-FOR EACH STATEMENT EXECUTE FUNCTION app_jobs.tg_increase_job_queue_count();
+FOR EACH STATEMENT EXECUTE FUNCTION app_jobs._tg_increase_job_queue_count();
 
 CREATE TRIGGER _500_decrease_job_queue_count
 AFTER DELETE ON app_jobs.jobs
 REFERENCING OLD TABLE AS old_jobs
-FOR EACH STATEMENT EXECUTE FUNCTION app_jobs.tg_decrease_job_queue_count();
+FOR EACH STATEMENT EXECUTE FUNCTION app_jobs._tg_decrease_job_queue_count();
 
 CREATE TRIGGER _500_move_job_queue_count
 AFTER UPDATE OF queue_name, locked_at ON app_jobs.jobs
@@ -129,4 +129,4 @@ FOR EACH ROW WHEN (
     new.queue_name IS DISTINCT FROM old.queue_name
     OR new.queue_name IS NOT NULL AND (new.locked_at IS NULL) <> (old.locked_at IS NULL)
 )
-EXECUTE FUNCTION app_jobs.tg_move_job_queue_count();
+EXECUTE FUNCTION app_jobs._tg_move_job_queue_count();

@@ -5,12 +5,13 @@
 
 -- Enqueue for a user's trigger: task from the trigger's first argument, tenant from the
 -- row's database_id column when it has one (else db_id's default, the claim).
-CREATE FUNCTION app_jobs.enqueue_from_trigger(
+CREATE FUNCTION app_jobs._enqueue_from_trigger(
     p_tg_argv text[],
     p_row jsonb,
     p_payload json
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
+SECURITY INVOKER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     -- TG_ARGV counts from 0: take the first element whatever the lower bound.
@@ -34,11 +35,12 @@ $$;
 -- Row trigger: enqueue TG_ARGV[0] with payload {"id": <row id>}.
 CREATE FUNCTION app_jobs.tg_add_job_with_row_id() RETURNS trigger
 LANGUAGE plpgsql VOLATILE
+SECURITY INVOKER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_row jsonb := to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
 BEGIN
-    PERFORM app_jobs.enqueue_from_trigger(
+    PERFORM app_jobs._enqueue_from_trigger(
         TG_ARGV, v_row, json_build_object('id', v_row -> 'id')
     );
     RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
@@ -51,11 +53,12 @@ COMMENT ON FUNCTION app_jobs.tg_add_job_with_row_id IS
 -- Row trigger: enqueue TG_ARGV[0] with the whole row as payload.
 CREATE FUNCTION app_jobs.tg_add_job_with_row() RETURNS trigger
 LANGUAGE plpgsql VOLATILE
+SECURITY INVOKER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_row jsonb := to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
 BEGIN
-    PERFORM app_jobs.enqueue_from_trigger(
+    PERFORM app_jobs._enqueue_from_trigger(
         TG_ARGV,
         v_row,
         to_json(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END)
@@ -70,6 +73,7 @@ COMMENT ON FUNCTION app_jobs.tg_add_job_with_row IS
 -- Row trigger: enqueue TG_ARGV[0] with the columns named by the other arguments.
 CREATE FUNCTION app_jobs.trigger_job_with_fields() RETURNS trigger
 LANGUAGE plpgsql VOLATILE
+SECURITY INVOKER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_row jsonb := to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
@@ -85,7 +89,7 @@ BEGIN
         END IF;
         v_payload := v_payload || jsonb_build_object(v_field, v_row -> v_field);
     END LOOP;
-    PERFORM app_jobs.enqueue_from_trigger(TG_ARGV, v_row, v_payload::json);
+    PERFORM app_jobs._enqueue_from_trigger(TG_ARGV, v_row, v_payload::json);
     RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 END;
 $$;

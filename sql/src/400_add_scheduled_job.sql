@@ -13,15 +13,16 @@ CREATE FUNCTION app_jobs.add_scheduled_job(
     priority integer DEFAULT 0
 ) RETURNS app_jobs.scheduled_jobs
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_row app_jobs.scheduled_jobs;
 BEGIN
-    PERFORM app_jobs.check_tenant(db_id);
-    PERFORM app_jobs.check_job_spec(identifier, queue_name, job_key, max_attempts);
+    PERFORM app_jobs._check_tenant(db_id);
+    PERFORM app_jobs._check_job_spec(identifier, queue_name, job_key, max_attempts);
     -- Checked here too, so that a schedule cannot hold a payload its jobs would be
     -- refused for.
-    PERFORM app_jobs.check_payload(payload);
+    PERFORM app_jobs._check_payload(payload);
     -- The rest of schedule_info is checked when the row is written (the
     -- _200_next_run_at trigger), for direct INSERTs too.
     IF schedule_info IS NULL OR json_typeof(schedule_info) <> 'object' THEN

@@ -7,12 +7,13 @@ CREATE FUNCTION app_jobs.run_scheduled_job(
     job_expiry interval DEFAULT '1 hour'
 ) RETURNS app_jobs.jobs
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_schedule app_jobs.scheduled_jobs;
     v_job app_jobs.jobs;
 BEGIN
-    PERFORM app_jobs.check_job_expiry(job_expiry);
+    PERFORM app_jobs._check_job_expiry(job_expiry);
     SELECT * INTO v_schedule
     FROM app_jobs.scheduled_jobs AS s
     WHERE s.id = scheduled_job_id

@@ -4,11 +4,12 @@ CREATE FUNCTION app_jobs.get_scheduled_job(
     task_identifiers text[] DEFAULT NULL
 ) RETURNS app_jobs.scheduled_jobs
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_row app_jobs.scheduled_jobs;
 BEGIN
-    PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs._check_worker_id(worker_id);
 
     UPDATE app_jobs.scheduled_jobs AS s
     SET locked_by = worker_id, locked_at = now()
@@ -34,9 +35,10 @@ CREATE FUNCTION app_jobs.release_scheduled_jobs(
     ids bigint[] DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 BEGIN
-    PERFORM app_jobs.check_worker_id(worker_id);
+    PERFORM app_jobs._check_worker_id(worker_id);
 
     UPDATE app_jobs.scheduled_jobs AS s
     SET locked_by = NULL, locked_at = NULL

@@ -1,5 +1,5 @@
 -- One value of a cron field: a number or a name, checked against the field's range.
-CREATE FUNCTION app_jobs.cron_value(
+CREATE FUNCTION app_jobs._cron_value(
     p_value text,
     p_min integer,
     p_max integer,
@@ -24,7 +24,7 @@ END;
 $$;
 
 -- The sorted values a cron field (lists, ranges, steps, names, *) matches.
-CREATE FUNCTION app_jobs.cron_field(
+CREATE FUNCTION app_jobs._cron_field(
     p_field text,
     p_min integer,
     p_max integer,
@@ -62,10 +62,10 @@ BEGIN
             IF v_bounds IS NULL THEN
                 RAISE EXCEPTION 'invalid cron field "%"', p_field USING ERRCODE = 'PJ008';
             END IF;
-            v_lo := app_jobs.cron_value(v_bounds[1], p_min, p_max, p_names);
+            v_lo := app_jobs._cron_value(v_bounds[1], p_min, p_max, p_names);
             v_hi := CASE
                 WHEN v_bounds[3] IS NOT NULL
-                    THEN app_jobs.cron_value(v_bounds[3], p_min, p_max, p_names)
+                    THEN app_jobs._cron_value(v_bounds[3], p_min, p_max, p_names)
                 WHEN v_match[3] IS NOT NULL THEN p_max
                 ELSE v_lo
             END;

@@ -1,5 +1,5 @@
 -- Validate schedule_info and expand it into the sets of matching values.
-CREATE FUNCTION app_jobs.schedule_spec(p_info json) RETURNS jsonb
+CREATE FUNCTION app_jobs._schedule_spec(p_info json) RETURNS jsonb
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
@@ -49,7 +49,7 @@ BEGIN
                 USING ERRCODE = 'PJ008';
         END IF;
         FOR i IN 1..5 LOOP
-            v_values := app_jobs.cron_field(
+            v_values := app_jobs._cron_field(
                 v_fields[i], v_mins[i], v_maxs[i],
                 CASE i
                     WHEN 4 THEN ARRAY[

@@ -1,6 +1,6 @@
 -- The instant a local slot fires: a skipped local time fires at the first valid
 -- instant after it; a repeated one at its first occurrence.
-CREATE FUNCTION app_jobs.local_slot_instant(p_local timestamp, p_tz text) RETURNS timestamptz
+CREATE FUNCTION app_jobs._local_slot_instant(p_local timestamp, p_tz text) RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
@@ -24,7 +24,7 @@ END;
 $$;
 
 -- First slot of an expanded schedule (schedule_spec) strictly after p_after; NULL once ended.
-CREATE FUNCTION app_jobs.spec_next_run(
+CREATE FUNCTION app_jobs._spec_next_run(
     p_spec jsonb,
     p_after timestamptz
 ) RETURNS timestamptz
@@ -76,7 +76,7 @@ BEGIN
                     SELECT h * 60 + m FROM unnest(v_hours) AS h, unnest(v_minutes) AS m
                     WHERE h * 60 + m >= v_from ORDER BY 1
                 LOOP
-                    v_instant := app_jobs.local_slot_instant(
+                    v_instant := app_jobs._local_slot_instant(
                         v_day + make_interval(mins => v_slot), v_tz
                     );
                     IF v_instant > v_after THEN
@@ -101,8 +101,9 @@ CREATE FUNCTION app_jobs.schedule_next_run(
     after timestamptz
 ) RETURNS timestamptz
 LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
-    SELECT app_jobs.spec_next_run(app_jobs.schedule_spec(schedule_info), after);
+    SELECT app_jobs._spec_next_run(app_jobs._schedule_spec(schedule_info), after);
 $$;
 
 COMMENT ON FUNCTION app_jobs.schedule_next_run IS

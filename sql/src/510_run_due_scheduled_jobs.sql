@@ -9,6 +9,7 @@ CREATE FUNCTION app_jobs.run_due_scheduled_jobs(
 LANGUAGE plpgsql VOLATILE
 -- JIT only slows these short queries down (and the planner's row guesses invite it).
 SET jit = off
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
     v_schedule app_jobs.scheduled_jobs;
@@ -26,7 +27,7 @@ DECLARE
     v_failed bigint[] := '{}';
 BEGIN
     -- An infinite as_of would never run out of slots.
-    PERFORM app_jobs.check_run_at(as_of, 'as_of');
+    PERFORM app_jobs._check_run_at(as_of, 'as_of');
     -- A schedule another session is ticking is skipped: that session runs its slots,
     -- and moves next_run_at past them in the same transaction as the jobs.
     FOR v_schedule IN
@@ -37,17 +38,17 @@ BEGIN
     LOOP
         BEGIN
             -- Parse the schedule once; every slot below is computed from the parsed form.
-            v_spec := app_jobs.schedule_spec(v_schedule.schedule_info);
+            v_spec := app_jobs._schedule_spec(v_schedule.schedule_info);
             v_backfill := (v_spec ->> 'backfill')::interval;
             v_slot := v_schedule.next_run_at;
             IF v_backfill IS NULL THEN
                 -- Only the latest missed slot; start looking an hour back when far behind.
-                v_next := app_jobs.spec_next_run(v_spec, as_of - interval '1 hour');
+                v_next := app_jobs._spec_next_run(v_spec, as_of - interval '1 hour');
                 IF v_next > v_slot AND v_next <= as_of THEN
                     v_slot := v_next;
                 END IF;
                 LOOP
-                    v_next := app_jobs.spec_next_run(v_spec, v_slot);
+                    v_next := app_jobs._spec_next_run(v_spec, v_slot);
                     EXIT WHEN v_next IS NULL OR v_next > as_of;
                     v_slot := v_next;
                 END LOOP;
@@ -55,21 +56,21 @@ BEGIN
             ELSE
                 -- Every missed slot within the backfill window.
                 IF v_slot < as_of - v_backfill THEN
-                    v_slot := app_jobs.spec_next_run(
+                    v_slot := app_jobs._spec_next_run(
                         v_spec, as_of - v_backfill - interval '1 microsecond'
                     );
                 END IF;
                 v_slots := '{}';
                 WHILE v_slot IS NOT NULL AND v_slot <= as_of LOOP
                     v_slots := v_slots || v_slot;
-                    v_slot := app_jobs.spec_next_run(v_spec, v_slot);
+                    v_slot := app_jobs._spec_next_run(v_spec, v_slot);
                 END LOOP;
             END IF;
 
             UPDATE app_jobs.scheduled_jobs AS s
             SET
                 last_scheduled = coalesce(v_slots[cardinality(v_slots)], s.last_scheduled),
-                next_run_at = app_jobs.spec_next_run(v_spec, as_of)
+                next_run_at = app_jobs._spec_next_run(v_spec, as_of)
             WHERE s.id = v_schedule.id;
         EXCEPTION WHEN OTHERS THEN
             -- (Variables are not rolled back with the subtransaction: nothing of this

@@ -3,7 +3,7 @@
 -- that is not an IANA name (PostgreSQL would also take POSIX rules such as "5" or
 -- "UTC+3", surely mistakes here), PJ042 when it would never fire (an impossible date such
 -- as 0 0 31 2 *, or an end already past).
-CREATE FUNCTION app_jobs.tg_scheduled_jobs_next_run() RETURNS trigger
+CREATE FUNCTION app_jobs._tg_scheduled_jobs_next_run() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -39,4 +39,4 @@ $$;
 
 CREATE TRIGGER _200_next_run_at
 BEFORE INSERT OR UPDATE OF schedule_info ON app_jobs.scheduled_jobs
-FOR EACH ROW EXECUTE FUNCTION app_jobs.tg_scheduled_jobs_next_run();
+FOR EACH ROW EXECUTE FUNCTION app_jobs._tg_scheduled_jobs_next_run();

@@ -1,5 +1,5 @@
 -- A label value escaped for the Prometheus text format: backslash, double quote, newline.
-CREATE FUNCTION app_jobs.metrics_label(value text) RETURNS text
+CREATE FUNCTION app_jobs._metrics_label(value text) RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
     SELECT replace(
@@ -7,7 +7,7 @@ AS $$
     );
 $$;
 
-COMMENT ON FUNCTION app_jobs.metrics_label IS
+COMMENT ON FUNCTION app_jobs._metrics_label IS
 'Escape a Prometheus label value (backslash, double quote, newline); NULL gives ""';
 
 -- The queue's state in the Prometheus text exposition format (for a scrape exporter, or
@@ -15,11 +15,12 @@ COMMENT ON FUNCTION app_jobs.metrics_label IS
 -- notification queue, failing schedules. Samples of one family are contiguous, in label order.
 CREATE FUNCTION app_jobs.metrics() RETURNS text
 LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
     WITH stats AS MATERIALIZED (
         SELECT
-            app_jobs.metrics_label(q.task_identifier) AS task,
-            app_jobs.metrics_label(q.queue_name) AS queue,
+            app_jobs._metrics_label(q.task_identifier) AS task,
+            app_jobs._metrics_label(q.queue_name) AS queue,
             q.waiting,
             q.scheduled,
             q.running,
@@ -126,7 +127,7 @@ AS $$
         SELECT 7, 'pgjobs_notification_queue_usage ' || pg_notification_queue_usage()
         UNION ALL
         SELECT
-            8, 'pgjobs_notifications_skipped_total ' || app_jobs.notifications_skipped_count()
+            8, 'pgjobs_notifications_skipped_total ' || app_jobs._notifications_skipped_count()
         UNION ALL
         SELECT 9, 'pgjobs_schedules_failing ' || count(*)
         FROM app_jobs.scheduled_jobs AS s

@@ -12,11 +12,11 @@
 -- (their arguments arrive converted, by the caller, to built-in types). The trigger
 -- functions are the exception: they read the caller's row, whose column types (and their
 -- casts) the caller may have made, so they run with the caller's rights (SECURITY
--- INVOKER) and hand a finished JSON payload to add_job. Internal helpers are granted to
--- nobody.
+-- INVOKER) and hand a finished JSON payload to add_job. Each function says which where
+-- it is defined. Internal helpers (named with a leading _) are granted to nobody, but
+-- _enqueue_from_trigger, which the trigger functions call with the caller's rights.
 -- Row-level security lets pgjobs_enqueue read only its tenant's rows. Everything here is
--- re-runnable: an upgrade script that replaces functions (which resets SECURITY
--- DEFINER) ends by applying this file again.
+-- re-runnable: an upgrade script that adds functions ends by applying this file again.
 
 -- The roles are cluster-wide: created when absent (NOLOGIN, none a member of another),
 -- kept when they exist, never dropped (DROP EXTENSION leaves them).
@@ -54,71 +54,13 @@ BEGIN
 END;
 $$;
 
--- True when the caller may act on rows of tenant p_db_id. The caller is the role in
--- effect where the pgjobs function was called: inside a SECURITY DEFINER function
--- current_user is the owner, so this reads the "role" setting (what SET ROLE chose,
--- which a definer function cannot change) and falls back to session_user without SET
--- ROLE. A caller with the privileges of pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin
--- or the schema's owner (superusers included) may act on every tenant; any other caller
--- only on the tenant of its jwt.claims.database_id setting (none without it, NULL
--- included).
-CREATE OR REPLACE FUNCTION app_jobs.tenant_allowed(p_db_id uuid) RETURNS boolean
-LANGUAGE plpgsql STABLE
-AS $$
-DECLARE
-    -- (PL/pgSQL, not SQL: its plans are kept for the session, where a SQL function's
-    -- query would be planned again in every transaction of every enqueue.)
-    v_caller name := CASE pg_catalog.current_setting('role')
-        WHEN 'none' THEN session_user
-        ELSE pg_catalog.current_setting('role')::name
-    END;
-BEGIN
-    IF pg_catalog.pg_has_role(v_caller, 'pgjobs_enqueue_any', 'USAGE')
-        OR pg_catalog.pg_has_role(v_caller, 'pgjobs_worker', 'USAGE')
-        OR pg_catalog.pg_has_role(v_caller, 'pgjobs_admin', 'USAGE') THEN
-        RETURN TRUE;
-    END IF;
-    IF pg_catalog.pg_has_role(
-        v_caller,
-        (SELECT n.nspowner FROM pg_catalog.pg_namespace AS n WHERE n.nspname = 'app_jobs'),
-        'USAGE'
-    ) THEN
-        RETURN TRUE;
-    END IF;
-    RETURN coalesce(
-        p_db_id = nullif(pg_catalog.current_setting('jwt.claims.database_id', TRUE), '')::uuid,
-        FALSE
-    );
-END;
-$$;
-
-COMMENT ON FUNCTION app_jobs.tenant_allowed IS
-'Internal: may the calling role (SET ROLE, else session_user) act on tenant p_db_id?';
-
--- Raise PJ030 unless the caller may act on tenant p_db_id (see tenant_allowed).
-CREATE OR REPLACE FUNCTION app_jobs.check_tenant(p_db_id uuid) RETURNS void
-LANGUAGE plpgsql STABLE
-AS $$
-BEGIN
-    IF NOT app_jobs.tenant_allowed(p_db_id) THEN
-        RAISE EXCEPTION 'permission denied for database_id %', coalesce(p_db_id::text, 'NULL')
-            USING ERRCODE = 'PJ030',
-            HINT = 'Without the privileges of pgjobs_enqueue_any, pgjobs_worker or '
-            || 'pgjobs_admin, a role acts only on the tenant named by its '
-            || 'jwt.claims.database_id setting.';
-    END IF;
-END;
-$$;
-
-COMMENT ON FUNCTION app_jobs.check_tenant IS
-'Internal: PJ030 unless the calling role may act on tenant p_db_id';
-
--- Functions: nobody but the owner may run anything, except what the list below grants.
--- pgjobs_version() is left alone: it is created after this file (by make), returns a
--- constant and keeps the default EXECUTE for PUBLIC. A function missing from the list
--- (internal helpers, anything added without updating it) is granted to nobody. Every
--- listed function gets a fixed search_path; all but the trigger functions (and their
--- helper) run as their owner. pgjobs_enqueue_any may call what pgjobs_enqueue may.
+-- Functions: nobody but the owner may run anything, except what the list below grants
+-- (the one place for privileges; each function's SECURITY DEFINER or INVOKER and its
+-- fixed search_path are written where it is defined). pgjobs_version() is left alone:
+-- it is created after this file (by make), returns a constant and keeps the default
+-- EXECUTE for PUBLIC. A function missing from the list (internal helpers, anything added
+-- without updating it) is granted to nobody. pgjobs_enqueue_any may call what
+-- pgjobs_enqueue may.
 DO $$
 DECLARE
     v_fn record;
@@ -137,53 +79,53 @@ BEGIN
     END LOOP;
 
     FOR v_fn IN
-        SELECT l.name, l.definer, g.grantees, p.oid::regprocedure AS sig
+        SELECT l.name, g.grantees, p.oid::regprocedure AS sig
         FROM (
             VALUES
-            -- name                  enqueue worker admin  definer
-            ('add_job', TRUE, FALSE, TRUE, TRUE),
-            ('add_jobs', TRUE, FALSE, TRUE, TRUE),
-            ('add_bundle', TRUE, FALSE, TRUE, TRUE),
-            ('add_scheduled_job', TRUE, FALSE, TRUE, TRUE),
-            ('cancel_job', TRUE, FALSE, TRUE, TRUE),
-            ('tg_add_job_with_row', TRUE, FALSE, TRUE, FALSE),
-            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE, FALSE),
-            ('trigger_job_with_fields', TRUE, FALSE, TRUE, FALSE),
-            ('enqueue_from_trigger', TRUE, FALSE, TRUE, FALSE),
-            ('schedule_next_run', TRUE, TRUE, TRUE, TRUE),
-            ('get_job', FALSE, TRUE, TRUE, TRUE),
-            ('get_jobs', FALSE, TRUE, TRUE, TRUE),
-            ('complete_job', FALSE, TRUE, TRUE, TRUE),
-            ('fail_job', FALSE, TRUE, TRUE, TRUE),
-            ('finish_jobs', FALSE, TRUE, TRUE, TRUE),
-            ('set_progress', FALSE, TRUE, TRUE, TRUE),
-            ('register_worker', FALSE, TRUE, TRUE, TRUE),
-            ('worker_heartbeat', FALSE, TRUE, TRUE, TRUE),
-            ('set_worker_wakeup', FALSE, TRUE, TRUE, TRUE),
-            ('unregister_worker', FALSE, TRUE, TRUE, TRUE),
-            ('reap_dead_workers', FALSE, TRUE, TRUE, TRUE),
-            ('release_jobs', FALSE, TRUE, TRUE, TRUE),
-            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE, TRUE),
-            ('get_scheduled_job', FALSE, TRUE, TRUE, TRUE),
-            ('release_scheduled_jobs', FALSE, TRUE, TRUE, TRUE),
-            ('run_scheduled_job', FALSE, TRUE, TRUE, TRUE),
-            ('purge_job_history', FALSE, TRUE, TRUE, TRUE),
-            ('setting', FALSE, TRUE, TRUE, TRUE),
-            ('metrics', FALSE, TRUE, TRUE, TRUE),
-            ('complete_jobs', FALSE, FALSE, TRUE, TRUE),
-            ('permanently_fail_jobs', FALSE, FALSE, TRUE, TRUE),
-            ('reschedule_jobs', FALSE, FALSE, TRUE, TRUE),
-            ('remove_job', FALSE, FALSE, TRUE, TRUE),
-            ('force_unlock_workers', FALSE, FALSE, TRUE, TRUE),
-            ('retry_job', FALSE, FALSE, TRUE, TRUE),
-            ('delete_job', FALSE, FALSE, TRUE, TRUE),
-            ('delete_finished_jobs', FALSE, FALSE, TRUE, TRUE),
-            ('waiting_jobs', FALSE, FALSE, TRUE, TRUE),
-            ('failed_jobs', FALSE, FALSE, TRUE, TRUE),
-            ('set_setting', FALSE, FALSE, TRUE, TRUE),
-            ('set_task_settings', FALSE, FALSE, TRUE, TRUE),
-            ('set_queue_concurrency', FALSE, FALSE, TRUE, TRUE)
-        ) AS l (name, enqueue, worker, admin, definer)
+            -- name, enqueue, worker, admin
+            ('add_job', TRUE, FALSE, TRUE),
+            ('add_jobs', TRUE, FALSE, TRUE),
+            ('add_bundle', TRUE, FALSE, TRUE),
+            ('add_scheduled_job', TRUE, FALSE, TRUE),
+            ('cancel_job', TRUE, FALSE, TRUE),
+            ('tg_add_job_with_row', TRUE, FALSE, TRUE),
+            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE),
+            ('trigger_job_with_fields', TRUE, FALSE, TRUE),
+            ('_enqueue_from_trigger', TRUE, FALSE, TRUE),
+            ('schedule_next_run', TRUE, TRUE, TRUE),
+            ('get_job', FALSE, TRUE, TRUE),
+            ('get_jobs', FALSE, TRUE, TRUE),
+            ('complete_job', FALSE, TRUE, TRUE),
+            ('fail_job', FALSE, TRUE, TRUE),
+            ('finish_jobs', FALSE, TRUE, TRUE),
+            ('set_progress', FALSE, TRUE, TRUE),
+            ('register_worker', FALSE, TRUE, TRUE),
+            ('worker_heartbeat', FALSE, TRUE, TRUE),
+            ('set_worker_wakeup', FALSE, TRUE, TRUE),
+            ('unregister_worker', FALSE, TRUE, TRUE),
+            ('reap_dead_workers', FALSE, TRUE, TRUE),
+            ('release_jobs', FALSE, TRUE, TRUE),
+            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE),
+            ('get_scheduled_job', FALSE, TRUE, TRUE),
+            ('release_scheduled_jobs', FALSE, TRUE, TRUE),
+            ('run_scheduled_job', FALSE, TRUE, TRUE),
+            ('purge_job_history', FALSE, TRUE, TRUE),
+            ('setting', FALSE, TRUE, TRUE),
+            ('metrics', FALSE, TRUE, TRUE),
+            ('complete_jobs', FALSE, FALSE, TRUE),
+            ('permanently_fail_jobs', FALSE, FALSE, TRUE),
+            ('reschedule_jobs', FALSE, FALSE, TRUE),
+            ('remove_job', FALSE, FALSE, TRUE),
+            ('force_unlock_workers', FALSE, FALSE, TRUE),
+            ('retry_job', FALSE, FALSE, TRUE),
+            ('delete_job', FALSE, FALSE, TRUE),
+            ('delete_finished_jobs', FALSE, FALSE, TRUE),
+            ('waiting_jobs', FALSE, FALSE, TRUE),
+            ('failed_jobs', FALSE, FALSE, TRUE),
+            ('set_setting', FALSE, FALSE, TRUE),
+            ('set_task_settings', FALSE, FALSE, TRUE),
+            ('set_queue_concurrency', FALSE, FALSE, TRUE)
+        ) AS l (name, enqueue, worker, admin)
         CROSS JOIN LATERAL (
             SELECT array_to_string(ARRAY[
                 CASE WHEN l.enqueue THEN 'pgjobs_enqueue, pgjobs_enqueue_any' END,
@@ -196,16 +138,11 @@ BEGIN
         ORDER BY l.name, p.oid
     LOOP
         IF v_fn.sig IS NULL THEN
-            -- Renamed or dropped without updating the list (tests_sql/200_privileges fails).
+            -- Renamed or dropped without updating the list (tests_sql/950_privileges fails).
             RAISE WARNING 'pgjobs: app_jobs.% is granted in 950_security.sql but does not exist',
                 v_fn.name;
             CONTINUE;
         END IF;
-        EXECUTE format(
-            'ALTER FUNCTION %s %s SET search_path = pg_catalog, app_jobs, pg_temp',
-            v_fn.sig,
-            CASE WHEN v_fn.definer THEN 'SECURITY DEFINER' ELSE 'SECURITY INVOKER' END
-        );
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', v_fn.sig, v_fn.grantees);
     END LOOP;
 END;
