@@ -4,7 +4,7 @@
                 builds from sql/src and sql/upgrades (built in a scratch copy, the tree
                 is not touched); no older version's full script is committed (releases
                 are git tags: tests_py/test_upgrade.py builds them from there)
-    test data   tests_sql/130_cron_next_run.sql is what scripts/gen_cron_cases.py prints
+    test data   tests_sql/502_cron_next_run.sql is what scripts/gen_cron_cases.py prints
     released    each sql/pgjobs--A--B.sql whose B is tagged vB equals `git show vB:` of it
                 (skipped, and said so, where no release tag is present: a shallow clone
                 or an unpacked archive)
@@ -34,7 +34,7 @@ SCRIPT = re.compile(r"^pgjobs--(?P<a>\d+\.\d+\.\d+)(?:--(?P<b>\d+\.\d+\.\d+))?\.
 BUILD_INPUTS = ["Makefile", "pgjobs.control", "sql/src", "sql/upgrades",
                 "scripts/build_upgrade.py"]
 # Generated test data: (generator command after the interpreter, committed output).
-TEST_DATA = [(["scripts/gen_cron_cases.py"], "tests_sql/130_cron_next_run.sql")]
+TEST_DATA = [(["scripts/gen_cron_cases.py"], "tests_sql/502_cron_next_run.sql")]
 
 
 def control_version() -> str:
