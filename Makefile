@@ -23,7 +23,7 @@ $(CURRENT): $(SOURCES) $(EXTENSION).control
 
 install: $(CURRENT)
 
-.PHONY: installdb test demo bench bench-quick lint venv check-generated
+.PHONY: installdb test demo bench bench-quick lint venv check-generated screenshots
 
 # Create (or update) the extension in the database named by DATABASE_URL or PG*.
 installdb:
@@ -45,6 +45,10 @@ bench:
 
 bench-quick:
 	bash scripts/bench.sh --quick
+
+# doc/images/overview.png and job.png from the dashboard's browser test.
+screenshots:
+	bash scripts/screenshots.sh
 
 lint: venv
 	.venv/bin/sqlfluff lint sql/src $(wildcard sql/$(EXTENSION)--*--*.sql)

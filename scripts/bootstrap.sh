@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make this machine able to build and test pgjobs: a Python virtual environment
 # with the project and its test tools, and pgTAP + pg_prove (Debian packages,
-# installed when missing and running as root).
+# installed when missing and running as root). chromium (for the dashboard's browser
+# tests) is optional: installed when missing and root, else those tests skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,17 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     else
         echo "bootstrap: missing ${need_pkgs[*]}; install them (e.g. sudo apt-get install ${need_pkgs[*]})" >&2
         exit 1
+    fi
+fi
+
+if ! command -v chromium >/dev/null && [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "bootstrap: installing chromium (the dashboard's browser tests)"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+            || echo "bootstrap: could not install chromium; the browser tests will skip" >&2
+    else
+        echo "bootstrap: chromium missing: the browser tests skip (apt-get install chromium)" >&2
     fi
 fi
 
