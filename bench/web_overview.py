@@ -23,7 +23,7 @@ def _fill(n: int) -> None:
     with connect(DB) as conn:
         conn.execute(
             "INSERT INTO app_jobs.jobs (task_identifier, queue_name, payload)"
-            " SELECT 'task_' || (i % 20), CASE WHEN i % 10 = 0 THEN 'queue_' || (i % 4) END,"
+            " SELECT 'task_' || (i %% 20), CASE WHEN i %% 10 = 0 THEN 'queue_' || (i %% 4) END,"
             " json_build_object('n', i) FROM generate_series(1, %s) AS i", (n,))
         conn.execute(
             "INSERT INTO app_jobs.jobs (task_identifier, attempts, max_attempts, last_error)"
