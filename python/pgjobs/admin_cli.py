@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="poll for changes instead of LISTEN (e.g. behind a transaction pooler)")
     web.add_argument("--poll-interval", type=_positive_float, default=1.0,
                      help="seconds between polls when not listening (default 1)")
+    web.add_argument("--check", action="store_true",
+                     help="check the database and the role's access, print, exit (no serving)")
 
     # The connection options go before or after the subcommand; after wins (SUPPRESS:
     # a subcommand that is not given one leaves the value from before it alone).
@@ -226,6 +228,7 @@ def web(args: argparse.Namespace, conninfo: str) -> int:
         import uvicorn
 
         from . import web as pgjobs_web
+        from .web import queries as web_queries
     except ImportError as exc:
         print(f'pgjobs web: missing {exc.name or "a dependency"}: pip install "pgjobs[web]"',
               file=sys.stderr)
@@ -238,7 +241,7 @@ def web(args: argparse.Namespace, conninfo: str) -> int:
                   file=sys.stderr)
             return 2
     with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None) as conn:
-        conn.execute(sql.NOTIFICATION_QUEUE).fetchone()
+        dbname, version, _ = conn.execute(web_queries.PREFLIGHT).fetchone()
     app = pgjobs_web.app(conninfo, read_only=args.read_only, base_path=args.base_path,
                          tenant=args.database_id, listen=not args.no_listen,
                          poll_interval=args.poll_interval)
@@ -248,8 +251,12 @@ def web(args: argparse.Namespace, conninfo: str) -> int:
         print("pgjobs web: WARNING serving without authentication on "
               f"{args.host}; set PGJOBS_WEB_USER and PGJOBS_WEB_PASSWORD", file=sys.stderr)
     base = "/" + args.base_path.strip("/") if args.base_path.strip("/") else ""
-    print(f"pgjobs web: http://{args.host}:{args.port}{base}/ ({describe(conninfo)}"
-          f"{', read-only' if args.read_only else ''})", file=sys.stderr)
+    where = (f"http://{args.host}:{args.port}{base}/ (database {dbname}, pgjobs {version}"
+             f"{', read-only' if args.read_only else ''})")
+    if args.check:
+        print(f"pgjobs web: ready to serve {where}")
+        return 0
+    print(f"pgjobs web: {where}", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
                 timeout_graceful_shutdown=2)
     return 0

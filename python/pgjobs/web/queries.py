@@ -26,6 +26,15 @@ STATUSES = ("waiting", "scheduled", "blocked", "running", "retrying", "failed", 
 _TENANT_J = "(%(db)s::uuid IS NULL OR j.database_id = %(db)s::uuid)"
 _TENANT_H = "(%(db)s::uuid IS NULL OR h.database_id = %(db)s::uuid)"
 
+# `pgjobs web` before it serves: the database, the installed version, and that the role
+# may read jobs (one row at most).
+PREFLIGHT = """
+SELECT
+    current_database(),
+    app_jobs.pgjobs_version(),
+    (SELECT count(*) FROM (SELECT 1 FROM app_jobs.jobs LIMIT 1) AS one) AS readable
+"""
+
 # --- overview ----------------------------------------------------------------------------
 
 # The planner's row estimate of jobs (-1 before the first VACUUM/ANALYZE): decides
