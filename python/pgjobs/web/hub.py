@@ -131,10 +131,14 @@ class Hub:
                 await conn.execute(f'LISTEN "{channel}"')
             nonce = secrets.token_hex(8)
             await work.execute(queries.PROBE, (nonce,))
-        async for note in conn.notifies(timeout=self.probe_timeout):
-            if note.channel == queries.PROBE_CHANNEL and note.payload == nonce:
-                self._conn = conn
-                return "listen"
+        notes = conn.notifies(timeout=self.probe_timeout)
+        try:
+            async for note in notes:
+                if note.channel == queries.PROBE_CHANNEL and note.payload == nonce:
+                    self._conn = conn
+                    return "listen"
+        finally:
+            await notes.aclose()  # (its lock is free again for the next notifies())
         with contextlib.suppress(psycopg.Error):
             await conn.execute("UNLISTEN *")
         await conn.close()
