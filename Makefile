@@ -30,7 +30,7 @@ $(UPGRADE): $(UPGRADE_IN) $(SOURCES) scripts/build_upgrade.py
 
 install: $(CURRENT) $(UPGRADE)
 
-.PHONY: installdb test demo bench bench-quick lint venv verify dist
+.PHONY: installdb test demo bench bench-quick lint venv verify dist screenshots
 
 # Create (or update) the extension in the database named by DATABASE_URL or PG*.
 installdb:
@@ -52,6 +52,10 @@ bench:
 
 bench-quick:
 	bash scripts/bench.sh --quick
+
+# doc/images/overview.png and job.png from the dashboard's browser test.
+screenshots:
+	bash scripts/screenshots.sh
 
 lint: venv
 	.venv/bin/sqlfluff lint sql/src $(wildcard sql/$(EXTENSION)--*--*.sql)

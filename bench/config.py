@@ -25,6 +25,7 @@ class Config:
     churn_seconds: float = 600.0       # E: how long the producer and the worker run
     churn_window_s: float = 60.0       # E: first and last windows compared
     churn_backlog: int = 5_000         # E: the producer keeps about this many jobs waiting
+    web_jobs: int = 1_000_000          # W: waiting jobs under the dashboard's overview
     # B: candidate flag sets for the "best settings" row (the README names the winner):
     # the prefetching worker at graphile's concurrency, with a bigger buffer and flush,
     # with more runners, and without a buffer (claims bounded by free slots, 0.5 style).

@@ -143,6 +143,8 @@ def evaluate(results: dict) -> list[dict]:
          _get(results, "D", "ratio")),
         ("E_ratio", "E", "churn throughput last / first", ">=", 0.9, "ratio",
          _get(results, "E", "ratio")),
+        ("W_overview", "W", "dashboard overview, 10^6 waiting jobs", "<=", 300.0, "ms",
+         _median(results, "W", "overview_ms")),
     ]
     out = []
     for tid, case, what, op, target, unit, value in specs:
@@ -279,6 +281,13 @@ def table_rows(results: dict, targets: list[dict]) -> list[tuple[str, str, str, 
         t = results["tick"]
         row("tick", f"scheduler tick, {t['schedules']:,} schedules, {t['due']} due (ms)",
             _spread(t, "ms"))
+    if not err("W"):
+        w = results["W"]
+        row("W", f"dashboard overview GET /, {w['jobs']:,} waiting jobs, estimated (ms)",
+            _spread(w["overview_ms"], "ms"), "W_overview")
+        row("W", "same page with exact counts (ms)", _spread(w["overview_exact_ms"], "ms"))
+        row("W", "SELECT * FROM app_jobs.queue_stats alone (ms)",
+            _spread(w["queue_stats_ms"], "ms"))
     return rows
 
 

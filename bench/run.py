@@ -12,6 +12,7 @@ the extension, runs this and stops the cluster. The cases (see README "Performan
   D  scale: claim cost with few vs many never-due rows in app_jobs.jobs
   E  churn: a producer keeps the queue topped up while one worker drains, for minutes
   tick  the scheduler tick (bench/scheduler_tick.py)
+  W  the dashboard's overview page with 10^6 waiting jobs (bench/web_overview.py)
 
 Prints a table with the targets of issue 7 and writes bench/results/<timestamp>.json and
 bench/results/latest.json (and latest.md, the table as Markdown). Exits 1 if a case failed.
@@ -27,7 +28,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import cases_sql, cases_worker, report
+from bench import cases_sql, cases_worker, report, web_overview
 from bench.config import FULL, QUICK
 from bench.util import REPO, connect, log
 
@@ -39,6 +40,7 @@ CASES = {
     "D": cases_sql.scale,
     "E": cases_worker.churn,
     "tick": cases_sql.tick,
+    "W": web_overview.measure,
 }
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench / make bench-quick: every benchmark case (bench/run.py) on a throwaway
 # cluster with PostgreSQL's default durability (fsync and synchronous_commit on).
-#   scripts/bench.sh [--quick] [--only F,A,B,C,D,E,tick] [--churn-seconds S]
+#   scripts/bench.sh [--quick] [--only F,A,B,C,D,E,tick,W] [--churn-seconds S]
 # Prints the table and writes bench/results/<timestamp>.json and latest.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."

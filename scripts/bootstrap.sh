@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make this machine able to build and test pgjobs: a Python virtual environment
-# with the project and its test tools, pgTAP + pg_prove, and PgBouncer for the
-# pooler tests (Debian packages, installed when missing and running as root).
+# with the project and its test tools, pgTAP + pg_prove, and the optional PgBouncer
+# (pooler tests) and chromium (the dashboard's browser tests): Debian packages,
+# installed when missing and running as root; without them those tests skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,12 +13,11 @@ command -v pg_prove >/dev/null || need_pkgs+=(libtap-parser-sourcehandler-pgtap-
 if ! ls "$(pg_config --sharedir 2>/dev/null)"/extension/pgtap.control >/dev/null 2>&1; then
     need_pkgs+=(postgresql-15-pgtap)
 fi
-# Optional: without PgBouncer the pooler tests (tests_py/test_pooler.py) are skipped.
+# Optional: without PgBouncer the pooler tests (tests_py/test_pooler.py) are skipped,
+# without chromium the dashboard's browser tests (tests_py/test_web_browser.py).
 want_pkgs=()
-pgbouncer_found() {
-    command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ]
-}
-pgbouncer_found || want_pkgs+=(pgbouncer)
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || want_pkgs+=(pgbouncer)
+command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || want_pkgs+=(chromium)
 
 can_install=false
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then can_install=true; fi
@@ -27,8 +27,8 @@ if [ ${#need_pkgs[@]} -gt 0 ] && [ $can_install = false ]; then
     exit 1
 fi
 if [ ${#want_pkgs[@]} -gt 0 ] && [ $can_install = false ]; then
-    echo "bootstrap: pgbouncer not found: the PgBouncer tests will be skipped" \
-         "(install it with: sudo apt-get install pgbouncer)" >&2
+    echo "bootstrap: ${want_pkgs[*]} not found: the tests that need them will be skipped" \
+         "(install with: sudo apt-get install ${want_pkgs[*]})" >&2
     want_pkgs=()
 fi
 pkgs=("${need_pkgs[@]}" "${want_pkgs[@]}")
@@ -41,7 +41,7 @@ if [ ${#pkgs[@]} -gt 0 ]; then
     echo "bootstrap: installing ${pkgs[*]}"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
-    if [ ${#want_pkgs[@]} -gt 0 ] && [ $service_was_up = false ] \
+    if [[ " ${want_pkgs[*]} " == *" pgbouncer "* ]] && [ $service_was_up = false ] \
         && [ -s /var/run/postgresql/pgbouncer.pid ]; then
         echo "bootstrap: stopping the pgbouncer service the package started"
         invoke-rc.d pgbouncer stop >/dev/null 2>&1 || service pgbouncer stop >/dev/null 2>&1 || true

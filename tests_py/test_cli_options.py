@@ -1,6 +1,7 @@
 """`pgjobs --database-url URL <cmd>` and `pgjobs <cmd> --database-url URL` both work for every
-subcommand (after the subcommand wins), run as real processes whose environment points
-everywhere else, and every subcommand's --help shows the option.
+subcommand (after the subcommand wins; `web` with --check, which connects and exits), run as
+real processes whose environment points everywhere else, and every subcommand's --help
+shows the option.
 """
 
 from __future__ import annotations
@@ -96,6 +97,15 @@ def case_remove(conn: psycopg.Connection) -> tuple[list[str], Check]:
     return [str(job_id)], check
 
 
+def case_web(conn: psycopg.Connection) -> tuple[list[str], Check]:
+    pytest.importorskip("starlette")
+    dbname = conn.execute("SELECT current_database()").fetchone()[0]
+
+    def check(res: subprocess.CompletedProcess) -> None:
+        assert f"ready to serve http://127.0.0.1:8080/ (database {dbname}," in res.stdout
+    return ["--check"], check
+
+
 CASES = {
     "install": case_install,
     "upgrade": case_upgrade,
@@ -103,6 +113,7 @@ CASES = {
     "add": case_add,
     "retry": case_retry,
     "remove": case_remove,
+    "web": case_web,
 }
 
 # Where the URL goes: before the subcommand, after it, or after it with a wrong one before.

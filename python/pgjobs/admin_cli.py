@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from datetime import datetime, timedelta
 
 import psycopg
@@ -66,6 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("ids", nargs="*", type=int, help="job ids (only failed ones are used)")
         cmd.add_argument("--all-failed", action="store_true", help="every failed job")
         cmd.add_argument("--task", help="only failed jobs of this task")
+
+    web = sub.add_parser("web", help="serve the dashboard (needs pip install \"pgjobs[web]\")")
+    web.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    web.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    web.add_argument("--read-only", action="store_true",
+                     help="hide and refuse every action (the role needs only SELECT)")
+    web.add_argument("--base-path", default="", help="serve under this prefix, e.g. /jobs")
+    web.add_argument("--database-id", help="show and act on this tenant (database_id) only")
+    web.add_argument("--no-listen", action="store_true",
+                     help="poll for changes instead of LISTEN (e.g. behind a transaction pooler)")
+    web.add_argument("--poll-interval", type=_positive_float, default=1.0,
+                     help="seconds between polls when not listening (default 1)")
+    web.add_argument("--check", action="store_true",
+                     help="check the database and the role's access, print, exit (no serving)")
 
     # The connection options go before or after the subcommand; after wins (SUPPRESS:
     # a subcommand that is not given one leaves the value from before it alone).
@@ -207,9 +222,56 @@ def run(args: argparse.Namespace, conn: psycopg.Connection) -> str:
     return f"{verb} {len(done)} job(s)" + (f": {done}" if done else "")
 
 
+def web(args: argparse.Namespace, conninfo: str) -> int:
+    """`pgjobs web`: check the database, then serve the dashboard with uvicorn."""
+    try:
+        import uvicorn
+
+        from . import web as pgjobs_web
+        from .web import queries as web_queries
+    except ImportError as exc:
+        print(f'pgjobs web: missing {exc.name or "a dependency"}: pip install "pgjobs[web]"',
+              file=sys.stderr)
+        return 1
+    if args.database_id:
+        try:
+            uuid.UUID(args.database_id)
+        except ValueError:
+            print(f"pgjobs web: --database-id is not a uuid: {args.database_id}",
+                  file=sys.stderr)
+            return 2
+    with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None) as conn:
+        dbname, version, _ = conn.execute(web_queries.PREFLIGHT).fetchone()
+    app = pgjobs_web.app(conninfo, read_only=args.read_only, base_path=args.base_path,
+                         tenant=args.database_id, listen=not args.no_listen,
+                         poll_interval=args.poll_interval)
+    cfg = app.state.pgjobs.config
+    if cfg.user is None and cfg.auth is None and args.host not in ("127.0.0.1", "localhost",
+                                                                     "::1"):
+        print("pgjobs web: WARNING serving without authentication on "
+              f"{args.host}; set PGJOBS_WEB_USER and PGJOBS_WEB_PASSWORD", file=sys.stderr)
+    base = "/" + args.base_path.strip("/") if args.base_path.strip("/") else ""
+    where = (f"http://{args.host}:{args.port}{base}/ (database {dbname}, pgjobs {version}"
+             f"{', read-only' if args.read_only else ''})")
+    if args.check:
+        print(f"pgjobs web: ready to serve {where}")
+        return 0
+    print(f"pgjobs web: {where}", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=2)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     conninfo = resolve_url(args.database_url)
+    if args.command == "web":
+        try:
+            return web(args, conninfo)
+        except psycopg.OperationalError as exc:
+            print(f"pgjobs: cannot connect to {describe(conninfo)}: {first_line(exc)}",
+                  file=sys.stderr)
+            return 1
     try:
         with psycopg.connect(conninfo, autocommit=True,
                              prepare_threshold=args.prepare_threshold) as conn:

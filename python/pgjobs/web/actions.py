@@ -1,0 +1,150 @@
+"""The POST actions: retry, cancel, delete jobs; run a schedule now.
+
+Each is refused with 403 in read-only mode and without a valid CSRF field; each touches
+only the tenant's jobs and goes through an admin SQL function, one job per statement, so
+one refusal (a running job, say) leaves the others done. The answer is a 303 back to the
+page the form came from, with what happened as a flash message.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import psycopg
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+
+from . import queries, security
+from .pages import parse_id
+from .render import base_path, set_flash
+
+JOB_ACTIONS = {
+    "retry": (queries.RETRY_JOB, "retried"),
+    "cancel": (queries.CANCEL_JOB, "cancelled"),
+    "delete": (queries.DELETE_JOB, "deleted"),
+}
+MAX_BULK = 1000
+MAX_BODY = 256 * 1024
+
+
+class Form:
+    """An urlencoded form body (no multipart: the dashboard's forms never upload)."""
+
+    def __init__(self, fields: dict[str, list[str]]):
+        """Keep the parsed fields."""
+        self.fields = fields
+
+    def get(self, key: str, default=None):
+        """The first value of a field."""
+        values = self.fields.get(key)
+        return values[0] if values else default
+
+    def getlist(self, key: str) -> list[str]:
+        """Every value of a field."""
+        return self.fields.get(key, [])
+
+
+async def _form(request: Request) -> Form:
+    """Parse the POST body as application/x-www-form-urlencoded (413 when too big)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise HTTPException(413, "request body too large")
+    try:
+        return Form(parse_qs(body.decode(), keep_blank_values=True, max_num_fields=5000))
+    except (UnicodeDecodeError, ValueError):
+        raise HTTPException(400, "malformed form") from None
+
+
+async def _checked_form(request: Request):
+    """The form of an allowed POST (403 when read-only or the CSRF field is wrong)."""
+    state = request.app.state.pgjobs
+    if state.config.read_only:
+        raise HTTPException(403, "this dashboard is read-only")
+    form = await _form(request)
+    if not security.csrf_ok(state.config, request, form.get(security.CSRF_FIELD)):
+        raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
+    return form
+
+
+def _back(request: Request, form, default: str) -> str:
+    """Where to send the browser afterwards: the form's `next` if it is one of our pages."""
+    base = base_path(request)
+    target = str(form.get("next") or "")
+    if (target.startswith(base + "/") and not target.startswith("//")
+            and "\\" not in target and "\n" not in target and "\r" not in target):
+        return target
+    return base + default
+
+
+def _sqlstate_text(exc: psycopg.Error) -> str:
+    """A database refusal in one line (SQLSTATE and message)."""
+    text = (exc.diag.message_primary or str(exc)).strip().splitlines()[0]
+    return f"{exc.diag.sqlstate or ''} {text}".strip()
+
+
+async def jobs_action(request: Request):
+    """POST /jobs/action: action=retry|cancel|delete on the checked ids."""
+    state = request.app.state.pgjobs
+    form = await _checked_form(request)
+    action = form.get("action")
+    if action not in JOB_ACTIONS:
+        raise HTTPException(400, "action must be retry, cancel or delete")
+    raw = form.getlist("id")
+    if len(raw) > MAX_BULK:
+        raise HTTPException(400, f"at most {MAX_BULK} jobs at once")
+    ids = sorted({parse_id(str(v), "job id") for v in raw if str(v) != ""})
+    back = _back(request, form, "/jobs")
+    query, verb = JOB_ACTIONS[action]
+    done: list[int] = []
+    problems: list[str] = []
+    async with (await state.pool()).connection() as conn:
+        cur = await conn.execute(queries.TENANT_JOB_IDS, {"ids": ids, "db": state.config.tenant})
+        mine = {r[0] for r in await cur.fetchall()}
+        for job_id in ids:
+            if job_id not in mine:
+                problems.append(f"{job_id}: not a live job")
+                continue
+            try:
+                row = await (await conn.execute(query, {"id": job_id})).fetchone()
+            except psycopg.Error as exc:
+                problems.append(f"{job_id}: {_sqlstate_text(exc)}")
+                continue
+            if row is None or row[0] is None:
+                problems.append(f"{job_id}: gone")
+            elif action == "cancel" and row[0] not in ("cancelled", "cancelling"):
+                problems.append(f"{job_id}: {row[0]}, not cancelled")
+            else:
+                done.append(job_id)
+    state.kick()
+    message = f"{verb} {len(done)} job(s)" + (f": {', '.join(map(str, done))}" if done else "")
+    if problems:
+        message += "; not " + verb + ": " + "; ".join(problems[:20])
+    response = RedirectResponse(back, status_code=303)
+    set_flash(response, request, message)
+    return response
+
+
+async def schedule_run_now(request: Request):
+    """POST /schedules/<id>/run: enqueue the schedule's job now (run_scheduled_job)."""
+    state = request.app.state.pgjobs
+    form = await _checked_form(request)
+    schedule_id = parse_id(request.path_params["schedule_id"], "schedule id", 404)
+    back = _back(request, form, "/schedules")
+    async with (await state.pool()).connection() as conn:
+        cur = await conn.execute(queries.TENANT_SCHEDULE,
+                                 {"id": schedule_id, "db": state.config.tenant})
+        if await cur.fetchone() is None:
+            raise HTTPException(404, f"no schedule {schedule_id}")
+        try:
+            row = await (await conn.execute(queries.RUN_SCHEDULE_NOW,
+                                            {"id": schedule_id})).fetchone()
+            message = f"schedule {schedule_id}: enqueued job {row[0]}"
+        except psycopg.Error as exc:
+            message = f"schedule {schedule_id}: {_sqlstate_text(exc)}"
+    state.kick()
+    response = RedirectResponse(back, status_code=303)
+    set_flash(response, request, message)
+    return response
