@@ -1,7 +1,7 @@
 -- Schema: extension, tables (jobs, queues, schedules, workers, job_history, settings, job_dependencies, job_bundles, task_settings, queue_settings), columns, keys, claim index, functions (signatures, parameter names, return types), job_status view, triggers, pg_dump config.
 BEGIN;
 \ir setup.psql
-SELECT plan(314);
+SELECT plan(322);
 
 SELECT has_extension('pgjobs', 'extension pgjobs is installed');
 SELECT has_schema('app_jobs', 'schema app_jobs exists');
@@ -66,6 +66,7 @@ FROM (VALUES
     ('scheduled_jobs', 'updated_at', 'timestamp with time zone'),
     ('scheduled_jobs', 'last_error', 'text'),
     ('scheduled_jobs', 'last_error_at', 'timestamp with time zone'),
+    ('scheduled_jobs', 'paused_at', 'timestamp with time zone'),
     ('workers', 'id', 'text'),
     ('workers', 'host', 'text'),
     ('workers', 'pid', 'integer'),
@@ -145,6 +146,12 @@ SELECT is(
 SELECT columns_are('app_jobs', 'job_queues', ARRAY[
     'queue_name', 'job_count', 'locked_at', 'locked_by', 'running_count'
 ], 'job_queues has exactly its columns');
+SELECT columns_are('app_jobs', 'scheduled_jobs', ARRAY[
+    'id', 'database_id', 'queue_name', 'task_identifier', 'payload', 'priority',
+    'max_attempts', 'key', 'locked_at', 'locked_by', 'schedule_info', 'last_scheduled',
+    'last_scheduled_id', 'created_at', 'updated_at', 'next_run_at', 'last_error',
+    'last_error_at', 'paused_at'
+], 'scheduled_jobs has exactly its columns');
 SELECT columns_are('app_jobs', 'job_dependencies', ARRAY['job_id', 'depends_on'],
     'job_dependencies has exactly its columns');
 SELECT columns_are('app_jobs', 'job_bundles', ARRAY[
@@ -338,6 +345,10 @@ INSERT INTO fn VALUES
            'max_attempts', 'priority']),
     ('run_scheduled_job', ARRAY['bigint', 'interval'], 'app_jobs.jobs',
      ARRAY['scheduled_job_id', 'job_expiry']),
+    ('pause_scheduled_job', ARRAY['bigint'], 'app_jobs.scheduled_jobs',
+     ARRAY['scheduled_job_id']),
+    ('resume_scheduled_job', ARRAY['bigint'], 'app_jobs.scheduled_jobs',
+     ARRAY['scheduled_job_id']),
     ('get_scheduled_job', ARRAY['text', 'text[]'], 'app_jobs.scheduled_jobs',
      ARRAY['worker_id', 'task_identifiers']),
     ('release_scheduled_jobs', ARRAY['text', 'bigint[]'], 'void', ARRAY['worker_id', 'ids']),

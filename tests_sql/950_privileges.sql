@@ -1,125 +1,130 @@
--- Privileges: roles pgjobs_enqueue/enqueue_any/worker/admin (NOLOGIN siblings; enqueue_any holds what enqueue holds), schema USAGE, the EXECUTE matrix of every app_jobs function for PUBLIC and each role (data below; unlisted functions are granted to nobody), SECURITY DEFINER with a pinned search_path on exactly the granted functions but the trigger functions (SECURITY INVOKER), table/view/sequence rights (no writes for anyone), row-level security and its policies, job_status as security_invoker, and real calls under SET ROLE (granted calls work, the rest fail with 42501).
+-- Privileges: roles pgjobs_enqueue/enqueue_any/worker/admin/viewer (NOLOGIN siblings; enqueue_any holds what enqueue holds; viewer only reads), schema USAGE, the EXECUTE matrix of every app_jobs function for PUBLIC and each role (data below; unlisted functions are granted to nobody), SECURITY DEFINER with a pinned search_path on exactly the granted functions but the trigger functions (SECURITY INVOKER), table/view/sequence rights (no writes for anyone), row-level security and its policies, job_status as security_invoker, and real calls under SET ROLE (granted calls work, the rest fail with 42501).
 BEGIN;
 \ir setup.psql
 
--- What each role may execute: PUBLIC, pgjobs_enqueue, pgjobs_worker, pgjobs_admin.
+-- What each role may execute: PUBLIC, pgjobs_enqueue, pgjobs_worker, pgjobs_admin,
+-- pgjobs_viewer.
 -- Functions not listed must be granted to nobody.
 CREATE TEMP TABLE expected_execute (
     name text PRIMARY KEY,
     pub boolean NOT NULL,
     enqueue boolean NOT NULL,
     worker boolean NOT NULL,
-    admin boolean NOT NULL
+    admin boolean NOT NULL,
+    viewer boolean NOT NULL
 );
 INSERT INTO expected_execute VALUES
--- name                        PUBLIC enqueue worker admin
-('pgjobs_version', TRUE, TRUE, TRUE, TRUE),
-('add_job', FALSE, TRUE, FALSE, TRUE),
-('add_jobs', FALSE, TRUE, FALSE, TRUE),
-('add_bundle', FALSE, TRUE, FALSE, TRUE),
-('add_scheduled_job', FALSE, TRUE, FALSE, TRUE),
-('cancel_job', FALSE, TRUE, FALSE, TRUE),
-('tg_add_job_with_row', FALSE, TRUE, FALSE, TRUE),
-('tg_add_job_with_row_id', FALSE, TRUE, FALSE, TRUE),
-('trigger_job_with_fields', FALSE, TRUE, FALSE, TRUE),
-('_enqueue_from_trigger', FALSE, TRUE, FALSE, TRUE),
-('schedule_next_run', FALSE, TRUE, TRUE, TRUE),
-('get_job', FALSE, FALSE, TRUE, TRUE),
-('get_jobs', FALSE, FALSE, TRUE, TRUE),
-('complete_job', FALSE, FALSE, TRUE, TRUE),
-('fail_job', FALSE, FALSE, TRUE, TRUE),
-('finish_jobs', FALSE, FALSE, TRUE, TRUE),
-('set_progress', FALSE, FALSE, TRUE, TRUE),
-('register_worker', FALSE, FALSE, TRUE, TRUE),
-('worker_heartbeat', FALSE, FALSE, TRUE, TRUE),
-('set_worker_wakeup', FALSE, FALSE, TRUE, TRUE),
-('unregister_worker', FALSE, FALSE, TRUE, TRUE),
-('reap_dead_workers', FALSE, FALSE, TRUE, TRUE),
-('release_jobs', FALSE, FALSE, TRUE, TRUE),
-('run_due_scheduled_jobs', FALSE, FALSE, TRUE, TRUE),
-('get_scheduled_job', FALSE, FALSE, TRUE, TRUE),
-('release_scheduled_jobs', FALSE, FALSE, TRUE, TRUE),
-('run_scheduled_job', FALSE, FALSE, TRUE, TRUE),
-('purge_job_history', FALSE, FALSE, TRUE, TRUE),
-('setting', FALSE, FALSE, TRUE, TRUE),
-('metrics', FALSE, FALSE, TRUE, TRUE),
-('complete_jobs', FALSE, FALSE, FALSE, TRUE),
-('permanently_fail_jobs', FALSE, FALSE, FALSE, TRUE),
-('reschedule_jobs', FALSE, FALSE, FALSE, TRUE),
-('remove_job', FALSE, FALSE, FALSE, TRUE),
-('force_unlock_workers', FALSE, FALSE, FALSE, TRUE),
-('retry_job', FALSE, FALSE, FALSE, TRUE),
-('delete_job', FALSE, FALSE, FALSE, TRUE),
-('delete_finished_jobs', FALSE, FALSE, FALSE, TRUE),
-('waiting_jobs', FALSE, FALSE, FALSE, TRUE),
-('failed_jobs', FALSE, FALSE, FALSE, TRUE),
-('set_setting', FALSE, FALSE, FALSE, TRUE),
-('set_task_settings', FALSE, FALSE, FALSE, TRUE),
-('set_queue_concurrency', FALSE, FALSE, FALSE, TRUE),
+-- name                        PUBLIC enqueue worker admin viewer
+('pgjobs_version', TRUE, TRUE, TRUE, TRUE, TRUE),
+('add_job', FALSE, TRUE, FALSE, TRUE, FALSE),
+('add_jobs', FALSE, TRUE, FALSE, TRUE, FALSE),
+('add_bundle', FALSE, TRUE, FALSE, TRUE, FALSE),
+('add_scheduled_job', FALSE, TRUE, FALSE, TRUE, FALSE),
+('pause_scheduled_job', FALSE, TRUE, FALSE, TRUE, FALSE),
+('resume_scheduled_job', FALSE, TRUE, FALSE, TRUE, FALSE),
+('cancel_job', FALSE, TRUE, FALSE, TRUE, FALSE),
+('tg_add_job_with_row', FALSE, TRUE, FALSE, TRUE, FALSE),
+('tg_add_job_with_row_id', FALSE, TRUE, FALSE, TRUE, FALSE),
+('trigger_job_with_fields', FALSE, TRUE, FALSE, TRUE, FALSE),
+('_enqueue_from_trigger', FALSE, TRUE, FALSE, TRUE, FALSE),
+('schedule_next_run', FALSE, TRUE, TRUE, TRUE, TRUE),
+('get_job', FALSE, FALSE, TRUE, TRUE, FALSE),
+('get_jobs', FALSE, FALSE, TRUE, TRUE, FALSE),
+('complete_job', FALSE, FALSE, TRUE, TRUE, FALSE),
+('fail_job', FALSE, FALSE, TRUE, TRUE, FALSE),
+('finish_jobs', FALSE, FALSE, TRUE, TRUE, FALSE),
+('set_progress', FALSE, FALSE, TRUE, TRUE, FALSE),
+('register_worker', FALSE, FALSE, TRUE, TRUE, FALSE),
+('worker_heartbeat', FALSE, FALSE, TRUE, TRUE, FALSE),
+('set_worker_wakeup', FALSE, FALSE, TRUE, TRUE, FALSE),
+('unregister_worker', FALSE, FALSE, TRUE, TRUE, FALSE),
+('reap_dead_workers', FALSE, FALSE, TRUE, TRUE, FALSE),
+('release_jobs', FALSE, FALSE, TRUE, TRUE, FALSE),
+('run_due_scheduled_jobs', FALSE, FALSE, TRUE, TRUE, FALSE),
+('get_scheduled_job', FALSE, FALSE, TRUE, TRUE, FALSE),
+('release_scheduled_jobs', FALSE, FALSE, TRUE, TRUE, FALSE),
+('run_scheduled_job', FALSE, FALSE, TRUE, TRUE, FALSE),
+('purge_job_history', FALSE, FALSE, TRUE, TRUE, FALSE),
+('setting', FALSE, FALSE, TRUE, TRUE, TRUE),
+('metrics', FALSE, FALSE, TRUE, TRUE, TRUE),
+('complete_jobs', FALSE, FALSE, FALSE, TRUE, FALSE),
+('permanently_fail_jobs', FALSE, FALSE, FALSE, TRUE, FALSE),
+('reschedule_jobs', FALSE, FALSE, FALSE, TRUE, FALSE),
+('remove_job', FALSE, FALSE, FALSE, TRUE, FALSE),
+('force_unlock_workers', FALSE, FALSE, FALSE, TRUE, FALSE),
+('retry_job', FALSE, FALSE, FALSE, TRUE, FALSE),
+('delete_job', FALSE, FALSE, FALSE, TRUE, FALSE),
+('delete_finished_jobs', FALSE, FALSE, FALSE, TRUE, FALSE),
+('waiting_jobs', FALSE, FALSE, FALSE, TRUE, TRUE),
+('failed_jobs', FALSE, FALSE, FALSE, TRUE, TRUE),
+('set_setting', FALSE, FALSE, FALSE, TRUE, FALSE),
+('set_task_settings', FALSE, FALSE, FALSE, TRUE, FALSE),
+('set_queue_concurrency', FALSE, FALSE, FALSE, TRUE, FALSE),
 -- Internal helpers: called only from the functions above, as their owner.
-('_tenant_allowed', FALSE, FALSE, FALSE, FALSE),
-('_check_tenant', FALSE, FALSE, FALSE, FALSE),
-('_check_job_spec', FALSE, FALSE, FALSE, FALSE),
-('_check_worker_id', FALSE, FALSE, FALSE, FALSE),
-('_check_not_running', FALSE, FALSE, FALSE, FALSE),
-('_change_job_queue_count', FALSE, FALSE, FALSE, FALSE),
-('_finish_claim', FALSE, FALSE, FALSE, FALSE),
-('_claim_status', FALSE, FALSE, FALSE, FALSE),
-('_job_stopped', FALSE, FALSE, FALSE, FALSE),
-('_stop_jobs', FALSE, FALSE, FALSE, FALSE),
-('cancel_dependent', FALSE, FALSE, FALSE, FALSE),
-('_end_cancelled_claims', FALSE, FALSE, FALSE, FALSE),
-('_bundle_job_stopped', FALSE, FALSE, FALSE, FALSE),
-('_lock_bundles', FALSE, FALSE, FALSE, FALSE),
-('_lock_jobs', FALSE, FALSE, FALSE, FALSE),
-('_job_expiry', FALSE, FALSE, FALSE, FALSE),
-('_lock_is_free', FALSE, FALSE, FALSE, FALSE),
-('_notify_job_stopped', FALSE, FALSE, FALSE, FALSE),
-('notify_jobs_completed', FALSE, FALSE, FALSE, FALSE),
+('_tenant_allowed', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_check_tenant', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_check_job_spec', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_check_worker_id', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_check_not_running', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_change_job_queue_count', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_finish_claim', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_claim_status', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_job_stopped', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_stop_jobs', FALSE, FALSE, FALSE, FALSE, FALSE),
+('cancel_dependent', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_end_cancelled_claims', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_bundle_job_stopped', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_lock_bundles', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_lock_jobs', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_job_expiry', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_lock_is_free', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_notify_job_stopped', FALSE, FALSE, FALSE, FALSE, FALSE),
+('notify_jobs_completed', FALSE, FALSE, FALSE, FALSE, FALSE),
 
-('_enqueue_ignored', FALSE, FALSE, FALSE, FALSE),
-('_queue_concurrency', FALSE, FALSE, FALSE, FALSE),
-('_retry_delay', FALSE, FALSE, FALSE, FALSE),
-('_schedule_spec', FALSE, FALSE, FALSE, FALSE),
-('_spec_next_run', FALSE, FALSE, FALSE, FALSE),
-('_local_slot_instant', FALSE, FALSE, FALSE, FALSE),
-('_cron_field', FALSE, FALSE, FALSE, FALSE),
-('_cron_value', FALSE, FALSE, FALSE, FALSE),
-('_metrics_label', FALSE, FALSE, FALSE, FALSE),
-('_tg_timestamps', FALSE, FALSE, FALSE, FALSE),
-('_tg_increase_job_queue_count', FALSE, FALSE, FALSE, FALSE),
-('_tg_decrease_job_queue_count', FALSE, FALSE, FALSE, FALSE),
-('_tg_move_job_queue_count', FALSE, FALSE, FALSE, FALSE),
-('_tg_notify_worker', FALSE, FALSE, FALSE, FALSE),
-('_tg_bundle_job_revived', FALSE, FALSE, FALSE, FALSE),
-('_tg_scheduled_jobs_next_run', FALSE, FALSE, FALSE, FALSE);
+('_enqueue_ignored', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_queue_concurrency', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_retry_delay', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_schedule_spec', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_spec_next_run', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_local_slot_instant', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_cron_field', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_cron_value', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_metrics_label', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_tg_timestamps', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_tg_increase_job_queue_count', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_tg_decrease_job_queue_count', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_tg_move_job_queue_count', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_tg_notify_worker', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_tg_bundle_job_revived', FALSE, FALSE, FALSE, FALSE, FALSE),
+('_tg_scheduled_jobs_next_run', FALSE, FALSE, FALSE, FALSE, FALSE);
 
 -- Tables, views and sequences: the privileges each grantee holds (SELECT, INSERT, UPDATE,
 -- DELETE, TRUNCATE, REFERENCES, TRIGGER; sequences USAGE, SELECT, UPDATE). A relation
--- not listed: SELECT for worker and admin (tables and views), nothing else.
+-- not listed: SELECT for worker, admin and viewer (tables and views), nothing else.
 CREATE TEMP TABLE expected_relation (
     name text PRIMARY KEY,
     pub text NOT NULL,
     enqueue text NOT NULL,
     worker text NOT NULL,
-    admin text NOT NULL
+    admin text NOT NULL,
+    viewer text NOT NULL
 );
 INSERT INTO expected_relation VALUES
-('jobs', '', 'SELECT', 'SELECT', 'SELECT'),
-('job_history', '', 'SELECT', 'SELECT', 'SELECT'),
-('job_bundles', '', 'SELECT', 'SELECT', 'SELECT'),
-('scheduled_jobs', '', 'SELECT', 'SELECT', 'SELECT'),
-('job_status', '', 'SELECT', 'SELECT', 'SELECT'),
-('job_queues', '', '', 'SELECT', 'SELECT'),
-('workers', '', '', 'SELECT', 'SELECT'),
-('settings', '', '', 'SELECT', 'SELECT'),
-('job_dependencies', '', '', 'SELECT', 'SELECT'),
-('task_settings', '', '', 'SELECT', 'SELECT'),
-('queue_settings', '', '', 'SELECT', 'SELECT'),
-('jobs_id_seq', '', '', '', ''),
-('job_history_id_seq', '', '', '', ''),
-('job_bundles_id_seq', '', '', '', ''),
-('scheduled_jobs_id_seq', '', '', '', '');
+('jobs', '', 'SELECT', 'SELECT', 'SELECT', 'SELECT'),
+('job_history', '', 'SELECT', 'SELECT', 'SELECT', 'SELECT'),
+('job_bundles', '', 'SELECT', 'SELECT', 'SELECT', 'SELECT'),
+('scheduled_jobs', '', 'SELECT', 'SELECT', 'SELECT', 'SELECT'),
+('job_status', '', 'SELECT', 'SELECT', 'SELECT', 'SELECT'),
+('job_queues', '', '', 'SELECT', 'SELECT', 'SELECT'),
+('workers', '', '', 'SELECT', 'SELECT', 'SELECT'),
+('settings', '', '', 'SELECT', 'SELECT', 'SELECT'),
+('job_dependencies', '', '', 'SELECT', 'SELECT', 'SELECT'),
+('task_settings', '', '', 'SELECT', 'SELECT', 'SELECT'),
+('queue_settings', '', '', 'SELECT', 'SELECT', 'SELECT'),
+('jobs_id_seq', '', '', '', '', ''),
+('job_history_id_seq', '', '', '', '', ''),
+('job_bundles_id_seq', '', '', '', '', ''),
+('scheduled_jobs_id_seq', '', '', '', '', '');
 
 CREATE FUNCTION pg_temp.relation_privileges(p_role text, p_rel oid) RETURNS text
 LANGUAGE sql STABLE
@@ -138,7 +143,7 @@ AS $$
 $$;
 
 SELECT plan(
-    76
+    112
     + (SELECT count(*)::integer FROM pg_proc WHERE pronamespace = 'app_jobs'::regnamespace)
     + (SELECT count(*)::integer FROM pg_class
         WHERE relnamespace = 'app_jobs'::regnamespace AND relkind IN ('r', 'v', 'm', 'S'))
@@ -146,7 +151,9 @@ SELECT plan(
 
 -- 1. Roles.
 SELECT has_role(r, format('role %s exists', r))
-FROM unnest(ARRAY['pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin']) AS r;
+FROM unnest(ARRAY[
+    'pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin', 'pgjobs_viewer'
+]) AS r;
 SELECT results_eq(
     $$SELECT rolname::text COLLATE "default", rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls,
         rolreplication
@@ -154,8 +161,9 @@ SELECT results_eq(
     $$VALUES ('pgjobs_admin', FALSE, FALSE, FALSE, FALSE, FALSE, FALSE),
              ('pgjobs_enqueue', FALSE, FALSE, FALSE, FALSE, FALSE, FALSE),
              ('pgjobs_enqueue_any', FALSE, FALSE, FALSE, FALSE, FALSE, FALSE),
+             ('pgjobs_viewer', FALSE, FALSE, FALSE, FALSE, FALSE, FALSE),
              ('pgjobs_worker', FALSE, FALSE, FALSE, FALSE, FALSE, FALSE)$$,
-    'the four roles are plain NOLOGIN roles'
+    'the five roles are plain NOLOGIN roles (pgjobs_viewer without BYPASSRLS)'
 );
 SELECT is_empty(
     $$SELECT g.rolname, m.rolname FROM pg_auth_members AS a
@@ -173,7 +181,10 @@ SELECT is(
     ARRAY[r <> 'public', FALSE],
     format('schema app_jobs for %s: USAGE %s, CREATE never', r, r <> 'public')
 )
-FROM unnest(ARRAY['public', 'pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin']) AS r;
+FROM unnest(ARRAY[
+    'public', 'pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin',
+    'pgjobs_viewer'
+]) AS r;
 
 -- 3. EXECUTE matrix: one test per function of app_jobs.
 SELECT is(
@@ -181,14 +192,15 @@ SELECT is(
         has_function_privilege('public', p.oid, 'EXECUTE'),
         has_function_privilege('pgjobs_enqueue', p.oid, 'EXECUTE'),
         has_function_privilege('pgjobs_worker', p.oid, 'EXECUTE'),
-        has_function_privilege('pgjobs_admin', p.oid, 'EXECUTE')
+        has_function_privilege('pgjobs_admin', p.oid, 'EXECUTE'),
+        has_function_privilege('pgjobs_viewer', p.oid, 'EXECUTE')
     ],
     ARRAY[
         coalesce(e.pub, FALSE), coalesce(e.enqueue, FALSE),
-        coalesce(e.worker, FALSE), coalesce(e.admin, FALSE)
+        coalesce(e.worker, FALSE), coalesce(e.admin, FALSE), coalesce(e.viewer, FALSE)
     ],
     format(
-        '%s: EXECUTE for PUBLIC/enqueue/worker/admin%s', p.oid::regprocedure,
+        '%s: EXECUTE for PUBLIC/enqueue/worker/admin/viewer%s', p.oid::regprocedure,
         CASE WHEN e.name IS NULL THEN ' (unlisted: nobody)' ELSE '' END
     )
 )
@@ -203,6 +215,13 @@ SELECT is_empty(
         AND has_function_privilege('pgjobs_enqueue_any', p.oid, 'EXECUTE')
         <> has_function_privilege('pgjobs_enqueue', p.oid, 'EXECUTE')$$,
     'pgjobs_enqueue_any may execute exactly what pgjobs_enqueue may'
+);
+SELECT is_empty(
+    $$SELECT p.oid::regprocedure FROM pg_proc AS p
+      WHERE p.pronamespace = 'app_jobs'::regnamespace
+        AND has_function_privilege('pgjobs_viewer', p.oid, 'EXECUTE')
+        AND (p.provolatile = 'v' OR NOT has_function_privilege('pgjobs_admin', p.oid, 'EXECUTE'))$$,
+    'pgjobs_viewer may execute only STABLE or IMMUTABLE functions that admins may'
 );
 SELECT is_empty(
     $$SELECT e.name FROM expected_execute AS e
@@ -276,16 +295,17 @@ SELECT is(
         pg_temp.relation_privileges('public', c.oid),
         pg_temp.relation_privileges('pgjobs_enqueue', c.oid),
         pg_temp.relation_privileges('pgjobs_worker', c.oid),
-        pg_temp.relation_privileges('pgjobs_admin', c.oid)
+        pg_temp.relation_privileges('pgjobs_admin', c.oid),
+        pg_temp.relation_privileges('pgjobs_viewer', c.oid)
     ],
     CASE
-        WHEN e.name IS NOT NULL THEN ARRAY[e.pub, e.enqueue, e.worker, e.admin]
-        WHEN c.relkind = 'S' THEN ARRAY['', '', '', '']
-        ELSE ARRAY['', '', 'SELECT', 'SELECT']
+        WHEN e.name IS NOT NULL THEN ARRAY[e.pub, e.enqueue, e.worker, e.admin, e.viewer]
+        WHEN c.relkind = 'S' THEN ARRAY['', '', '', '', '']
+        ELSE ARRAY['', '', 'SELECT', 'SELECT', 'SELECT']
     END,
     format(
-        '%s: privileges of PUBLIC/enqueue/worker/admin%s', c.oid::regclass,
-        CASE WHEN e.name IS NULL THEN ' (unlisted: worker and admin read)' ELSE '' END
+        '%s: privileges of PUBLIC/enqueue/worker/admin/viewer%s', c.oid::regclass,
+        CASE WHEN e.name IS NULL THEN ' (unlisted: worker, admin and viewer read)' ELSE '' END
     )
 )
 FROM pg_class AS c
@@ -325,10 +345,11 @@ SELECT results_eq(
       CROSS JOIN (VALUES
           ('enqueue_own_tenant', '{pgjobs_enqueue}',
            '(database_id = (NULLIF(current_setting(''jwt.claims.database_id''::text, true), ''''::text))::uuid)'),
+          ('viewer_all', '{pgjobs_viewer}', 'true'),
           ('worker_admin_all', '{pgjobs_admin,pgjobs_enqueue_any,pgjobs_worker}', 'true')
       ) AS x (p, r, q)
       ORDER BY t, p$$,
-    'policies: enqueue reads its jwt.claims.database_id rows; enqueue_any, worker and admin all rows'
+    'policies: enqueue reads its jwt.claims.database_id rows; enqueue_any, worker, admin and viewer all rows'
 );
 SELECT is(
     (SELECT reloptions FROM pg_class WHERE oid = 'app_jobs.job_status'::regclass),
@@ -441,7 +462,70 @@ SELECT throws_ok(
 );
 RESET ROLE;
 
--- A role with none of the three: not even the schema.
+-- pgjobs_viewer reads every tenant's rows, through row-level security (no BYPASSRLS),
+-- and every read-only function granted to it; everything else is refused.
+SET LOCAL jwt.claims.database_id = '';
+SELECT id AS v1 FROM app_jobs.add_job(
+    db_id := '00000000-0000-0000-0000-00000000000a', identifier := 'view_a'
+) \gset
+SELECT app_jobs.add_job(db_id := '00000000-0000-0000-0000-00000000000b', identifier := 'view_b');
+SELECT id AS vs FROM app_jobs.add_scheduled_job(
+    db_id := '00000000-0000-0000-0000-00000000000b', identifier := 'view_s',
+    schedule_info := '{"rule": "@daily"}'
+) \gset
+SET LOCAL ROLE pgjobs_viewer;
+SELECT is(current_user::text, 'pgjobs_viewer', 'now running as pgjobs_viewer');
+SELECT is(
+    (SELECT array_agg(task_identifier ORDER BY task_identifier)::text[] FROM app_jobs.jobs
+     WHERE task_identifier LIKE 'view\_%'),
+    ARRAY['view_a', 'view_b'],
+    'viewer: reads the jobs of every tenant (no claim set)'
+);
+SELECT is(
+    (SELECT count(*)::integer FROM app_jobs.scheduled_jobs
+     WHERE database_id = '00000000-0000-0000-0000-00000000000b'),
+    1,
+    'viewer: reads another tenant''s schedule'
+);
+SELECT lives_ok(c, 'viewer: ' || c)
+FROM unnest(ARRAY[
+    $$SELECT count(*) FROM app_jobs.job_history$$,
+    $$SELECT count(*) FROM app_jobs.job_bundles$$,
+    $$SELECT count(*) FROM app_jobs.job_status$$,
+    $$SELECT count(*) FROM app_jobs.queue_stats$$,
+    $$SELECT count(*) FROM app_jobs.job_queues$$,
+    $$SELECT count(*) FROM app_jobs.workers$$,
+    $$SELECT count(*) FROM app_jobs.settings$$,
+    $$SELECT count(*) FROM app_jobs.job_dependencies$$,
+    $$SELECT count(*) FROM app_jobs.task_settings$$,
+    $$SELECT count(*) FROM app_jobs.queue_settings$$,
+    $$SELECT app_jobs.metrics()$$,
+    $$SELECT app_jobs.setting('history')$$,
+    $$SELECT * FROM app_jobs.waiting_jobs()$$,
+    $$SELECT * FROM app_jobs.failed_jobs()$$,
+    $$SELECT app_jobs.schedule_next_run('{"rule": "@daily"}', now())$$
+]) AS c;
+SELECT throws_ok(c, '42501', NULL, 'viewer refused: ' || c)
+FROM unnest(ARRAY[
+    $$SELECT app_jobs.add_job(identifier := 'x')$$,
+    format('SELECT app_jobs.cancel_job(%s)', :v1),
+    format('SELECT app_jobs.retry_job(%s)', :v1),
+    format('SELECT app_jobs.delete_job(%s)', :v1),
+    format('SELECT app_jobs.run_scheduled_job(%s)', :vs),
+    format('SELECT app_jobs.pause_scheduled_job(%s)', :vs),
+    format('SELECT app_jobs.resume_scheduled_job(%s)', :vs),
+    $$SELECT app_jobs.set_setting('history', 'off')$$,
+    $$SELECT app_jobs.get_jobs('w_view')$$,
+    $$SELECT * FROM app_jobs.run_due_scheduled_jobs()$$,
+    $$INSERT INTO app_jobs.jobs (task_identifier) VALUES ('x')$$,
+    $$UPDATE app_jobs.scheduled_jobs SET priority = 1$$,
+    $$DELETE FROM app_jobs.job_history$$,
+    $$TRUNCATE app_jobs.settings$$,
+    $$SELECT nextval('app_jobs.jobs_id_seq')$$
+]) AS c;
+RESET ROLE;
+
+-- A role with none of the pgjobs roles: not even the schema.
 CREATE ROLE pgjobs_test_nobody NOLOGIN;
 SET LOCAL ROLE pgjobs_test_nobody;
 SELECT throws_ok(

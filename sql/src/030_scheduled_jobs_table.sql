@@ -18,6 +18,7 @@ CREATE TABLE app_jobs.scheduled_jobs (
     next_run_at timestamptz,
     last_error text,
     last_error_at timestamptz,
+    paused_at timestamptz,
     CONSTRAINT scheduled_jobs_key_key UNIQUE (key),
     CONSTRAINT scheduled_jobs_task_identifier_check CHECK (
         length(task_identifier) BETWEEN 1 AND 126
@@ -35,6 +36,9 @@ COMMENT ON COLUMN app_jobs.scheduled_jobs.last_error IS
 'Why the scheduler tick could not enqueue this schedule''s latest due slot (NULL once one '
 'succeeds); the tick skips it and goes on with the others';
 COMMENT ON COLUMN app_jobs.scheduled_jobs.last_error_at IS 'When last_error happened';
+COMMENT ON COLUMN app_jobs.scheduled_jobs.paused_at IS
+'When pause_scheduled_job paused the schedule (NULL: active); the tick skips it until '
+'resume_scheduled_job';
 COMMENT ON TABLE app_jobs.scheduled_jobs IS
 'Recurring jobs: schedule_info says when, the other columns what to enqueue';
 

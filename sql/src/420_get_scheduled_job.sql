@@ -1,4 +1,4 @@
--- Lock the next unlocked recurring job for a scheduler worker.
+-- Lock the next unlocked recurring job that is not paused for a scheduler worker.
 CREATE FUNCTION app_jobs.get_scheduled_job(
     worker_id text,
     task_identifiers text[] DEFAULT NULL
@@ -15,7 +15,7 @@ BEGIN
     SET locked_by = worker_id, locked_at = now()
     WHERE s.id = (
         SELECT n.id FROM app_jobs.scheduled_jobs AS n
-        WHERE n.locked_at IS NULL
+        WHERE n.locked_at IS NULL AND n.paused_at IS NULL
             AND (task_identifiers IS NULL OR n.task_identifier = ANY(task_identifiers))
         ORDER BY n.priority, n.id
         LIMIT 1
@@ -27,7 +27,7 @@ END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.get_scheduled_job IS
-'Lock the next unlocked scheduled job for worker_id; NULLs when none';
+'Lock the next unlocked, unpaused scheduled job for worker_id; NULLs when none';
 
 -- Unlock the recurring jobs a scheduler worker holds (all, or the given ids).
 CREATE FUNCTION app_jobs.release_scheduled_jobs(

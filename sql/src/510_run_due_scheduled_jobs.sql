@@ -2,7 +2,7 @@
 -- One schedule that fails never stops the others: each runs in a subtransaction of its
 -- own, and its error is kept on its row (last_error, last_error_at). A schedule whose
 -- schedule_info no longer parses stops (next_run_at NULL) until it is rewritten; a slot
--- whose job add_job refuses is skipped.
+-- whose job add_job refuses is skipped. A paused schedule is skipped (paused_at).
 CREATE FUNCTION app_jobs.run_due_scheduled_jobs(
     as_of timestamptz DEFAULT now()
 ) RETURNS SETOF app_jobs.jobs
@@ -32,7 +32,7 @@ BEGIN
     -- and moves next_run_at past them in the same transaction as the jobs.
     FOR v_schedule IN
         SELECT * FROM app_jobs.scheduled_jobs AS s
-        WHERE s.next_run_at <= as_of
+        WHERE s.next_run_at <= as_of AND s.paused_at IS NULL
         ORDER BY s.next_run_at, s.id
         FOR UPDATE SKIP LOCKED
     LOOP

@@ -1,12 +1,15 @@
 -- Access control, applied to every object created before it (so it must stay the last
--- source file). Four group roles:
+-- source file). Five group roles:
 --   pgjobs_enqueue      add jobs, bundles and schedules, cancel jobs and follow them, all
 --                       limited to its tenant (jwt.claims.database_id);
 --   pgjobs_enqueue_any  the same for every tenant, for a trusted application (a
 --                       single-tenant app, a backend that sets db_id itself, a trigger
 --                       running as a table owner without claims); no worker or admin rights;
 --   pgjobs_worker       what pgjobs-worker calls (claim, finish, heartbeat, reap, tick, ...);
---   pgjobs_admin        every API function, on every tenant.
+--   pgjobs_admin        every API function, on every tenant;
+--   pgjobs_viewer       read every table and view of every tenant and the read-only
+--                       functions (metrics, setting, ...), change nothing: a read-only
+--                       dashboard or `pgjobs status`.
 -- Nobody gets direct writes to the tables: the API functions run as their owner
 -- (SECURITY DEFINER with a fixed search_path) and never evaluate code a caller controls
 -- (their arguments arrive converted, by the caller, to built-in types). The trigger
@@ -25,7 +28,8 @@ DECLARE
     v_role text;
 BEGIN
     FOREACH v_role IN ARRAY ARRAY[
-        'pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin'
+        'pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin',
+        'pgjobs_viewer'
     ] LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role);
         BEGIN
@@ -36,6 +40,7 @@ BEGIN
                     WHEN 'pgjobs_enqueue' THEN 'enqueue and follow jobs of their tenant'
                     WHEN 'pgjobs_enqueue_any' THEN 'enqueue and follow jobs of every tenant'
                     WHEN 'pgjobs_worker' THEN 'run pgjobs workers'
+                    WHEN 'pgjobs_viewer' THEN 'read pgjobs (every tenant) and change nothing'
                     ELSE 'administer pgjobs'
                 END
             );
@@ -73,7 +78,7 @@ BEGIN
     LOOP
         EXECUTE format(
             'REVOKE ALL ON FUNCTION %s FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, '
-            || 'pgjobs_worker, pgjobs_admin',
+            || 'pgjobs_worker, pgjobs_admin, pgjobs_viewer',
             v_fn.sig
         );
     END LOOP;
@@ -82,55 +87,58 @@ BEGIN
         SELECT l.name, g.grantees, p.oid::regprocedure AS sig
         FROM (
             VALUES
-            -- name, enqueue, worker, admin
-            ('add_job', TRUE, FALSE, TRUE),
-            ('add_jobs', TRUE, FALSE, TRUE),
-            ('add_bundle', TRUE, FALSE, TRUE),
-            ('add_scheduled_job', TRUE, FALSE, TRUE),
-            ('cancel_job', TRUE, FALSE, TRUE),
-            ('tg_add_job_with_row', TRUE, FALSE, TRUE),
-            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE),
-            ('trigger_job_with_fields', TRUE, FALSE, TRUE),
-            ('_enqueue_from_trigger', TRUE, FALSE, TRUE),
-            ('schedule_next_run', TRUE, TRUE, TRUE),
-            ('get_job', FALSE, TRUE, TRUE),
-            ('get_jobs', FALSE, TRUE, TRUE),
-            ('complete_job', FALSE, TRUE, TRUE),
-            ('fail_job', FALSE, TRUE, TRUE),
-            ('finish_jobs', FALSE, TRUE, TRUE),
-            ('set_progress', FALSE, TRUE, TRUE),
-            ('register_worker', FALSE, TRUE, TRUE),
-            ('worker_heartbeat', FALSE, TRUE, TRUE),
-            ('set_worker_wakeup', FALSE, TRUE, TRUE),
-            ('unregister_worker', FALSE, TRUE, TRUE),
-            ('reap_dead_workers', FALSE, TRUE, TRUE),
-            ('release_jobs', FALSE, TRUE, TRUE),
-            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE),
-            ('get_scheduled_job', FALSE, TRUE, TRUE),
-            ('release_scheduled_jobs', FALSE, TRUE, TRUE),
-            ('run_scheduled_job', FALSE, TRUE, TRUE),
-            ('purge_job_history', FALSE, TRUE, TRUE),
-            ('setting', FALSE, TRUE, TRUE),
-            ('metrics', FALSE, TRUE, TRUE),
-            ('complete_jobs', FALSE, FALSE, TRUE),
-            ('permanently_fail_jobs', FALSE, FALSE, TRUE),
-            ('reschedule_jobs', FALSE, FALSE, TRUE),
-            ('remove_job', FALSE, FALSE, TRUE),
-            ('force_unlock_workers', FALSE, FALSE, TRUE),
-            ('retry_job', FALSE, FALSE, TRUE),
-            ('delete_job', FALSE, FALSE, TRUE),
-            ('delete_finished_jobs', FALSE, FALSE, TRUE),
-            ('waiting_jobs', FALSE, FALSE, TRUE),
-            ('failed_jobs', FALSE, FALSE, TRUE),
-            ('set_setting', FALSE, FALSE, TRUE),
-            ('set_task_settings', FALSE, FALSE, TRUE),
-            ('set_queue_concurrency', FALSE, FALSE, TRUE)
-        ) AS l (name, enqueue, worker, admin)
+            -- name, enqueue, worker, admin, viewer
+            ('add_job', TRUE, FALSE, TRUE, FALSE),
+            ('add_jobs', TRUE, FALSE, TRUE, FALSE),
+            ('add_bundle', TRUE, FALSE, TRUE, FALSE),
+            ('add_scheduled_job', TRUE, FALSE, TRUE, FALSE),
+            ('pause_scheduled_job', TRUE, FALSE, TRUE, FALSE),
+            ('resume_scheduled_job', TRUE, FALSE, TRUE, FALSE),
+            ('cancel_job', TRUE, FALSE, TRUE, FALSE),
+            ('tg_add_job_with_row', TRUE, FALSE, TRUE, FALSE),
+            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE, FALSE),
+            ('trigger_job_with_fields', TRUE, FALSE, TRUE, FALSE),
+            ('_enqueue_from_trigger', TRUE, FALSE, TRUE, FALSE),
+            ('schedule_next_run', TRUE, TRUE, TRUE, TRUE),
+            ('get_job', FALSE, TRUE, TRUE, FALSE),
+            ('get_jobs', FALSE, TRUE, TRUE, FALSE),
+            ('complete_job', FALSE, TRUE, TRUE, FALSE),
+            ('fail_job', FALSE, TRUE, TRUE, FALSE),
+            ('finish_jobs', FALSE, TRUE, TRUE, FALSE),
+            ('set_progress', FALSE, TRUE, TRUE, FALSE),
+            ('register_worker', FALSE, TRUE, TRUE, FALSE),
+            ('worker_heartbeat', FALSE, TRUE, TRUE, FALSE),
+            ('set_worker_wakeup', FALSE, TRUE, TRUE, FALSE),
+            ('unregister_worker', FALSE, TRUE, TRUE, FALSE),
+            ('reap_dead_workers', FALSE, TRUE, TRUE, FALSE),
+            ('release_jobs', FALSE, TRUE, TRUE, FALSE),
+            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE, FALSE),
+            ('get_scheduled_job', FALSE, TRUE, TRUE, FALSE),
+            ('release_scheduled_jobs', FALSE, TRUE, TRUE, FALSE),
+            ('run_scheduled_job', FALSE, TRUE, TRUE, FALSE),
+            ('purge_job_history', FALSE, TRUE, TRUE, FALSE),
+            ('setting', FALSE, TRUE, TRUE, TRUE),
+            ('metrics', FALSE, TRUE, TRUE, TRUE),
+            ('complete_jobs', FALSE, FALSE, TRUE, FALSE),
+            ('permanently_fail_jobs', FALSE, FALSE, TRUE, FALSE),
+            ('reschedule_jobs', FALSE, FALSE, TRUE, FALSE),
+            ('remove_job', FALSE, FALSE, TRUE, FALSE),
+            ('force_unlock_workers', FALSE, FALSE, TRUE, FALSE),
+            ('retry_job', FALSE, FALSE, TRUE, FALSE),
+            ('delete_job', FALSE, FALSE, TRUE, FALSE),
+            ('delete_finished_jobs', FALSE, FALSE, TRUE, FALSE),
+            ('waiting_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('failed_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('set_setting', FALSE, FALSE, TRUE, FALSE),
+            ('set_task_settings', FALSE, FALSE, TRUE, FALSE),
+            ('set_queue_concurrency', FALSE, FALSE, TRUE, FALSE)
+        ) AS l (name, enqueue, worker, admin, viewer)
         CROSS JOIN LATERAL (
             SELECT array_to_string(ARRAY[
                 CASE WHEN l.enqueue THEN 'pgjobs_enqueue, pgjobs_enqueue_any' END,
                 CASE WHEN l.worker THEN 'pgjobs_worker' END,
-                CASE WHEN l.admin THEN 'pgjobs_admin' END
+                CASE WHEN l.admin THEN 'pgjobs_admin' END,
+                CASE WHEN l.viewer THEN 'pgjobs_viewer' END
             ], ', ') AS grantees
         ) AS g
         LEFT JOIN pg_catalog.pg_proc AS p
@@ -148,25 +156,28 @@ BEGIN
 END;
 $$;
 
--- Schema, tables, views, sequences: no rights for PUBLIC; the three roles may look up
+-- Schema, tables, views, sequences: no rights for PUBLIC; the five roles may look up
 -- objects in the schema; nobody but the owner writes.
 REVOKE ALL ON SCHEMA app_jobs FROM PUBLIC;  -- noqa: CP02
 GRANT USAGE ON SCHEMA app_jobs TO pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker,
-pgjobs_admin;
+pgjobs_admin, pgjobs_viewer;
 REVOKE ALL ON ALL TABLES IN SCHEMA app_jobs
-FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin,  -- noqa: CP02
+pgjobs_viewer;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA app_jobs
-FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin,  -- noqa: CP02
+pgjobs_viewer;
 
--- Workers and admins read everything (tables and views).
-GRANT SELECT ON ALL TABLES IN SCHEMA app_jobs TO pgjobs_worker, pgjobs_admin;
+-- Workers, admins and viewers read everything (tables and views).
+GRANT SELECT ON ALL TABLES IN SCHEMA app_jobs TO pgjobs_worker, pgjobs_admin, pgjobs_viewer;
 
 -- Enqueuers read the tenant-scoped tables; row-level security below picks their rows.
 GRANT SELECT ON app_jobs.jobs, app_jobs.job_history, app_jobs.job_bundles,
 app_jobs.scheduled_jobs TO pgjobs_enqueue, pgjobs_enqueue_any;
 
 -- Row-level security: pgjobs_enqueue sees the rows of its jwt.claims.database_id (none
--- without one); pgjobs_enqueue_any, pgjobs_worker and pgjobs_admin see every row. The
+-- without one); pgjobs_enqueue_any, pgjobs_worker and pgjobs_admin see every row, and
+-- so does pgjobs_viewer (a policy of its own, viewer_all: SELECT is all it holds). The
 -- owner (whom the API functions run as) is not subject to it; another role granted
 -- SELECT directly sees nothing until a policy names it.
 DO $$
@@ -186,6 +197,11 @@ BEGIN
         EXECUTE format(
             'CREATE POLICY worker_admin_all ON app_jobs.%I FOR SELECT '
             || 'TO pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin USING (TRUE)',
+            v_table
+        );
+        EXECUTE format('DROP POLICY IF EXISTS viewer_all ON app_jobs.%I', v_table);
+        EXECUTE format(
+            'CREATE POLICY viewer_all ON app_jobs.%I FOR SELECT TO pgjobs_viewer USING (TRUE)',
             v_table
         );
     END LOOP;

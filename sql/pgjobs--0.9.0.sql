@@ -1,4 +1,4 @@
--- pgjobs 0.8.0: generated from sql/src by make; do not edit.
+-- pgjobs 0.9.0: generated from sql/src by make; do not edit.
 
 -- sql/src/000_schema.sql
 -- Schema that holds every pgjobs object.
@@ -131,6 +131,7 @@ CREATE TABLE app_jobs.scheduled_jobs (
     next_run_at timestamptz,
     last_error text,
     last_error_at timestamptz,
+    paused_at timestamptz,
     CONSTRAINT scheduled_jobs_key_key UNIQUE (key),
     CONSTRAINT scheduled_jobs_task_identifier_check CHECK (
         length(task_identifier) BETWEEN 1 AND 126
@@ -148,6 +149,9 @@ COMMENT ON COLUMN app_jobs.scheduled_jobs.last_error IS
 'Why the scheduler tick could not enqueue this schedule''s latest due slot (NULL once one '
 'succeeds); the tick skips it and goes on with the others';
 COMMENT ON COLUMN app_jobs.scheduled_jobs.last_error_at IS 'When last_error happened';
+COMMENT ON COLUMN app_jobs.scheduled_jobs.paused_at IS
+'When pause_scheduled_job paused the schedule (NULL: active); the tick skips it until '
+'resume_scheduled_job';
 COMMENT ON TABLE app_jobs.scheduled_jobs IS
 'Recurring jobs: schedule_info says when, the other columns what to enqueue';
 
@@ -3845,7 +3849,7 @@ COMMENT ON FUNCTION app_jobs.run_scheduled_job IS
 'ALREADY_SCHEDULED while the job it enqueued last still waits or runs within job_expiry';
 
 -- sql/src/420_get_scheduled_job.sql
--- Lock the next unlocked recurring job for a scheduler worker.
+-- Lock the next unlocked recurring job that is not paused for a scheduler worker.
 CREATE FUNCTION app_jobs.get_scheduled_job(
     worker_id text,
     task_identifiers text[] DEFAULT NULL
@@ -3862,7 +3866,7 @@ BEGIN
     SET locked_by = worker_id, locked_at = now()
     WHERE s.id = (
         SELECT n.id FROM app_jobs.scheduled_jobs AS n
-        WHERE n.locked_at IS NULL
+        WHERE n.locked_at IS NULL AND n.paused_at IS NULL
             AND (task_identifiers IS NULL OR n.task_identifier = ANY(task_identifiers))
         ORDER BY n.priority, n.id
         LIMIT 1
@@ -3874,7 +3878,7 @@ END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.get_scheduled_job IS
-'Lock the next unlocked scheduled job for worker_id; NULLs when none';
+'Lock the next unlocked, unpaused scheduled job for worker_id; NULLs when none';
 
 -- Unlock the recurring jobs a scheduler worker holds (all, or the given ids).
 CREATE FUNCTION app_jobs.release_scheduled_jobs(
@@ -3896,6 +3900,72 @@ $$;
 
 COMMENT ON FUNCTION app_jobs.release_scheduled_jobs IS
 'Unlock scheduled jobs held by worker_id (all, or only ids)';
+
+-- sql/src/430_pause_scheduled_job.sql
+-- Pause a recurring job: the scheduler tick (and get_scheduled_job) leave it alone until
+-- it is resumed; run_scheduled_job still runs it on demand. Pausing a paused schedule
+-- keeps its paused_at. PJ009 when there is no such schedule, or it belongs to a tenant
+-- the caller may not act on (it looks missing).
+CREATE FUNCTION app_jobs.pause_scheduled_job(
+    scheduled_job_id bigint
+) RETURNS app_jobs.scheduled_jobs
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
+AS $$
+DECLARE
+    v_row app_jobs.scheduled_jobs;
+BEGIN
+    -- The tenant check is part of the UPDATE: no row of another tenant is ever touched.
+    UPDATE app_jobs.scheduled_jobs AS s
+    SET paused_at = coalesce(s.paused_at, now())
+    WHERE s.id = pause_scheduled_job.scheduled_job_id
+        AND app_jobs._tenant_allowed(s.database_id)
+    RETURNING * INTO v_row;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'scheduled job % does not exist', scheduled_job_id
+            USING ERRCODE = 'PJ009';
+    END IF;
+    RETURN v_row;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.pause_scheduled_job IS
+'Pause the scheduled job with this id (the tick skips it until resumed); PJ009 when unknown';
+
+-- Resume a paused recurring job: its next run is the first slot after now(); the slots
+-- it missed while paused are not enqueued (not even with backfill). Resuming a schedule
+-- that is not paused changes nothing. PJ009 as for pause_scheduled_job.
+CREATE FUNCTION app_jobs.resume_scheduled_job(
+    scheduled_job_id bigint
+) RETURNS app_jobs.scheduled_jobs
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
+AS $$
+DECLARE
+    v_row app_jobs.scheduled_jobs;
+BEGIN
+    -- The tenant check is part of the UPDATE, as in pause_scheduled_job.
+    UPDATE app_jobs.scheduled_jobs AS s
+    SET
+        paused_at = NULL,
+        next_run_at = CASE
+            WHEN s.paused_at IS NULL THEN s.next_run_at
+            ELSE app_jobs.schedule_next_run(s.schedule_info, now())
+        END
+    WHERE s.id = resume_scheduled_job.scheduled_job_id
+        AND app_jobs._tenant_allowed(s.database_id)
+    RETURNING * INTO v_row;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'scheduled job % does not exist', scheduled_job_id
+            USING ERRCODE = 'PJ009';
+    END IF;
+    RETURN v_row;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs.resume_scheduled_job IS
+'Resume a paused scheduled job from the first slot after now() (missed slots are not '
+'enqueued); PJ009 when unknown';
 
 -- sql/src/500_cron_field.sql
 -- One value of a cron field: a number or a name, checked against the field's range.
@@ -4227,7 +4297,7 @@ COMMENT ON FUNCTION app_jobs.schedule_next_run IS
 -- One schedule that fails never stops the others: each runs in a subtransaction of its
 -- own, and its error is kept on its row (last_error, last_error_at). A schedule whose
 -- schedule_info no longer parses stops (next_run_at NULL) until it is rewritten; a slot
--- whose job add_job refuses is skipped.
+-- whose job add_job refuses is skipped. A paused schedule is skipped (paused_at).
 CREATE FUNCTION app_jobs.run_due_scheduled_jobs(
     as_of timestamptz DEFAULT now()
 ) RETURNS SETOF app_jobs.jobs
@@ -4257,7 +4327,7 @@ BEGIN
     -- and moves next_run_at past them in the same transaction as the jobs.
     FOR v_schedule IN
         SELECT * FROM app_jobs.scheduled_jobs AS s
-        WHERE s.next_run_at <= as_of
+        WHERE s.next_run_at <= as_of AND s.paused_at IS NULL
         ORDER BY s.next_run_at, s.id
         FOR UPDATE SKIP LOCKED
     LOOP
@@ -4639,14 +4709,17 @@ $$;
 
 -- sql/src/950_security.sql
 -- Access control, applied to every object created before it (so it must stay the last
--- source file). Four group roles:
+-- source file). Five group roles:
 --   pgjobs_enqueue      add jobs, bundles and schedules, cancel jobs and follow them, all
 --                       limited to its tenant (jwt.claims.database_id);
 --   pgjobs_enqueue_any  the same for every tenant, for a trusted application (a
 --                       single-tenant app, a backend that sets db_id itself, a trigger
 --                       running as a table owner without claims); no worker or admin rights;
 --   pgjobs_worker       what pgjobs-worker calls (claim, finish, heartbeat, reap, tick, ...);
---   pgjobs_admin        every API function, on every tenant.
+--   pgjobs_admin        every API function, on every tenant;
+--   pgjobs_viewer       read every table and view of every tenant and the read-only
+--                       functions (metrics, setting, ...), change nothing: a read-only
+--                       dashboard or `pgjobs status`.
 -- Nobody gets direct writes to the tables: the API functions run as their owner
 -- (SECURITY DEFINER with a fixed search_path) and never evaluate code a caller controls
 -- (their arguments arrive converted, by the caller, to built-in types). The trigger
@@ -4665,7 +4738,8 @@ DECLARE
     v_role text;
 BEGIN
     FOREACH v_role IN ARRAY ARRAY[
-        'pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin'
+        'pgjobs_enqueue', 'pgjobs_enqueue_any', 'pgjobs_worker', 'pgjobs_admin',
+        'pgjobs_viewer'
     ] LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role);
         BEGIN
@@ -4676,6 +4750,7 @@ BEGIN
                     WHEN 'pgjobs_enqueue' THEN 'enqueue and follow jobs of their tenant'
                     WHEN 'pgjobs_enqueue_any' THEN 'enqueue and follow jobs of every tenant'
                     WHEN 'pgjobs_worker' THEN 'run pgjobs workers'
+                    WHEN 'pgjobs_viewer' THEN 'read pgjobs (every tenant) and change nothing'
                     ELSE 'administer pgjobs'
                 END
             );
@@ -4713,7 +4788,7 @@ BEGIN
     LOOP
         EXECUTE format(
             'REVOKE ALL ON FUNCTION %s FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, '
-            || 'pgjobs_worker, pgjobs_admin',
+            || 'pgjobs_worker, pgjobs_admin, pgjobs_viewer',
             v_fn.sig
         );
     END LOOP;
@@ -4722,55 +4797,58 @@ BEGIN
         SELECT l.name, g.grantees, p.oid::regprocedure AS sig
         FROM (
             VALUES
-            -- name, enqueue, worker, admin
-            ('add_job', TRUE, FALSE, TRUE),
-            ('add_jobs', TRUE, FALSE, TRUE),
-            ('add_bundle', TRUE, FALSE, TRUE),
-            ('add_scheduled_job', TRUE, FALSE, TRUE),
-            ('cancel_job', TRUE, FALSE, TRUE),
-            ('tg_add_job_with_row', TRUE, FALSE, TRUE),
-            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE),
-            ('trigger_job_with_fields', TRUE, FALSE, TRUE),
-            ('_enqueue_from_trigger', TRUE, FALSE, TRUE),
-            ('schedule_next_run', TRUE, TRUE, TRUE),
-            ('get_job', FALSE, TRUE, TRUE),
-            ('get_jobs', FALSE, TRUE, TRUE),
-            ('complete_job', FALSE, TRUE, TRUE),
-            ('fail_job', FALSE, TRUE, TRUE),
-            ('finish_jobs', FALSE, TRUE, TRUE),
-            ('set_progress', FALSE, TRUE, TRUE),
-            ('register_worker', FALSE, TRUE, TRUE),
-            ('worker_heartbeat', FALSE, TRUE, TRUE),
-            ('set_worker_wakeup', FALSE, TRUE, TRUE),
-            ('unregister_worker', FALSE, TRUE, TRUE),
-            ('reap_dead_workers', FALSE, TRUE, TRUE),
-            ('release_jobs', FALSE, TRUE, TRUE),
-            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE),
-            ('get_scheduled_job', FALSE, TRUE, TRUE),
-            ('release_scheduled_jobs', FALSE, TRUE, TRUE),
-            ('run_scheduled_job', FALSE, TRUE, TRUE),
-            ('purge_job_history', FALSE, TRUE, TRUE),
-            ('setting', FALSE, TRUE, TRUE),
-            ('metrics', FALSE, TRUE, TRUE),
-            ('complete_jobs', FALSE, FALSE, TRUE),
-            ('permanently_fail_jobs', FALSE, FALSE, TRUE),
-            ('reschedule_jobs', FALSE, FALSE, TRUE),
-            ('remove_job', FALSE, FALSE, TRUE),
-            ('force_unlock_workers', FALSE, FALSE, TRUE),
-            ('retry_job', FALSE, FALSE, TRUE),
-            ('delete_job', FALSE, FALSE, TRUE),
-            ('delete_finished_jobs', FALSE, FALSE, TRUE),
-            ('waiting_jobs', FALSE, FALSE, TRUE),
-            ('failed_jobs', FALSE, FALSE, TRUE),
-            ('set_setting', FALSE, FALSE, TRUE),
-            ('set_task_settings', FALSE, FALSE, TRUE),
-            ('set_queue_concurrency', FALSE, FALSE, TRUE)
-        ) AS l (name, enqueue, worker, admin)
+            -- name, enqueue, worker, admin, viewer
+            ('add_job', TRUE, FALSE, TRUE, FALSE),
+            ('add_jobs', TRUE, FALSE, TRUE, FALSE),
+            ('add_bundle', TRUE, FALSE, TRUE, FALSE),
+            ('add_scheduled_job', TRUE, FALSE, TRUE, FALSE),
+            ('pause_scheduled_job', TRUE, FALSE, TRUE, FALSE),
+            ('resume_scheduled_job', TRUE, FALSE, TRUE, FALSE),
+            ('cancel_job', TRUE, FALSE, TRUE, FALSE),
+            ('tg_add_job_with_row', TRUE, FALSE, TRUE, FALSE),
+            ('tg_add_job_with_row_id', TRUE, FALSE, TRUE, FALSE),
+            ('trigger_job_with_fields', TRUE, FALSE, TRUE, FALSE),
+            ('_enqueue_from_trigger', TRUE, FALSE, TRUE, FALSE),
+            ('schedule_next_run', TRUE, TRUE, TRUE, TRUE),
+            ('get_job', FALSE, TRUE, TRUE, FALSE),
+            ('get_jobs', FALSE, TRUE, TRUE, FALSE),
+            ('complete_job', FALSE, TRUE, TRUE, FALSE),
+            ('fail_job', FALSE, TRUE, TRUE, FALSE),
+            ('finish_jobs', FALSE, TRUE, TRUE, FALSE),
+            ('set_progress', FALSE, TRUE, TRUE, FALSE),
+            ('register_worker', FALSE, TRUE, TRUE, FALSE),
+            ('worker_heartbeat', FALSE, TRUE, TRUE, FALSE),
+            ('set_worker_wakeup', FALSE, TRUE, TRUE, FALSE),
+            ('unregister_worker', FALSE, TRUE, TRUE, FALSE),
+            ('reap_dead_workers', FALSE, TRUE, TRUE, FALSE),
+            ('release_jobs', FALSE, TRUE, TRUE, FALSE),
+            ('run_due_scheduled_jobs', FALSE, TRUE, TRUE, FALSE),
+            ('get_scheduled_job', FALSE, TRUE, TRUE, FALSE),
+            ('release_scheduled_jobs', FALSE, TRUE, TRUE, FALSE),
+            ('run_scheduled_job', FALSE, TRUE, TRUE, FALSE),
+            ('purge_job_history', FALSE, TRUE, TRUE, FALSE),
+            ('setting', FALSE, TRUE, TRUE, TRUE),
+            ('metrics', FALSE, TRUE, TRUE, TRUE),
+            ('complete_jobs', FALSE, FALSE, TRUE, FALSE),
+            ('permanently_fail_jobs', FALSE, FALSE, TRUE, FALSE),
+            ('reschedule_jobs', FALSE, FALSE, TRUE, FALSE),
+            ('remove_job', FALSE, FALSE, TRUE, FALSE),
+            ('force_unlock_workers', FALSE, FALSE, TRUE, FALSE),
+            ('retry_job', FALSE, FALSE, TRUE, FALSE),
+            ('delete_job', FALSE, FALSE, TRUE, FALSE),
+            ('delete_finished_jobs', FALSE, FALSE, TRUE, FALSE),
+            ('waiting_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('failed_jobs', FALSE, FALSE, TRUE, TRUE),
+            ('set_setting', FALSE, FALSE, TRUE, FALSE),
+            ('set_task_settings', FALSE, FALSE, TRUE, FALSE),
+            ('set_queue_concurrency', FALSE, FALSE, TRUE, FALSE)
+        ) AS l (name, enqueue, worker, admin, viewer)
         CROSS JOIN LATERAL (
             SELECT array_to_string(ARRAY[
                 CASE WHEN l.enqueue THEN 'pgjobs_enqueue, pgjobs_enqueue_any' END,
                 CASE WHEN l.worker THEN 'pgjobs_worker' END,
-                CASE WHEN l.admin THEN 'pgjobs_admin' END
+                CASE WHEN l.admin THEN 'pgjobs_admin' END,
+                CASE WHEN l.viewer THEN 'pgjobs_viewer' END
             ], ', ') AS grantees
         ) AS g
         LEFT JOIN pg_catalog.pg_proc AS p
@@ -4788,25 +4866,28 @@ BEGIN
 END;
 $$;
 
--- Schema, tables, views, sequences: no rights for PUBLIC; the three roles may look up
+-- Schema, tables, views, sequences: no rights for PUBLIC; the five roles may look up
 -- objects in the schema; nobody but the owner writes.
 REVOKE ALL ON SCHEMA app_jobs FROM PUBLIC;  -- noqa: CP02
 GRANT USAGE ON SCHEMA app_jobs TO pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker,
-pgjobs_admin;
+pgjobs_admin, pgjobs_viewer;
 REVOKE ALL ON ALL TABLES IN SCHEMA app_jobs
-FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin,  -- noqa: CP02
+pgjobs_viewer;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA app_jobs
-FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin;  -- noqa: CP02
+FROM PUBLIC, pgjobs_enqueue, pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin,  -- noqa: CP02
+pgjobs_viewer;
 
--- Workers and admins read everything (tables and views).
-GRANT SELECT ON ALL TABLES IN SCHEMA app_jobs TO pgjobs_worker, pgjobs_admin;
+-- Workers, admins and viewers read everything (tables and views).
+GRANT SELECT ON ALL TABLES IN SCHEMA app_jobs TO pgjobs_worker, pgjobs_admin, pgjobs_viewer;
 
 -- Enqueuers read the tenant-scoped tables; row-level security below picks their rows.
 GRANT SELECT ON app_jobs.jobs, app_jobs.job_history, app_jobs.job_bundles,
 app_jobs.scheduled_jobs TO pgjobs_enqueue, pgjobs_enqueue_any;
 
 -- Row-level security: pgjobs_enqueue sees the rows of its jwt.claims.database_id (none
--- without one); pgjobs_enqueue_any, pgjobs_worker and pgjobs_admin see every row. The
+-- without one); pgjobs_enqueue_any, pgjobs_worker and pgjobs_admin see every row, and
+-- so does pgjobs_viewer (a policy of its own, viewer_all: SELECT is all it holds). The
 -- owner (whom the API functions run as) is not subject to it; another role granted
 -- SELECT directly sees nothing until a policy names it.
 DO $$
@@ -4828,6 +4909,11 @@ BEGIN
             || 'TO pgjobs_enqueue_any, pgjobs_worker, pgjobs_admin USING (TRUE)',
             v_table
         );
+        EXECUTE format('DROP POLICY IF EXISTS viewer_all ON app_jobs.%I', v_table);
+        EXECUTE format(
+            'CREATE POLICY viewer_all ON app_jobs.%I FOR SELECT TO pgjobs_viewer USING (TRUE)',
+            v_table
+        );
     END LOOP;
 END;
 $$;
@@ -4847,4 +4933,4 @@ $$;
 -- The version of the app_jobs objects, for installs without CREATE EXTENSION.
 CREATE OR REPLACE FUNCTION app_jobs.pgjobs_version() RETURNS text
 LANGUAGE sql IMMUTABLE
-AS $$ SELECT '0.8.0'::text $$;
+AS $$ SELECT '0.9.0'::text $$;
