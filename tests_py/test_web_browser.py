@@ -1,5 +1,6 @@
 """The dashboard in a real browser (Playwright driving Debian's chromium, served by uvicorn):
-open the overview, filter to failed jobs, open one, press Retry and see it waiting; see a
+open the overview, filter to failed jobs, open one, press Retry and see it waiting; pause a
+schedule and see it paused; see a
 job enqueued elsewhere appear without reloading (SSE, LISTEN and the --no-listen polling
 fallback); a screenshot of each page goes to test-output/web/ (and, with
 PGJOBS_DOC_IMAGES=doc/images, overview.png and job.png for the README).
@@ -123,6 +124,15 @@ def test_filter_open_retry(serve, page, sql):
     assert "retried 1 job(s)" in page.inner_text(".flash")
     assert status_of(sql, failed) == "waiting"
     shot(page, "job-retried")
+
+    page.goto(base + "/schedules")
+    page.click("#schedules button[value=pause]")
+    page.wait_for_url("**/schedules")
+    assert "paused" in page.inner_text("#schedules tbody tr")
+    assert page.locator("#schedules button[value=resume]").count() == 1
+    assert sql("SELECT count(*) FROM app_jobs.scheduled_jobs WHERE paused_at IS NOT NULL"
+               )[0][0] == 1
+    shot(page, "schedules-paused")
 
     for path, name in (("/schedules", "schedules"), ("/workers", "workers"),
                        ("/jobs", "jobs")):

@@ -1,6 +1,7 @@
 """The dashboard's routes through Starlette's TestClient against the test cluster: every
 page and what it shows, the job list's filters and keyset pagination, each action (retry,
-cancel, delete, bulk, run a schedule now) and its effect in the database, read-only mode,
+cancel, delete, bulk, run a schedule now, pause and resume it) and its effect in the
+database, read-only mode,
 CSRF refusal, basic auth and the auth hook, the tenant filter, mounting under a base path,
 and 4xx pages (never a 500) for bad input.
 """
@@ -210,6 +211,51 @@ def test_run_schedule_now(client, sql):
     assert res.status_code == 303 and "PJ041" in client.get("/schedules").text
 
 
+def test_pause_and_resume_schedule(client, sql):
+    schedule = sql("SELECT (app_jobs.add_scheduled_job(identifier := 'pausable', "
+                   "schedule_info := '{\"rule\": \"*/10 * * * *\"}')).id")[0][0]
+    page = client.get("/schedules").text
+    assert f'action="/schedules/{schedule}/pause"' in page and ">active<" in page
+    assert "/resume" not in page
+    token = csrf(page)
+    res = client.post(f"/schedules/{schedule}/pause", data={"csrf": token, "next": "/schedules"})
+    assert res.status_code == 303 and res.headers["location"] == "/schedules"
+    assert sql("SELECT paused_at IS NOT NULL FROM app_jobs.scheduled_jobs")[0][0]
+    page = client.get("/schedules").text
+    assert f"schedule {schedule}: paused" in page  # the flash
+    assert 'class="status paused"' in page and f'action="/schedules/{schedule}/resume"' in page
+    assert "/pause" not in page
+    assert "(1 paused)" in client.get("/").text
+    # While paused the scheduler tick enqueues nothing for it.
+    sql("UPDATE app_jobs.scheduled_jobs SET next_run_at = now() - interval '1 hour'")
+    assert sql("SELECT count(*) FROM app_jobs.run_due_scheduled_jobs()")[0][0] == 0
+    # Pausing twice is harmless; resuming starts from the next slot after now.
+    client.post(f"/schedules/{schedule}/pause", data={"csrf": token})
+    res = client.post(f"/schedules/{schedule}/resume", data={"csrf": token, "next": "/schedules"})
+    assert res.status_code == 303
+    paused, future = sql("SELECT paused_at IS NOT NULL, next_run_at > now() "
+                         "FROM app_jobs.scheduled_jobs")[0]
+    assert not paused and future
+    page = client.get("/schedules").text
+    assert f"schedule {schedule}: resumed, next run" in page
+    assert f'action="/schedules/{schedule}/pause"' in page
+
+
+@pytest.mark.parametrize("verb", ["pause", "resume"])
+@pytest.mark.parametrize("token", [None, "forged"])
+def test_pause_resume_need_csrf(client, sql, verb, token):
+    schedule = sql("SELECT (app_jobs.add_scheduled_job(identifier := 'csrf_s', "
+                   "schedule_info := '{\"rule\": \"@daily\"}')).id")[0][0]
+    if verb == "resume":
+        sql("SELECT app_jobs.pause_scheduled_job(%s)", (schedule,))
+    before = sql("SELECT paused_at, next_run_at FROM app_jobs.scheduled_jobs")[0]
+    client.get("/schedules")  # the browser has its cookie
+    res = client.post(f"/schedules/{schedule}/{verb}",
+                      data={} if token is None else {"csrf": token})
+    assert res.status_code == 403
+    assert sql("SELECT paused_at, next_run_at FROM app_jobs.scheduled_jobs")[0] == before
+
+
 def test_read_only_hides_and_refuses_every_action(client_for, sql):
     failed = failed_job(sql, "ro", "x")
     schedule = sql("SELECT (app_jobs.add_scheduled_job(identifier := 'ro_s', "
@@ -219,6 +265,7 @@ def test_read_only_hides_and_refuses_every_action(client_for, sql):
         page = client.get(path)
         assert page.status_code == 200
         assert 'name="action"' not in page.text and "Run now" not in page.text
+        assert ">Pause<" not in page.text and ">Resume<" not in page.text
         assert 'class="pick"' not in page.text
     # Even with a valid token (taken from a writable dashboard with the same secret).
     writable = client_for(secret=b"k" * 32)
@@ -227,10 +274,12 @@ def test_read_only_hides_and_refuses_every_action(client_for, sql):
     client.cookies = writable.cookies
     res = client.post("/jobs/action", data={"csrf": token, "action": "retry", "id": failed})
     assert res.status_code == 403
-    res = client.post(f"/schedules/{schedule}/run", data={"csrf": token})
-    assert res.status_code == 403
+    for verb in ("run", "pause", "resume"):
+        res = client.post(f"/schedules/{schedule}/{verb}", data={"csrf": token})
+        assert res.status_code == 403, verb
     assert status_of(sql, failed) == "failed"
-    assert sql("SELECT last_scheduled_id FROM app_jobs.scheduled_jobs")[0][0] is None
+    assert sql("SELECT last_scheduled_id, paused_at FROM app_jobs.scheduled_jobs")[0] == (
+        None, None)
 
 
 @pytest.mark.parametrize("token", [None, "", "0" * 64, "forged"])
@@ -311,7 +360,11 @@ def test_tenant_filter(client_for, sql):
     assert status_of(sql, other) == "waiting"
     schedule = sql("SELECT id FROM app_jobs.scheduled_jobs")[0][0]
     token = csrf(client.get("/jobs").text)
-    assert client.post(f"/schedules/{schedule}/run", data={"csrf": token}).status_code == 404
+    for verb in ("run", "pause", "resume"):
+        res = client.post(f"/schedules/{schedule}/{verb}", data={"csrf": token})
+        assert res.status_code == 404, verb
+    assert sql("SELECT last_scheduled_id, paused_at FROM app_jobs.scheduled_jobs")[0] == (
+        None, None)
 
 
 def test_base_path(client_for, sql):
@@ -366,7 +419,9 @@ def test_bad_action_input_gets_a_4xx(client, data):
 
 def test_bad_schedule_ids(client):
     token = csrf(client.get("/jobs").text)
-    for sid in ("0", "abc", "99999", "9" * 30):
-        res = client.post(f"/schedules/{sid}/run", data={"csrf": token})
-        assert res.status_code == 404, sid
-    assert client.get("/schedules/1/run").status_code == 405
+    for verb in ("run", "pause", "resume"):
+        for sid in ("0", "abc", "99999", "9" * 30):
+            res = client.post(f"/schedules/{sid}/{verb}", data={"csrf": token})
+            assert res.status_code == 404, (verb, sid)
+        assert client.get(f"/schedules/1/{verb}").status_code == 405
+    assert client.post("/schedules/1/explode", data={"csrf": token}).status_code == 404

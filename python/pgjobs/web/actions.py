@@ -1,9 +1,9 @@
-"""The POST actions: retry, cancel, delete jobs; run a schedule now.
+"""The POST actions: retry, cancel, delete jobs; run a schedule now, pause or resume it.
 
 Each is refused with 403 in read-only mode and without a valid CSRF field; each touches
-only the tenant's jobs and goes through an admin SQL function, one job per statement, so
-one refusal (a running job, say) leaves the others done. The answer is a 303 back to the
-page the form came from, with what happened as a flash message.
+only the tenant's jobs (or schedules) and goes through an admin SQL function, one job per
+statement, so one refusal (a running job, say) leaves the others done. The answer is a 303
+back to the page the form came from, with what happened as a flash message.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse
 
 from . import queries, security
 from .pages import parse_id
-from .render import base_path, set_flash
+from .render import base_path, set_flash, when
 
 JOB_ACTIONS = {
     "retry": (queries.RETRY_JOB, "retried"),
@@ -127,8 +127,9 @@ async def jobs_action(request: Request):
     return response
 
 
-async def schedule_run_now(request: Request):
-    """POST /schedules/<id>/run: enqueue the schedule's job now (run_scheduled_job)."""
+async def _schedule_action(request: Request, query: str, done) -> RedirectResponse:
+    """Run `query` on the tenant's schedule of the path (404 for another's or none); the
+    flash says done(the query's value), or the database's refusal."""
     state = request.app.state.pgjobs
     form = await _checked_form(request)
     schedule_id = parse_id(request.path_params["schedule_id"], "schedule id", 404)
@@ -139,12 +140,29 @@ async def schedule_run_now(request: Request):
         if await cur.fetchone() is None:
             raise HTTPException(404, f"no schedule {schedule_id}")
         try:
-            row = await (await conn.execute(queries.RUN_SCHEDULE_NOW,
-                                            {"id": schedule_id})).fetchone()
-            message = f"schedule {schedule_id}: enqueued job {row[0]}"
+            row = await (await conn.execute(query, {"id": schedule_id})).fetchone()
+            message = f"schedule {schedule_id}: {done(row[0])}"
         except psycopg.Error as exc:
             message = f"schedule {schedule_id}: {_sqlstate_text(exc)}"
     state.kick()
     response = RedirectResponse(back, status_code=303)
     set_flash(response, request, message)
     return response
+
+
+async def schedule_run_now(request: Request):
+    """POST /schedules/<id>/run: enqueue the schedule's job now (run_scheduled_job)."""
+    return await _schedule_action(request, queries.RUN_SCHEDULE_NOW,
+                                  lambda job_id: f"enqueued job {job_id}")
+
+
+async def schedule_pause(request: Request):
+    """POST /schedules/<id>/pause: the scheduler skips it until resumed (pause_scheduled_job)."""
+    return await _schedule_action(request, queries.PAUSE_SCHEDULE, lambda _: "paused")
+
+
+async def schedule_resume(request: Request):
+    """POST /schedules/<id>/resume: from its next slot after now (resume_scheduled_job)."""
+    return await _schedule_action(
+        request, queries.RESUME_SCHEDULE,
+        lambda next_run: f"resumed, next run {when(next_run)}" if next_run else "resumed (ended)")

@@ -45,7 +45,7 @@ class Overview:
     finished: dict[str, int]
     history: str
     workers: tuple[int, int]
-    schedules: tuple[int, int]
+    schedules: tuple[int, int, int]  # total, failing, paused
     notify_usage: float
 
 

@@ -2,7 +2,8 @@
 
 Reads go to the public tables and views (jobs, job_history, job_queues, job_bundles,
 job_dependencies, scheduled_jobs, workers, settings, pg_class); actions go through the admin
-functions (retry_job, cancel_job, delete_job, run_scheduled_job) only. Parameters are
+functions (retry_job, cancel_job, delete_job, run_scheduled_job, pause_scheduled_job,
+resume_scheduled_job) only. Parameters are
 named; %(db)s is the tenant filter (NULL: every tenant).
 """
 
@@ -123,7 +124,10 @@ FROM app_jobs.workers AS w
 """
 
 SCHEDULES_SUMMARY = """
-SELECT count(*) AS total, count(*) FILTER (WHERE s.last_error IS NOT NULL) AS failing
+SELECT
+    count(*) AS total,
+    count(*) FILTER (WHERE s.last_error IS NOT NULL) AS failing,
+    count(*) FILTER (WHERE s.paused_at IS NOT NULL) AS paused
 FROM app_jobs.scheduled_jobs AS s
 WHERE (%(db)s::uuid IS NULL OR s.database_id = %(db)s::uuid)
 """
@@ -261,6 +265,8 @@ WHERE s.id = %(id)s AND (%(db)s::uuid IS NULL OR s.database_id = %(db)s::uuid)
 """
 
 RUN_SCHEDULE_NOW = "SELECT (app_jobs.run_scheduled_job(%(id)s::bigint)).id"
+PAUSE_SCHEDULE = "SELECT (app_jobs.pause_scheduled_job(%(id)s::bigint)).paused_at"
+RESUME_SCHEDULE = "SELECT (app_jobs.resume_scheduled_job(%(id)s::bigint)).next_run_at"
 
 # --- schedules and workers -----------------------------------------------------------------
 
@@ -269,7 +275,7 @@ SELECT
     s.id, s.database_id, s.task_identifier, s.queue_name, s.key, s.priority,
     s.schedule_info::text AS schedule_info, z.tz, s.next_run_at,
     s.next_run_at AT TIME ZONE z.tz AS next_run_local, s.last_scheduled, s.last_scheduled_id,
-    s.last_error, s.last_error_at
+    s.last_error, s.last_error_at, s.paused_at
 FROM app_jobs.scheduled_jobs AS s
 CROSS JOIN LATERAL (
     SELECT coalesce(
@@ -318,5 +324,6 @@ SELECT
     (SELECT max(j.locked_at) FROM app_jobs.jobs AS j) AS last_claim,
     (SELECT count(*) FROM app_jobs.jobs AS j WHERE j.locked_at IS NOT NULL) AS running,
     (SELECT max(s.last_scheduled) FROM app_jobs.scheduled_jobs AS s) AS last_scheduled,
+    (SELECT max(s.updated_at) FROM app_jobs.scheduled_jobs AS s) AS schedule_changed,
     (SELECT count(*) FROM app_jobs.workers) AS workers
 """
