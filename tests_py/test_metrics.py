@@ -303,18 +303,19 @@ def test_worker_statements_get_timeouts_for_their_own_transaction(
 
     async def main():
         w = Worker(conninfo, {"t": lambda payload, job: None}, WorkerOptions(**kw))
-        await w._connect()
+        c = w.connector
+        await c.connect()
         try:
             # The listener holds its connection while it waits for notifications.
-            w._listener.cancel()
-            await asyncio.gather(w._listener, return_exceptions=True)
-            statement = await session_settings(w._conn)
-            async with w._conn.transaction():
-                session = await session_settings(w._conn)
-            return statement, session, await session_settings(w._listen_conn), w.wakeup
+            c.listener.cancel()
+            await asyncio.gather(c.listener, return_exceptions=True)
+            statement = await session_settings(c.work)
+            async with c.work.transaction():
+                session = await session_settings(c.work)
+            return statement, session, await session_settings(c.listen_conn), w.wakeup
         finally:
-            await w._conn.execute("SELECT app_jobs.unregister_worker(%s)", (w.worker_id,))
-            await w._close()
+            await w.jobs.unregister()
+            await c.close()
 
     with psycopg.connect(conninfo) as plain:
         defaults = server_defaults(plain)
