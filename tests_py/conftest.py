@@ -3,7 +3,8 @@
 The harness (scripts/run-tests.sh) starts a throwaway cluster and exports PGHOST, PGPORT and
 PGUSER. pytest-postgresql's no-process factory points at that server; a template database
 gets `CREATE EXTENSION pgjobs` once per run, and every test that asks for `db` receives a
-fresh database cloned from it.
+fresh database cloned from it. Tests that need no server live in tests_py/unit and run
+without these variables.
 
 Fixtures:
     db            psycopg connection to a fresh database with pgjobs installed
@@ -41,12 +42,24 @@ PGUSER = os.environ.get("PGUSER", "postgres")
 DBNAME = f"pgjobs_py_{os.getpid()}"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if not PGHOST or not PGPORT:
+# A test that uses one of these needs the server (db reaches pgjobs_server through
+# getfixturevalue, so both are named).
+SERVER_FIXTURES = {"pgjobs_server", "db"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run tests that need the server when there is none. Tests that do not
+    (tests_py/unit) run anywhere: `pytest tests_py/unit` needs no cluster."""
+    if PGHOST and PGPORT:
+        return
+    needy = [item.nodeid for item in items
+             if SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if needy:
         raise pytest.UsageError(
-            "PGHOST and PGPORT are not set: the pytest suite needs the throwaway PostgreSQL "
-            "cluster that the harness starts. Run it with `make test` (or export the "
-            "variables of a running cluster, e.g. `set -a; . /tmp/dev/env; set +a`)."
+            f"PGHOST and PGPORT are not set, and {len(needy)} selected test(s) (e.g. "
+            f"{needy[0]}) need the throwaway PostgreSQL cluster that the harness starts. "
+            "Run them with `make test` (or export the variables of a running cluster, e.g. "
+            "`set -a; . /tmp/dev/env; set +a`); `pytest tests_py/unit` needs no server."
         )
 
 

@@ -15,18 +15,19 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
 import psycopg
-
-WORKER = str(Path(sys.executable).parent / "pgjobs-worker")
+from workerproc import (
+    WORKER,
+    wait_for,  # noqa: F401 - the fault tests import it from here
+)
 
 SOAK = os.environ.get("PGJOBS_SOAK", "").lower() in ("1", "true", "yes")
 
@@ -55,18 +56,6 @@ def write_tasks(tmp_path: Path, claim_log: Path, body: str, name: str = "fault_t
 def report(tag: str, name: str, **figures: object) -> None:
     """The figures of one test, on one line (visible with pytest -s)."""
     print(f"\n[{tag}] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float = 0.05):
-    """Poll cond until it is truthy (returned) or timeout seconds have passed (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(step)
 
 
 # -- the claim log -------------------------------------------------------------------------

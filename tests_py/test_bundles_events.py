@@ -17,45 +17,21 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pgjobs
 import pytest
-
-WORKER = str(Path(sys.executable).parent / "pgjobs-worker")
-
-TASK_PRELUDE = """\
-import json, os, random, time
-import pgjobs
-
-
-def log(path, *fields):
-    line = " ".join(str(f) for f in fields) + "\\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-
-"""
+from workerproc import LOG_PRELUDE, wait_for, worker_args
+from workerproc import write_tasks as write_module
 
 JOB_EVENT_KEYS = {"id", "task", "outcome", "will_retry", "bundle_id", "origin"}
 BUNDLE_EVENT_KEYS = {"id", "bundle_type", "origin", "outcome", "followup_job_id"}
 
 
 def write_tasks(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "bundle_tasks.py"
-    path.write_text(TASK_PRELUDE + textwrap.dedent(body))
-    return path
-
-
-def worker_args(conninfo: str, tasks: Path, *extra: str) -> list[str]:
-    return [WORKER, "--database-url", conninfo, "--tasks", str(tasks), *extra]
+    return write_module(tmp_path, body, "bundle_tasks", LOG_PRELUDE)
 
 
 def run_burst(conninfo: str, tasks: Path, *extra: str) -> None:
@@ -64,14 +40,6 @@ def run_burst(conninfo: str, tasks: Path, *extra: str) -> None:
     assert res.returncode == 0, res.stderr
 
 
-def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
-from test_worker import start_worker, stop, wait_for, write_tasks
+from workerproc import start_worker, stop, wait_for, write_tasks
 
 # Heartbeats so rare that none happens while the handler runs: only finish_jobs can fence.
 NO_HEARTBEAT = ("--heartbeat-interval", "60", "--dead-for", "180", "--poll-interval", "0.2")

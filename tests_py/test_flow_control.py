@@ -14,81 +14,18 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
-import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-WORKER = str(Path(sys.executable).parent / "pgjobs-worker")
-
-# Handlers append one line per event with os.write on an O_APPEND descriptor: one write
-# per line, so lines from several processes never interleave.
-TASK_PRELUDE = """\
-import os, time
-import pgjobs
-
-
-def log(path, *fields):
-    line = " ".join(str(f) for f in fields) + "\\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-
-"""
-
-
-def write_tasks(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "flow_tasks.py"
-    path.write_text(TASK_PRELUDE + textwrap.dedent(body))
-    return path
-
-
-def start_worker(conninfo: str, tasks: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [WORKER, "--database-url", conninfo, "--tasks", str(tasks), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def stop(proc: subprocess.Popen, timeout: float = 20) -> tuple[int, str]:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=timeout)
-    return proc.returncode, err
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture
-def workers():
-    """Worker processes started by a test; killed at teardown if still running."""
-    procs: list[subprocess.Popen] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+from workerproc import LOG_PRELUDE, start_worker, stop, wait_for
+from workerproc import write_tasks as write_module
 
 
 def start_workers(conninfo, tasks, n, workers, sql, *extra) -> None:
     for _ in range(n):
-        workers.append(start_worker(conninfo, tasks, *extra))
+        workers.append(start_worker(conninfo, tasks, *extra, stdout=subprocess.DEVNULL))
     # Registered means connected and listening: every worker competes from the start.
     wait_for(lambda: sql("SELECT count(*) FROM app_jobs.workers")[0][0] == n, 30,
              f"{n} workers to register")
@@ -96,7 +33,7 @@ def start_workers(conninfo, tasks, n, workers, sql, *extra) -> None:
 
 def stop_all(workers) -> None:
     for p in workers:
-        code, err = stop(p)
+        code, err = stop(p, timeout=20)
         assert code == 0, err
 
 
@@ -128,7 +65,7 @@ SAMPLE = """
 
 
 def test_queue_concurrency_limit_holds_across_worker_processes(db, connect, sql, tmp_path,
-                                                               workers):
+                                                               killer):
     conninfo = db.info.dsn
     log = tmp_path / "runs.log"
     tasks = write_tasks(tmp_path, f"""
@@ -146,7 +83,7 @@ def test_queue_concurrency_limit_holds_across_worker_processes(db, connect, sql,
     assert sql("SELECT app_jobs._queue_concurrency('narrow'), "
                "app_jobs._queue_concurrency('wide')") == [(1, 3)]
 
-    start_workers(conninfo, tasks, 3, workers, sql,
+    start_workers(conninfo, tasks, 3, killer, sql,
                   "--concurrency", "4", "--poll-interval", "0.1")
 
     samples = {"n": 0, "wide": 0, "narrow": 0}
@@ -180,7 +117,7 @@ def test_queue_concurrency_limit_holds_across_worker_processes(db, connect, sql,
     finally:
         stop_sampling.set()
         thread.join(10)
-    stop_all(workers)
+    stop_all(killer)
 
     assert violations == [], f"(wide, narrow, wide running_count, narrow running_count): " \
                              f"{violations[:10]}"
@@ -211,7 +148,7 @@ def test_queue_concurrency_limit_holds_across_worker_processes(db, connect, sql,
 
 # -- (b) rate limit -------------------------------------------------------------------------
 
-def test_rate_limit_holds_across_worker_processes(db, sql, tmp_path, workers):
+def test_rate_limit_holds_across_worker_processes(db, sql, tmp_path, killer):
     conninfo = db.info.dsn
     log = tmp_path / "starts.log"
     tasks = write_tasks(tmp_path, f"""
@@ -226,7 +163,7 @@ def test_rate_limit_holds_across_worker_processes(db, sql, tmp_path, workers):
             log(LOG, "unlimited", time.time())
             time.sleep(0.01)
     """)
-    start_workers(conninfo, tasks, 4, workers, sql,
+    start_workers(conninfo, tasks, 4, killer, sql,
                   "--concurrency", "4", "--poll-interval", "0.05")
 
     # A new limit starts with an empty bucket: set it once the workers are polling, so no
@@ -251,7 +188,7 @@ def test_rate_limit_holds_across_worker_processes(db, sql, tmp_path, workers):
 
     first = wait_for(lambda: starts("limited"), 15, "the first limited start")[0]
     time.sleep(max(0.0, first + 10.0 - time.time()) + 0.5)
-    stop_all(workers)
+    stop_all(killer)
 
     limited = starts("limited")
     in_window = sum(1 for t in limited if first <= t < first + 10.0)
@@ -268,3 +205,7 @@ def test_rate_limit_holds_across_worker_processes(db, sql, tmp_path, workers):
     assert sql("SELECT count(*) FROM app_jobs.jobs WHERE task_identifier = 'limited'")[0][0] \
         >= 300 - len(limited)
     assert len(limited) < 300
+
+
+def write_tasks(tmp_path: Path, body: str) -> Path:
+    return write_module(tmp_path, body, "flow_tasks", LOG_PRELUDE)

@@ -4,7 +4,7 @@ statement and idle-in-transaction timeouts (read back and enforced), app_jobs.me
 parsed by prometheus_client's own parser with a hostile task name, and `pgjobs status`
 with workers and `--watch`.
 
-Worker helpers come from test_worker (task modules written to tmp_path, the worker run as a
+Worker helpers come from workerproc (task modules written to tmp_path, the worker run as a
 subprocess of the installed console script).
 """
 
@@ -21,19 +21,13 @@ import urllib.request
 import psycopg
 import psycopg.rows
 import pytest
-from pgjobs.metrics import WorkerMetrics
 from pgjobs.worker import Worker, WorkerOptions
+from pooler import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from test_admin import PGJOBS, pgjobs
-from test_worker import start_worker, stop, wait_for, worker_args, write_tasks
+from workerproc import start_worker, stop, wait_for, worker_args, write_tasks
 
 LIVENESS = ("--heartbeat-interval", "0.5", "--dead-for", "2", "--poll-interval", "0.5")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -207,48 +201,6 @@ def test_bad_metrics_port_is_refused(conninfo, tmp_path):
     assert "must be a TCP port" in res.stderr
 
 
-def test_metrics_options_from_the_environment(monkeypatch):
-    from pgjobs.worker_cli import build_parser
-
-    monkeypatch.setenv("PGJOBS_METRICS_PORT", "9187")
-    monkeypatch.setenv("PGJOBS_METRICS_HOST", "0.0.0.0")
-    monkeypatch.setenv("PGJOBS_STATEMENT_TIMEOUT", "12.5")
-    monkeypatch.setenv("PGJOBS_IDLE_IN_TRANSACTION_TIMEOUT", "0")
-    args = build_parser().parse_args([])
-    assert (args.metrics_port, args.metrics_host) == (9187, "0.0.0.0")
-    assert (args.statement_timeout, args.idle_in_transaction_timeout) == (12.5, 0.0)
-    monkeypatch.setenv("PGJOBS_METRICS_PORT", "")
-    monkeypatch.delenv("PGJOBS_STATEMENT_TIMEOUT")
-    args = build_parser().parse_args([])
-    assert args.metrics_port is None
-    assert args.statement_timeout == 60.0
-    assert build_parser().parse_args(["--metrics-port", "0"]).metrics_port == 0
-
-
-def test_two_workers_registries_side_by_side():
-    a, b = WorkerMetrics(running=lambda: 2), WorkerMetrics(running=lambda: 5)
-    a.job_started("x")
-    a.job_recorded("x", "completed")
-    a.job_ran("x", 0.5)
-    b.job_recorded("x", "retrying")
-    b.job_recorded("y", "failed")
-    b.job_recorded("y", "cancelled")
-    b.job_fenced()
-    ta, tb = a.text(), b.text()
-    assert 'pgjobs_worker_jobs_completed_total{task="x"} 1.0' in ta
-    assert 'pgjobs_worker_job_duration_seconds_count{task="x"} 1.0' in ta
-    assert "pgjobs_worker_running 2.0" in ta
-    assert 'pgjobs_worker_jobs_completed_total{task="x"} 0.0' in tb
-    assert 'pgjobs_worker_jobs_failed_total{task="x"} 1.0' in tb
-    assert 'pgjobs_worker_jobs_failed_total{task="y"} 1.0' in tb
-    assert "pgjobs_worker_jobs_cancelled_total 1.0" in tb
-    assert "pgjobs_worker_jobs_fenced_total 1.0" in tb
-    assert "pgjobs_worker_running 5.0" in tb
-    # A gauge callback that raises does not break the scrape.
-    c = WorkerMetrics(running=lambda: 1 / 0)
-    assert "pgjobs_worker_running NaN" in c.text()
-
-
 def test_two_in_process_workers_serve_their_own_metrics(conninfo, sql):
     """Two Worker objects in one process: each its own registry and port."""
     ports = [free_port(), free_port()]
@@ -303,18 +255,19 @@ def test_worker_statements_get_timeouts_for_their_own_transaction(
 
     async def main():
         w = Worker(conninfo, {"t": lambda payload, job: None}, WorkerOptions(**kw))
-        await w._connect()
+        c = w.connector
+        await c.connect()
         try:
             # The listener holds its connection while it waits for notifications.
-            w._listener.cancel()
-            await asyncio.gather(w._listener, return_exceptions=True)
-            statement = await session_settings(w._conn)
-            async with w._conn.transaction():
-                session = await session_settings(w._conn)
-            return statement, session, await session_settings(w._listen_conn), w.wakeup
+            c.listener.cancel()
+            await asyncio.gather(c.listener, return_exceptions=True)
+            statement = await session_settings(c.work)
+            async with c.work.transaction():
+                session = await session_settings(c.work)
+            return statement, session, await session_settings(c.listen_conn), w.wakeup
         finally:
-            await w._conn.execute("SELECT app_jobs.unregister_worker(%s)", (w.worker_id,))
-            await w._close()
+            await w.jobs.unregister()
+            await c.close()
 
     with psycopg.connect(conninfo) as plain:
         defaults = server_defaults(plain)

@@ -8,56 +8,11 @@ writing files, so the test can watch them from outside.
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
-import textwrap
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-
-WORKER = str(Path(sys.executable).parent / "pgjobs-worker")
-
-
-def write_tasks(tmp_path: Path, body: str, name: str = "tasks_mod") -> Path:
-    path = tmp_path / f"{name}.py"
-    path.write_text("import asyncio, os, threading, time\nimport pgjobs\n\n"
-                    + textwrap.dedent(body))
-    return path
-
-
-def worker_args(conninfo: str, tasks: Path, *extra: str) -> list[str]:
-    return [WORKER, "--database-url", conninfo, "--tasks", str(tasks), *extra]
-
-
-def run_burst(conninfo: str, tasks: Path, *extra: str,
-              timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(worker_args(conninfo, tasks, "--burst", *extra),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def start_worker(conninfo: str, tasks: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(worker_args(conninfo, tasks, *extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def stop(proc: subprocess.Popen, timeout: float = 15) -> tuple[int, str]:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=timeout)
-    return proc.returncode, err
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+from workerproc import WORKER, run_burst, start_worker, stop, wait_for, worker_args, write_tasks
 
 
 def count_jobs(sql) -> int:

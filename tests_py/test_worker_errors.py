@@ -268,7 +268,7 @@ def test_work_and_heartbeat_sessions_get_the_limits(db):
                         WorkerOptions(worker_id="x", **options))
         found = []
         for role in ("pgjobs-worker", "pgjobs-heartbeat"):
-            conn = await worker._open_session(role)
+            conn = await worker.connector.open_session(role)
             cur = await conn.execute(
                 "SELECT current_setting('application_name') AS a, "
                 "current_setting('statement_timeout') AS s, "

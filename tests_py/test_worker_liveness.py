@@ -2,7 +2,7 @@
 timeouts, cancellation, progress, fencing after being reaped while alive, and the
 --dead-for / --heartbeat-interval check, each with real worker processes.
 
-Helpers come from test_worker (task modules written to tmp_path, the worker run as a
+Helpers come from workerproc (task modules written to tmp_path, the worker run as a
 subprocess). Handlers report what they did by writing files; every wait polls with a
 generous deadline, and the only timing assertions are lower bounds or far below the
 handlers' 30 s sleeps.
@@ -17,7 +17,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from test_worker import WORKER, run_burst, start_worker, stop, wait_for, write_tasks
+from workerproc import WORKER, run_burst, start_worker, stop, wait_for, write_tasks
 
 # Fast liveness for the tests: heartbeats every 0.5 s, presumed dead after 2 s.
 HB = 0.5

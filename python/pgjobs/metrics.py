@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -231,3 +232,41 @@ def _safe(read: Callable[[], float]) -> Callable[[], float]:
             return float("nan")
 
     return value
+
+
+class Stats:
+    """The counts of the worker's closing summary, and the Prometheus counters that go
+    with them, each counted once, when it became final: an attempt's outcome when the
+    database took it (finish_jobs' answer), a fenced attempt when finish_jobs or the
+    heartbeat said the claim was lost, released and returned jobs when the release
+    committed. Nothing is counted ahead and corrected later."""
+
+    def __init__(self, metrics: Any = NO_METRICS):
+        self.metrics = metrics
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.fenced = 0
+        self.released = 0  # running at shutdown, handed back (attempt refunded)
+        self.returned = 0  # buffered, never started, handed back at shutdown
+        self.started = time.monotonic()
+
+    def count_recorded(self, task: str, outcome: str, status: str) -> None:
+        """finish_jobs recorded `outcome` (completed, failed or cancelled) as `status`."""
+        if outcome == "completed":
+            self.completed += 1
+        elif outcome == "cancelled":
+            self.cancelled += 1
+        else:
+            self.failed += 1
+        if self.metrics.enabled:
+            self.metrics.job_recorded(task, status)
+
+    def count_fenced(self) -> None:
+        self.fenced += 1
+        self.metrics.job_fenced()
+
+    def summary(self) -> dict[str, int]:
+        return {"completed": self.completed, "failed": self.failed,
+                "cancelled": self.cancelled, "fenced": self.fenced,
+                "released": self.released, "returned": self.returned}

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -71,7 +70,7 @@ def run_jobs(
         with conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(sql.CLAIM_JOBS, {
                 "worker_id": WORKER_ID, "tasks": tasks,
-                "job_expiry": timedelta(hours=4), "batch_size": 1,
+                "job_expiry": None, "batch_size": 1,  # None: the job_expiry setting
             }).fetchone()
         if row is None:
             _commit(conn)
