@@ -80,6 +80,9 @@ SELECT setval(
 -- The views that read job_history follow the table they were created on: made again.
 DROP VIEW app_jobs.job_status;
 DROP VIEW app_jobs.queue_stats;
+-- Out of the extension first, so pg_dump's list of its data tables forgets them too.
+ALTER EXTENSION pgjobs DROP SEQUENCE app_jobs.job_history_old_id_seq;
+ALTER EXTENSION pgjobs DROP TABLE app_jobs.job_history_old;
 DROP TABLE app_jobs.job_history_old;
 
 -- from sql/src/170_job_status_view.sql (re-runnable)
@@ -298,7 +301,9 @@ COMMENT ON FUNCTION app_jobs.set_setting IS
 -- With tenant_fairness on: the ids of up to p_n claimable jobs of each tenant that has
 -- any (database_id; NULL is a tenant too) in the order a claim takes them: priority
 -- first, then taking turns (each tenant's 1st job, then each tenant's 2nd, ...), then
--- the tenant with fewer running jobs, then run_at and id. Claimable as get_jobs sees it:
+-- the tenant with fewer running jobs, then run_at and id. Each tenant gives twice its
+-- share of p_n (enough for claimers side by side that skip each other's rows; with many
+-- tenants a tenant's 2nd or 3rd job is never reached). Claimable as get_jobs sees it:
 -- available, due, of p_task_identifiers (NULL: any), not of a task p_allow gives no
 -- token, not in a queue that is full. The rows are not locked: get_jobs locks the first
 -- free ones in this order.
@@ -334,9 +339,14 @@ BEGIN
             WHERE t.database_id IS NOT NULL
         ),
 
+        share AS (
+            SELECT least(p_n, 2 * p_n / greatest(count(*), 1) + 1) AS n FROM tenants
+        ),
+
         heads AS (
             SELECT h.*
             FROM tenants AS t
+            CROSS JOIN share AS s
             CROSS JOIN LATERAL (
                 SELECT e.id, e.database_id, e.priority, e.run_at
                 FROM app_jobs.jobs AS e
@@ -351,7 +361,7 @@ BEGIN
                             AND q.running_count < app_jobs._queue_concurrency(q.queue_name)
                     ))
                 ORDER BY e.priority, e.run_at, e.id
-                LIMIT p_n
+                LIMIT s.n
             ) AS h
             WHERE t.database_id IS NOT NULL
             UNION ALL
@@ -369,7 +379,7 @@ BEGIN
                             AND q.running_count < app_jobs._queue_concurrency(q.queue_name)
                     ))
                 ORDER BY e.priority, e.run_at, e.id
-                LIMIT p_n
+                LIMIT (SELECT s.n FROM share AS s)
             )
         ),
 

@@ -1,7 +1,9 @@
 -- With tenant_fairness on: the ids of up to p_n claimable jobs of each tenant that has
 -- any (database_id; NULL is a tenant too) in the order a claim takes them: priority
 -- first, then taking turns (each tenant's 1st job, then each tenant's 2nd, ...), then
--- the tenant with fewer running jobs, then run_at and id. Claimable as get_jobs sees it:
+-- the tenant with fewer running jobs, then run_at and id. Each tenant gives twice its
+-- share of p_n (enough for claimers side by side that skip each other's rows; with many
+-- tenants a tenant's 2nd or 3rd job is never reached). Claimable as get_jobs sees it:
 -- available, due, of p_task_identifiers (NULL: any), not of a task p_allow gives no
 -- token, not in a queue that is full. The rows are not locked: get_jobs locks the first
 -- free ones in this order.
@@ -37,9 +39,14 @@ BEGIN
             WHERE t.database_id IS NOT NULL
         ),
 
+        share AS (
+            SELECT least(p_n, 2 * p_n / greatest(count(*), 1) + 1) AS n FROM tenants
+        ),
+
         heads AS (
             SELECT h.*
             FROM tenants AS t
+            CROSS JOIN share AS s
             CROSS JOIN LATERAL (
                 SELECT e.id, e.database_id, e.priority, e.run_at
                 FROM app_jobs.jobs AS e
@@ -54,7 +61,7 @@ BEGIN
                             AND q.running_count < app_jobs._queue_concurrency(q.queue_name)
                     ))
                 ORDER BY e.priority, e.run_at, e.id
-                LIMIT p_n
+                LIMIT s.n
             ) AS h
             WHERE t.database_id IS NOT NULL
             UNION ALL
@@ -72,7 +79,7 @@ BEGIN
                             AND q.running_count < app_jobs._queue_concurrency(q.queue_name)
                     ))
                 ORDER BY e.priority, e.run_at, e.id
-                LIMIT p_n
+                LIMIT (SELECT s.n FROM share AS s)
             )
         ),
 
