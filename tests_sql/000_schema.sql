@@ -1,17 +1,27 @@
 -- Schema: extension, tables (jobs, queues, schedules, workers, job_history, settings, job_dependencies, job_bundles, task_settings, queue_settings), columns, keys, claim index, functions (signatures, parameter names, return types), job_status view, triggers, pg_dump config.
 BEGIN;
 \ir setup.psql
-SELECT plan(322);
+SELECT plan(324);
 
 SELECT has_extension('pgjobs', 'extension pgjobs is installed');
 SELECT has_schema('app_jobs', 'schema app_jobs exists');
-SELECT tables_are(
-    'app_jobs',
+SELECT set_eq(
+    $$SELECT relname::text FROM pg_class
+      WHERE relnamespace = 'app_jobs'::regnamespace AND relkind IN ('r', 'p')
+          AND NOT relispartition$$,
     ARRAY[
         'jobs', 'job_queues', 'scheduled_jobs', 'workers', 'job_history', 'settings',
         'job_dependencies', 'job_bundles', 'task_settings', 'queue_settings'
     ],
-    'app_jobs holds exactly the ten tables'
+    'app_jobs holds exactly the ten tables (partitions aside)'
+);
+SELECT is_empty(
+    $$SELECT c.oid::regclass FROM pg_class AS c
+      WHERE c.relnamespace = 'app_jobs'::regnamespace AND c.relispartition AND c.relkind = 'r'
+          AND NOT (c.relname = 'job_history_default' OR c.relname ~ '^job_history_p[0-9]{8}$'
+              AND (SELECT i.inhparent FROM pg_inherits AS i WHERE i.inhrelid = c.oid)
+              = 'app_jobs.job_history'::regclass)$$,
+    'the only partitions are job_history''s: job_history_default and day partitions'
 );
 SELECT has_view('app_jobs', 'job_status', 'view app_jobs.job_status exists');
 SELECT views_are(
@@ -188,7 +198,10 @@ SELECT col_is_pk('app_jobs', 'jobs', 'id', 'jobs.id is the primary key');
 SELECT col_is_pk('app_jobs', 'job_queues', 'queue_name', 'job_queues.queue_name is the primary key');
 SELECT col_is_pk('app_jobs', 'scheduled_jobs', 'id', 'scheduled_jobs.id is the primary key');
 SELECT col_is_pk('app_jobs', 'workers', 'id', 'workers.id is the primary key');
-SELECT col_is_pk('app_jobs', 'job_history', 'id', 'job_history.id is the primary key');
+SELECT col_is_pk(
+    'app_jobs', 'job_history', ARRAY['id', 'finished_at'],
+    'job_history''s primary key is (id, finished_at): it must hold the partition key'
+);
 SELECT col_is_pk('app_jobs', 'settings', 'name', 'settings.name is the primary key');
 SELECT col_is_pk(
     'app_jobs', 'job_dependencies', ARRAY['job_id', 'depends_on'],
@@ -257,6 +270,11 @@ SELECT matches(
     pg_get_indexdef('app_jobs.jobs_claim_idx'::regclass),
     'WHERE is_available$',
     'claim index is partial: WHERE is_available'
+);
+SELECT is(
+    pg_get_indexdef('app_jobs.jobs_tenant_claim_idx'::regclass),
+    'CREATE INDEX jobs_tenant_claim_idx ON app_jobs.jobs USING btree (database_id, priority, run_at, id) WHERE is_available',
+    'per-tenant claim index (tenant_fairness) on (database_id, priority, run_at, id) WHERE is_available'
 );
 SELECT matches(
     pg_get_expr(d.adbin, d.adrelid),
@@ -373,7 +391,8 @@ SELECT functions_are(
         '_stopped_event', '_notify', '_notify_chunks', '_notifications_skipped_count',
         '_check_job_expiry', '_check_job', '_add_jobs_rows', '_stop_jobs', '_tg_bundle_job_revived',
         '_name_problem', '_check_payload', '_check_run_at', '_check_tenant', '_tenant_allowed',
-        'metrics', '_metrics_label', '_lock_jobs', '_job_expiry'
+        'metrics', '_metrics_label', '_lock_jobs', '_job_expiry', '_fair_candidates',
+        '_ensure_history_partitions'
     ],
     'app_jobs has exactly the known functions'
 );
@@ -442,7 +461,8 @@ SELECT set_eq(
     ARRAY[
         'app_jobs.jobs', 'app_jobs.jobs_id_seq', 'app_jobs.job_queues',
         'app_jobs.scheduled_jobs', 'app_jobs.scheduled_jobs_id_seq',
-        'app_jobs.workers', 'app_jobs.job_history', 'app_jobs.job_history_id_seq',
+        'app_jobs.workers', 'app_jobs.job_history', 'app_jobs.job_history_default',
+        'app_jobs.job_history_id_seq',
         'app_jobs.settings', 'app_jobs.job_dependencies', 'app_jobs.job_bundles',
         'app_jobs.job_bundles_id_seq', 'app_jobs.task_settings', 'app_jobs.queue_settings'
     ],

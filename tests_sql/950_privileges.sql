@@ -330,7 +330,7 @@ SELECT is_empty(
 -- 6. Row-level security and policies.
 SELECT results_eq(
     $$SELECT relname::text COLLATE "default", relrowsecurity, relforcerowsecurity FROM pg_class
-      WHERE relnamespace = 'app_jobs'::regnamespace AND relkind = 'r' AND relrowsecurity
+      WHERE relnamespace = 'app_jobs'::regnamespace AND relkind IN ('r', 'p') AND relrowsecurity
       ORDER BY relname$$,
     $$VALUES ('job_bundles', TRUE, FALSE), ('job_history', TRUE, FALSE),
              ('jobs', TRUE, FALSE), ('scheduled_jobs', TRUE, FALSE)$$,

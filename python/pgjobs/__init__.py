@@ -14,7 +14,7 @@ from .events import Event, JobFailed, listen, listen_async, wait_for_job
 from .job import Job
 from .tasks import registered, task
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"
 
 __all__ = [
     "Event",

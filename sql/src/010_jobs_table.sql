@@ -77,3 +77,8 @@ WHERE locked_at IS NOT NULL;
 -- Available jobs of named queues in claim order, to find each queue's head.
 CREATE INDEX jobs_queue_head_idx ON app_jobs.jobs (queue_name, priority, run_at, id)
 WHERE is_available AND queue_name IS NOT NULL;
+
+-- Available jobs by tenant in claim order: with tenant_fairness on, the claim steps from
+-- tenant to tenant through it and reads each tenant's head (app_jobs._fair_candidates).
+CREATE INDEX jobs_tenant_claim_idx ON app_jobs.jobs (database_id, priority, run_at, id)
+WHERE is_available;

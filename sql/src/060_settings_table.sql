@@ -5,7 +5,7 @@ CREATE TABLE app_jobs.settings (
     CONSTRAINT settings_name_check CHECK (
         name IN (
             'history', 'history_retention', 'max_payload_bytes', 'notify_max_queue_usage',
-            'job_expiry'
+            'job_expiry', 'tenant_fairness'
         )
     ),
     CONSTRAINT settings_max_payload_bytes_check CHECK (
@@ -21,4 +21,5 @@ COMMENT ON TABLE app_jobs.settings IS
 'history (on/off, default on), history_retention (interval, default 7 days), '
 'max_payload_bytes (1024 to 1073741824, default 262144), notify_max_queue_usage (0 to 1, '
 'default 0.5), job_expiry (how long the claim of a worker that never registered holds, '
-'default 4 hours)';
+'default 4 hours), tenant_fairness (on/off, default off: claims take turns between '
+'tenants)';

@@ -12,6 +12,7 @@ BEGIN
             WHEN 'max_payload_bytes' THEN '262144'
             WHEN 'notify_max_queue_usage' THEN '0.5'
             WHEN 'job_expiry' THEN '4 hours'
+            WHEN 'tenant_fairness' THEN 'off'
         END
     );
 END;
@@ -35,7 +36,7 @@ AS $$
 DECLARE
     v_value text := value;
 BEGIN
-    IF name = 'history' AND lower(v_value) IN ('on', 'off') THEN
+    IF name IN ('history', 'tenant_fairness') AND lower(v_value) IN ('on', 'off') THEN
         v_value := lower(v_value);
     ELSIF name = 'history_retention' AND v_value IS NOT NULL THEN
         BEGIN
@@ -85,7 +86,8 @@ BEGIN
         -- Values are echoed as JSON strings: control characters cannot reach the log raw.
         RAISE EXCEPTION 'unknown setting % or bad value %',
             coalesce(to_json(name)::text, 'NULL'), coalesce(to_json(v_value)::text, 'NULL')
-            USING HINT = 'history takes on or off; history_retention an interval; '
+            USING HINT = 'history and tenant_fairness take on or off; '
+            || 'history_retention an interval; '
             || 'max_payload_bytes a number of bytes (1024 to 1073741824); '
             || 'notify_max_queue_usage a fraction (0 to 1); job_expiry an interval',
             ERRCODE = 'PJ014';
@@ -99,5 +101,5 @@ $$;
 
 COMMENT ON FUNCTION app_jobs.set_setting IS
 'Set history (on/off), history_retention (interval), max_payload_bytes (1024 to '
-'1073741824), notify_max_queue_usage (0 to 1) or job_expiry (interval); PJ014 on anything '
-'else';
+'1073741824), notify_max_queue_usage (0 to 1), job_expiry (interval) or tenant_fairness '
+'(on/off); PJ014 on anything else';

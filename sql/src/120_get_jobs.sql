@@ -1,6 +1,7 @@
 -- Claim up to batch_size available jobs for a worker, within each named queue's
 -- concurrency (one at a time unless queue_settings says more) and each task's rate limit.
--- job_expiry NULL (the default) means the job_expiry setting.
+-- job_expiry NULL (the default) means the job_expiry setting. With the tenant_fairness
+-- setting on, tenants take turns (app_jobs._fair_candidates gives the order).
 CREATE FUNCTION app_jobs.get_jobs(
     worker_id text,
     task_identifiers text[] DEFAULT NULL,
@@ -20,6 +21,7 @@ DECLARE
     v_bucket record;
     v_tokens double precision;
     v_allow jsonb;
+    v_fair bigint[];
 BEGIN
     PERFORM app_jobs._check_worker_id(worker_id);
     PERFORM app_jobs._check_job_expiry(job_expiry);
@@ -77,6 +79,36 @@ BEGIN
         v_allow := coalesce(v_allow, '{}'::jsonb)
             || jsonb_build_object(v_bucket.task_identifier, floor(v_tokens)::integer);
     END LOOP;
+
+    -- Tenant fairness: the candidates, in the order they are to be taken (several per
+    -- tenant, so that claimers side by side, skipping each other's locks, find enough).
+    IF app_jobs.setting('tenant_fairness') = 'on' THEN
+        v_fair := app_jobs._fair_candidates(v_now, task_identifiers, v_allow, batch_size);
+    END IF;
+
+    IF v_fair IS NOT NULL AND v_allow IS NULL AND NOT EXISTS (SELECT 1 FROM app_jobs.job_queues) THEN
+        -- The common case below, in the fair order.
+        RETURN QUERY
+        WITH claimed AS (
+        UPDATE app_jobs.jobs AS j
+        SET
+            attempts = j.attempts + 1, locked_by = worker_id, locked_at = v_now,
+            updated_at = v_now, progress = NULL, stage = NULL
+        WHERE j.id = ANY(ARRAY(
+            SELECT e.id
+            FROM unnest(v_fair) WITH ORDINALITY AS f (id, turn)
+            INNER JOIN app_jobs.jobs AS e ON f.id = e.id
+            WHERE e.is_available AND e.run_at <= v_now AND e.queue_name IS NULL
+            ORDER BY f.turn
+            LIMIT batch_size
+            FOR UPDATE OF e SKIP LOCKED
+        ))
+        RETURNING j.*
+        )
+
+        SELECT cl.* FROM claimed AS cl ORDER BY array_position(v_fair, cl.id);
+        RETURN;
+    END IF;
 
     -- The common case: no rate limit applies and no job is in a named queue (no queue has
     -- a row). Then the claim is the plain ordered SKIP LOCKED pick, of jobs without a
@@ -169,7 +201,11 @@ BEGIN
                             ) < app_jobs._queue_concurrency(q.queue_name) - q.running_count
                     )
                 )
-            ORDER BY j.priority, j.run_at, j.id
+                AND (v_fair IS NULL OR j.id = ANY(v_fair))
+            -- (With fairness off the first key is NULL, a constant the index order meets.)
+            ORDER BY
+                CASE WHEN v_fair IS NOT NULL THEN array_position(v_fair, j.id) END,
+                j.priority, j.run_at, j.id
             LIMIT g.cap
             FOR UPDATE OF j SKIP LOCKED
         ) AS c
@@ -178,7 +214,9 @@ BEGIN
     candidates AS (
         SELECT l.id, l.queue_name, l.task_identifier, l.priority, l.run_at
         FROM locked AS l
-        ORDER BY l.priority, l.run_at, l.id
+        ORDER BY
+            CASE WHEN v_fair IS NOT NULL THEN array_position(v_fair, l.id) END,
+            l.priority, l.run_at, l.id
         LIMIT batch_size
     ),
 
@@ -251,7 +289,9 @@ BEGIN
     -- locked_queues and spent_tokens run to completion although nothing reads them.
     SELECT cl.*
     FROM claimed AS cl
-    ORDER BY cl.priority, cl.run_at, cl.id;
+    ORDER BY
+        CASE WHEN v_fair IS NOT NULL THEN array_position(v_fair, cl.id) END,
+        cl.priority, cl.run_at, cl.id;
 END;
 $$;
 

@@ -11,6 +11,7 @@ BEGIN
         );
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.workers', '');
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_history', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_history_default', '');
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_history_id_seq', '');
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.settings', '');
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_dependencies', '');

@@ -1,4 +1,4 @@
--- pgjobs 0.9.0: generated from sql/src by make; do not edit.
+-- pgjobs 0.10.0: generated from sql/src by make; do not edit.
 
 -- sql/src/000_schema.sql
 -- Schema that holds every pgjobs object.
@@ -86,6 +86,11 @@ WHERE locked_at IS NOT NULL;
 -- Available jobs of named queues in claim order, to find each queue's head.
 CREATE INDEX jobs_queue_head_idx ON app_jobs.jobs (queue_name, priority, run_at, id)
 WHERE is_available AND queue_name IS NOT NULL;
+
+-- Available jobs by tenant in claim order: with tenant_fairness on, the claim steps from
+-- tenant to tenant through it and reads each tenant's head (app_jobs._fair_candidates).
+CREATE INDEX jobs_tenant_claim_idx ON app_jobs.jobs (database_id, priority, run_at, id)
+WHERE is_available;
 
 -- sql/src/020_job_queues_table.sql
 -- Named queues: how many jobs each holds and which worker runs it now.
@@ -193,8 +198,11 @@ CREATE INDEX workers_last_heartbeat_idx ON app_jobs.workers (last_heartbeat);
 
 -- sql/src/050_job_history_table.sql
 -- Finished jobs (completed, permanently failed, cancelled), kept for history_retention.
+-- Partitioned by finish time, one partition per UTC day (job_history_pYYYYMMDD, made
+-- ahead by _ensure_history_partitions), so retention drops whole days instead of
+-- deleting rows; job_history_default takes any row no day partition covers.
 CREATE TABLE app_jobs.job_history (
-    id bigserial PRIMARY KEY,
+    id bigserial,
     job_id bigint NOT NULL,
     database_id uuid,
     task_identifier text NOT NULL,
@@ -214,13 +222,17 @@ CREATE TABLE app_jobs.job_history (
     finished_at timestamptz NOT NULL DEFAULT now(),
     origin text,
     bundle_id bigint,
+    -- A partitioned table's key must hold its partition key; ids stay unique anyway
+    -- (one sequence).
+    CONSTRAINT job_history_pkey PRIMARY KEY (id, finished_at),
     CONSTRAINT job_history_status_check CHECK (
         status IN ('completed', 'failed', 'cancelled')
     )
-);
+) PARTITION BY RANGE (finished_at);
 
 COMMENT ON TABLE app_jobs.job_history IS
-'One row per job that reached a final state; purged by purge_job_history';
+'One row per job that reached a final state, partitioned by finished_at (UTC days); '
+'purged by purge_job_history';
 COMMENT ON COLUMN app_jobs.job_history.result IS 'What the handler returned (completed jobs)';
 COMMENT ON COLUMN app_jobs.job_history.error_data IS
 'Structured detail of the last error (exception type, traceback)';
@@ -231,6 +243,10 @@ CREATE INDEX job_history_finished_at_idx ON app_jobs.job_history (finished_at);
 -- A job's records, for lookups by job id.
 CREATE INDEX job_history_job_id_idx ON app_jobs.job_history (job_id);
 
+-- Rows no day partition covers (an insert never fails for want of a partition);
+-- _ensure_history_partitions moves them into day partitions as it makes them.
+CREATE TABLE app_jobs.job_history_default PARTITION OF app_jobs.job_history DEFAULT;
+
 -- sql/src/060_settings_table.sql
 -- Instance-wide settings; a missing row means the default (see app_jobs.setting).
 CREATE TABLE app_jobs.settings (
@@ -239,7 +255,7 @@ CREATE TABLE app_jobs.settings (
     CONSTRAINT settings_name_check CHECK (
         name IN (
             'history', 'history_retention', 'max_payload_bytes', 'notify_max_queue_usage',
-            'job_expiry'
+            'job_expiry', 'tenant_fairness'
         )
     ),
     CONSTRAINT settings_max_payload_bytes_check CHECK (
@@ -255,7 +271,8 @@ COMMENT ON TABLE app_jobs.settings IS
 'history (on/off, default on), history_retention (interval, default 7 days), '
 'max_payload_bytes (1024 to 1073741824, default 262144), notify_max_queue_usage (0 to 1, '
 'default 0.5), job_expiry (how long the claim of a worker that never registered holds, '
-'default 4 hours)';
+'default 4 hours), tenant_fairness (on/off, default off: claims take turns between '
+'tenants)';
 
 -- sql/src/070_job_dependencies_table.sql
 -- Which unfinished jobs a job waits for; a row goes when its dependency completes.
@@ -595,6 +612,7 @@ BEGIN
             WHEN 'max_payload_bytes' THEN '262144'
             WHEN 'notify_max_queue_usage' THEN '0.5'
             WHEN 'job_expiry' THEN '4 hours'
+            WHEN 'tenant_fairness' THEN 'off'
         END
     );
 END;
@@ -618,7 +636,7 @@ AS $$
 DECLARE
     v_value text := value;
 BEGIN
-    IF name = 'history' AND lower(v_value) IN ('on', 'off') THEN
+    IF name IN ('history', 'tenant_fairness') AND lower(v_value) IN ('on', 'off') THEN
         v_value := lower(v_value);
     ELSIF name = 'history_retention' AND v_value IS NOT NULL THEN
         BEGIN
@@ -668,7 +686,8 @@ BEGIN
         -- Values are echoed as JSON strings: control characters cannot reach the log raw.
         RAISE EXCEPTION 'unknown setting % or bad value %',
             coalesce(to_json(name)::text, 'NULL'), coalesce(to_json(v_value)::text, 'NULL')
-            USING HINT = 'history takes on or off; history_retention an interval; '
+            USING HINT = 'history and tenant_fairness take on or off; '
+            || 'history_retention an interval; '
             || 'max_payload_bytes a number of bytes (1024 to 1073741824); '
             || 'notify_max_queue_usage a fraction (0 to 1); job_expiry an interval',
             ERRCODE = 'PJ014';
@@ -682,8 +701,8 @@ $$;
 
 COMMENT ON FUNCTION app_jobs.set_setting IS
 'Set history (on/off), history_retention (interval), max_payload_bytes (1024 to '
-'1073741824), notify_max_queue_usage (0 to 1) or job_expiry (interval); PJ014 on anything '
-'else';
+'1073741824), notify_max_queue_usage (0 to 1), job_expiry (interval) or tenant_fairness '
+'(on/off); PJ014 on anything else';
 
 -- sql/src/103_lock_is_free.sql
 -- True when nobody live holds a lock: never taken, or older than p_expiry and held by
@@ -1418,10 +1437,124 @@ $$;
 COMMENT ON FUNCTION app_jobs.add_jobs IS
 'Enqueue many jobs in one statement (parallel arrays): add_job''s checks, tenancy and keys';
 
+-- sql/src/119_fair_candidates.sql
+-- With tenant_fairness on: the ids of up to p_n claimable jobs of each tenant that has
+-- any (database_id; NULL is a tenant too) in the order a claim takes them: priority
+-- first, then taking turns (each tenant's 1st job, then each tenant's 2nd, ...), then
+-- the tenant with fewer running jobs, then run_at and id. Each tenant gives twice its
+-- share of p_n (enough for claimers side by side that skip each other's rows; with many
+-- tenants a tenant's 2nd or 3rd job is never reached). Claimable as get_jobs sees it:
+-- available, due, of p_task_identifiers (NULL: any), not of a task p_allow gives no
+-- token, not in a queue that is full. The rows are not locked: get_jobs locks the first
+-- free ones in this order.
+CREATE FUNCTION app_jobs._fair_candidates(
+    p_now timestamptz,
+    p_task_identifiers text[],
+    p_allow jsonb,
+    p_n integer
+) RETURNS bigint[]
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    RETURN ARRAY(
+        -- The tenants with available jobs, one index probe each (a loose index scan of
+        -- jobs_tenant_claim_idx: the next database_id after the previous one).
+        WITH RECURSIVE tenants AS (
+            (
+                SELECT e.database_id
+                FROM app_jobs.jobs AS e
+                WHERE e.is_available AND e.database_id IS NOT NULL
+                ORDER BY e.database_id
+                LIMIT 1
+            )
+            UNION ALL
+            SELECT (
+                SELECT e.database_id
+                FROM app_jobs.jobs AS e
+                WHERE e.is_available AND e.database_id > t.database_id
+                ORDER BY e.database_id
+                LIMIT 1
+            )
+            FROM tenants AS t
+            WHERE t.database_id IS NOT NULL
+        ),
+
+        share AS (
+            SELECT least(p_n, 2 * p_n / greatest(count(*), 1) + 1) AS n FROM tenants
+        ),
+
+        heads AS (
+            SELECT h.*
+            FROM tenants AS t
+            CROSS JOIN share AS s
+            CROSS JOIN LATERAL (
+                SELECT e.id, e.database_id, e.priority, e.run_at
+                FROM app_jobs.jobs AS e
+                WHERE e.database_id = t.database_id
+                    AND e.is_available
+                    AND e.run_at <= p_now
+                    AND (p_task_identifiers IS NULL OR e.task_identifier = ANY(p_task_identifiers))
+                    AND coalesce((p_allow ->> e.task_identifier)::integer, 1) > 0
+                    AND (e.queue_name IS NULL OR EXISTS (
+                        SELECT 1 FROM app_jobs.job_queues AS q
+                        WHERE q.queue_name = e.queue_name
+                            AND q.running_count < app_jobs._queue_concurrency(q.queue_name)
+                    ))
+                ORDER BY e.priority, e.run_at, e.id
+                LIMIT s.n
+            ) AS h
+            WHERE t.database_id IS NOT NULL
+            UNION ALL
+            (
+                SELECT e.id, e.database_id, e.priority, e.run_at
+                FROM app_jobs.jobs AS e
+                WHERE e.database_id IS NULL
+                    AND e.is_available
+                    AND e.run_at <= p_now
+                    AND (p_task_identifiers IS NULL OR e.task_identifier = ANY(p_task_identifiers))
+                    AND coalesce((p_allow ->> e.task_identifier)::integer, 1) > 0
+                    AND (e.queue_name IS NULL OR EXISTS (
+                        SELECT 1 FROM app_jobs.job_queues AS q
+                        WHERE q.queue_name = e.queue_name
+                            AND q.running_count < app_jobs._queue_concurrency(q.queue_name)
+                    ))
+                ORDER BY e.priority, e.run_at, e.id
+                LIMIT (SELECT s.n FROM share AS s)
+            )
+        ),
+
+        -- Running jobs per tenant (few: the partial index on locked_at finds them).
+        running AS (
+            SELECT r.database_id, count(*) AS n
+            FROM app_jobs.jobs AS r
+            WHERE r.locked_at IS NOT NULL
+            GROUP BY r.database_id
+        ),
+
+        turns AS (
+            SELECT
+                h.id,
+                h.priority,
+                h.run_at,
+                coalesce(r.n, 0) AS running,
+                row_number() OVER (
+                    PARTITION BY h.database_id, h.priority ORDER BY h.run_at, h.id
+                ) AS turn
+            FROM heads AS h
+            LEFT JOIN running AS r ON h.database_id IS NOT DISTINCT FROM r.database_id
+        )
+
+        SELECT t.id FROM turns AS t
+        ORDER BY t.priority, t.turn, t.running, t.run_at, t.id
+    );
+END;
+$$;
+
 -- sql/src/120_get_jobs.sql
 -- Claim up to batch_size available jobs for a worker, within each named queue's
 -- concurrency (one at a time unless queue_settings says more) and each task's rate limit.
--- job_expiry NULL (the default) means the job_expiry setting.
+-- job_expiry NULL (the default) means the job_expiry setting. With the tenant_fairness
+-- setting on, tenants take turns (app_jobs._fair_candidates gives the order).
 CREATE FUNCTION app_jobs.get_jobs(
     worker_id text,
     task_identifiers text[] DEFAULT NULL,
@@ -1441,6 +1574,7 @@ DECLARE
     v_bucket record;
     v_tokens double precision;
     v_allow jsonb;
+    v_fair bigint[];
 BEGIN
     PERFORM app_jobs._check_worker_id(worker_id);
     PERFORM app_jobs._check_job_expiry(job_expiry);
@@ -1498,6 +1632,36 @@ BEGIN
         v_allow := coalesce(v_allow, '{}'::jsonb)
             || jsonb_build_object(v_bucket.task_identifier, floor(v_tokens)::integer);
     END LOOP;
+
+    -- Tenant fairness: the candidates, in the order they are to be taken (several per
+    -- tenant, so that claimers side by side, skipping each other's locks, find enough).
+    IF app_jobs.setting('tenant_fairness') = 'on' THEN
+        v_fair := app_jobs._fair_candidates(v_now, task_identifiers, v_allow, batch_size);
+    END IF;
+
+    IF v_fair IS NOT NULL AND v_allow IS NULL AND NOT EXISTS (SELECT 1 FROM app_jobs.job_queues) THEN
+        -- The common case below, in the fair order.
+        RETURN QUERY
+        WITH claimed AS (
+        UPDATE app_jobs.jobs AS j
+        SET
+            attempts = j.attempts + 1, locked_by = worker_id, locked_at = v_now,
+            updated_at = v_now, progress = NULL, stage = NULL
+        WHERE j.id = ANY(ARRAY(
+            SELECT e.id
+            FROM unnest(v_fair) WITH ORDINALITY AS f (id, turn)
+            INNER JOIN app_jobs.jobs AS e ON f.id = e.id
+            WHERE e.is_available AND e.run_at <= v_now AND e.queue_name IS NULL
+            ORDER BY f.turn
+            LIMIT batch_size
+            FOR UPDATE OF e SKIP LOCKED
+        ))
+        RETURNING j.*
+        )
+
+        SELECT cl.* FROM claimed AS cl ORDER BY array_position(v_fair, cl.id);
+        RETURN;
+    END IF;
 
     -- The common case: no rate limit applies and no job is in a named queue (no queue has
     -- a row). Then the claim is the plain ordered SKIP LOCKED pick, of jobs without a
@@ -1590,7 +1754,11 @@ BEGIN
                             ) < app_jobs._queue_concurrency(q.queue_name) - q.running_count
                     )
                 )
-            ORDER BY j.priority, j.run_at, j.id
+                AND (v_fair IS NULL OR j.id = ANY(v_fair))
+            -- (With fairness off the first key is NULL, a constant the index order meets.)
+            ORDER BY
+                CASE WHEN v_fair IS NOT NULL THEN array_position(v_fair, j.id) END,
+                j.priority, j.run_at, j.id
             LIMIT g.cap
             FOR UPDATE OF j SKIP LOCKED
         ) AS c
@@ -1599,7 +1767,9 @@ BEGIN
     candidates AS (
         SELECT l.id, l.queue_name, l.task_identifier, l.priority, l.run_at
         FROM locked AS l
-        ORDER BY l.priority, l.run_at, l.id
+        ORDER BY
+            CASE WHEN v_fair IS NOT NULL THEN array_position(v_fair, l.id) END,
+            l.priority, l.run_at, l.id
         LIMIT batch_size
     ),
 
@@ -1672,7 +1842,9 @@ BEGIN
     -- locked_queues and spent_tokens run to completion although nothing reads them.
     SELECT cl.*
     FROM claimed AS cl
-    ORDER BY cl.priority, cl.run_at, cl.id;
+    ORDER BY
+        CASE WHEN v_fair IS NOT NULL THEN array_position(v_fair, cl.id) END,
+        cl.priority, cl.run_at, cl.id;
 END;
 $$;
 
@@ -2899,23 +3071,138 @@ COMMENT ON FUNCTION app_jobs.reap_dead_workers IS
 'Rescue the jobs of workers silent for dead_for (>= 3 heartbeat intervals)';
 
 -- sql/src/160_job_history.sql
+-- Make the day partitions of job_history (UTC days, job_history_pYYYYMMDD) for today and
+-- the next p_days_ahead days, and for each day within history_retention that has rows in
+-- job_history_default (moved into their new partition); returns how many it made.
+CREATE FUNCTION app_jobs._ensure_history_partitions(
+    p_days_ahead integer DEFAULT 3
+) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_today date := (now() AT TIME ZONE 'UTC')::date;
+    v_cutoff timestamptz := now() - app_jobs.setting('history_retention')::interval;
+    v_day date;
+    v_name text;
+    v_from timestamptz;
+    v_to timestamptz;
+    v_made integer := 0;
+BEGIN
+    -- One maker at a time: workers run this side by side.
+    PERFORM pg_catalog.pg_advisory_xact_lock(
+        pg_catalog.hashtext('app_jobs._ensure_history_partitions')
+    );
+    FOR v_day IN
+        SELECT v_today + d FROM generate_series(0, p_days_ahead) AS d
+        UNION
+        SELECT DISTINCT (h.finished_at AT TIME ZONE 'UTC')::date
+        FROM app_jobs.job_history_default AS h
+        WHERE h.finished_at >= v_cutoff
+        ORDER BY 1
+    LOOP
+        v_name := 'job_history_p' || to_char(v_day, 'YYYYMMDD');
+        CONTINUE WHEN to_regclass(format('app_jobs.%I', v_name)) IS NOT NULL;
+        v_from := v_day::timestamp AT TIME ZONE 'UTC';
+        v_to := (v_day + 1)::timestamp AT TIME ZONE 'UTC';
+        IF EXISTS (
+            SELECT 1 FROM app_jobs.job_history_default AS h
+            WHERE h.finished_at >= v_from AND h.finished_at < v_to
+        ) THEN
+            -- The default partition may not keep rows a new partition covers: fill the
+            -- day's table from it, then attach.
+            EXECUTE format(
+                'CREATE TABLE app_jobs.%I (LIKE app_jobs.job_history INCLUDING DEFAULTS '
+                || 'INCLUDING CONSTRAINTS)',
+                v_name
+            );
+            EXECUTE format(
+                'WITH moved AS (DELETE FROM app_jobs.job_history_default AS h '
+                || 'WHERE h.finished_at >= $1 AND h.finished_at < $2 RETURNING h.*) '
+                || 'INSERT INTO app_jobs.%I SELECT * FROM moved',
+                v_name
+            ) USING v_from, v_to;
+            EXECUTE format(
+                'ALTER TABLE app_jobs.job_history ATTACH PARTITION app_jobs.%I '
+                || 'FOR VALUES FROM (%L) TO (%L)',
+                v_name, v_from, v_to
+            );
+        ELSE
+            EXECUTE format(
+                'CREATE TABLE app_jobs.%I PARTITION OF app_jobs.job_history '
+                || 'FOR VALUES FROM (%L) TO (%L)',
+                v_name, v_from, v_to
+            );
+        END IF;
+        -- Read access as for every table (950_security.sql); no RLS on a partition: the
+        -- enqueue roles, whom the parent's policies filter, get no grant on it.
+        EXECUTE format('GRANT SELECT ON app_jobs.%I TO pgjobs_worker, pgjobs_admin', v_name);
+        v_made := v_made + 1;
+    END LOOP;
+    RETURN v_made;
+END;
+$$;
+
+COMMENT ON FUNCTION app_jobs._ensure_history_partitions IS
+'Make job_history''s day partitions ahead (and for days kept in its default partition)';
+
 -- Drop history older than the history_retention setting; returns how many rows went.
+-- Whole day partitions older than the cutoff are dropped; only the day that straddles
+-- it (and the default partition) are deleted from. Makes the partitions ahead first.
 CREATE FUNCTION app_jobs.purge_job_history() RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, app_jobs, pg_temp
 AS $$
 DECLARE
-    v_count integer;
+    v_cutoff timestamptz := now() - app_jobs.setting('history_retention')::interval;
+    v_lock_timeout text := current_setting('lock_timeout');
+    v_part text;
+    v_rows bigint;
+    v_count bigint := 0;
 BEGIN
+    PERFORM app_jobs._ensure_history_partitions();
+    -- Rows deleted one by one: those of the day that straddles the cutoff (partition
+    -- pruning leaves only its partition and the default one) and older ones in the
+    -- default partition. Before any drop, which locks job_history until commit.
     DELETE FROM app_jobs.job_history AS h
-    WHERE h.finished_at < now() - app_jobs.setting('history_retention')::interval;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
-    RETURN v_count;
+    WHERE h.finished_at < v_cutoff
+        AND h.finished_at >= date_trunc('day', v_cutoff AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    v_count := v_rows;
+    DELETE FROM app_jobs.job_history_default AS h WHERE h.finished_at < v_cutoff;
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    v_count := v_count + v_rows;
+    FOR v_part IN
+        SELECT c.relname
+        FROM pg_catalog.pg_inherits AS i
+        INNER JOIN pg_catalog.pg_class AS c ON i.inhrelid = c.oid
+        WHERE i.inhparent = 'app_jobs.job_history'::regclass
+            AND c.relname ~ '^job_history_p[0-9]{8}$'
+            AND (to_date(substr(c.relname, 14), 'YYYYMMDD') + 1)::timestamp
+            AT TIME ZONE 'UTC' <= v_cutoff
+        ORDER BY c.relname
+    LOOP
+        -- Dropping a partition locks job_history for a moment: wait for readers at most
+        -- a second (a long dashboard query would otherwise hold up every completion
+        -- queued behind the drop); a day not dropped now is dropped next time.
+        BEGIN
+            PERFORM set_config('lock_timeout', '1s', TRUE);
+            LOCK TABLE app_jobs.job_history IN ACCESS EXCLUSIVE MODE;
+            EXECUTE format('SELECT count(*) FROM app_jobs.%I', v_part) INTO v_rows;
+            EXECUTE format('DROP TABLE app_jobs.%I', v_part);
+            v_count := v_count + v_rows;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE WARNING 'purge_job_history: % not dropped (job_history is busy), next time',
+                v_part;
+        END;
+        PERFORM set_config('lock_timeout', v_lock_timeout, TRUE);
+    END LOOP;
+    RETURN least(v_count, 2147483647)::integer;
 END;
 $$;
 
 COMMENT ON FUNCTION app_jobs.purge_job_history IS
-'Delete job_history rows older than history_retention (workers call this periodically)';
+'Drop job_history day partitions (and delete rows) older than history_retention; makes '
+'the partitions ahead (workers call this periodically)';
 
 -- sql/src/161_manage_jobs.sql
 -- Jobs waiting to run (now or later), in claim order.
@@ -4696,6 +4983,7 @@ BEGIN
         );
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.workers', '');
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_history', '');
+        PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_history_default', '');
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_history_id_seq', '');
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.settings', '');
         PERFORM pg_catalog.pg_extension_config_dump('app_jobs.job_dependencies', '');
@@ -4933,4 +5221,4 @@ $$;
 -- The version of the app_jobs objects, for installs without CREATE EXTENSION.
 CREATE OR REPLACE FUNCTION app_jobs.pgjobs_version() RETURNS text
 LANGUAGE sql IMMUTABLE
-AS $$ SELECT '0.9.0'::text $$;
+AS $$ SELECT '0.10.0'::text $$;
