@@ -18,6 +18,11 @@ pgbouncer_found() {
     command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ]
 }
 pgbouncer_found || want_pkgs+=(pgbouncer)
+# Optional: without PL/Proxy the sharding tests (tests_py/test_sharding.py) are skipped.
+plproxy_found() {
+    [ -f "$(pg_config --sharedir 2>/dev/null)/extension/plproxy.control" ]
+}
+plproxy_found || want_pkgs+=(postgresql-15-plproxy)
 
 can_install=false
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then can_install=true; fi
@@ -27,8 +32,14 @@ if [ ${#need_pkgs[@]} -gt 0 ] && [ $can_install = false ]; then
     exit 1
 fi
 if [ ${#want_pkgs[@]} -gt 0 ] && [ $can_install = false ]; then
-    echo "bootstrap: pgbouncer not found: the PgBouncer tests will be skipped" \
-         "(install it with: sudo apt-get install pgbouncer)" >&2
+    for pkg in "${want_pkgs[@]}"; do
+        case $pkg in
+            pgbouncer) what="the PgBouncer tests" ;;
+            *) what="the sharding tests (PL/Proxy)" ;;
+        esac
+        echo "bootstrap: $pkg not found: $what will be skipped" \
+             "(install it with: sudo apt-get install $pkg)" >&2
+    done
     want_pkgs=()
 fi
 pkgs=("${need_pkgs[@]}" "${want_pkgs[@]}")
@@ -41,7 +52,7 @@ if [ ${#pkgs[@]} -gt 0 ]; then
     echo "bootstrap: installing ${pkgs[*]}"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
-    if [ ${#want_pkgs[@]} -gt 0 ] && [ $service_was_up = false ] \
+    if [[ " ${want_pkgs[*]} " == *" pgbouncer "* ]] && [ $service_was_up = false ] \
         && [ -s /var/run/postgresql/pgbouncer.pid ]; then
         echo "bootstrap: stopping the pgbouncer service the package started"
         invoke-rc.d pgbouncer stop >/dev/null 2>&1 || service pgbouncer stop >/dev/null 2>&1 || true
