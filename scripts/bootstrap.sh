@@ -14,10 +14,13 @@ if ! ls "$(pg_config --sharedir 2>/dev/null)"/extension/pgtap.control >/dev/null
     need_pkgs+=(postgresql-15-pgtap)
 fi
 # Optional: without PgBouncer the pooler tests (tests_py/test_pooler.py) are skipped,
-# without chromium the dashboard's browser tests (tests_py/test_web_browser.py).
+# without chromium the dashboard's browser tests (tests_py/test_web_browser.py), without
+# PL/Proxy the sharding tests (tests_py/test_sharding.py).
 want_pkgs=()
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || want_pkgs+=(pgbouncer)
 command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || want_pkgs+=(chromium)
+[ -f "$(pg_config --sharedir 2>/dev/null)/extension/plproxy.control" ] \
+    || want_pkgs+=(postgresql-15-plproxy)
 
 can_install=false
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then can_install=true; fi

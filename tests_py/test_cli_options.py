@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from pgjobs import admin_cli, installer
+from psycopg.conninfo import make_conninfo
 
 PGJOBS = str(Path(sys.executable).parent / "pgjobs")
 
@@ -106,6 +107,20 @@ def case_web(conn: psycopg.Connection) -> tuple[list[str], Check]:
     return ["--check"], check
 
 
+def case_shard(conn: psycopg.Connection) -> tuple[list[str], Check]:
+    # The proxy routes to one shard: this cluster's postgres database (never reached here:
+    # PL/Proxy connects on the first routed call).
+    if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'plproxy'"
+                        ).fetchone():
+        pytest.skip("PL/Proxy is not installed: apt-get install postgresql-15-plproxy")
+    shard = make_conninfo(conn.info.dsn, dbname="postgres")
+
+    def check(res: subprocess.CompletedProcess) -> None:
+        assert "proxy ready: 1 shard(s)" in res.stdout
+        assert conn.execute("SELECT app_jobs.shard_count()").fetchone()[0] == 1
+    return ["--shard", shard], check
+
+
 CASES = {
     "install": case_install,
     "upgrade": case_upgrade,
@@ -114,6 +129,7 @@ CASES = {
     "retry": case_retry,
     "remove": case_remove,
     "web": case_web,
+    "shard": case_shard,
 }
 
 # Where the URL goes: before the subcommand, after it, or after it with a wrong one before.
@@ -138,8 +154,12 @@ def test_every_subcommand_has_a_case():
 @pytest.mark.parametrize("position", sorted(POSITIONS))
 @pytest.mark.parametrize("command", sorted(CASES))
 def test_database_url_before_or_after_the_subcommand(command, position, request, empty_db):
-    # The database the command must reach: empty for install, else one with pgjobs.
-    target = empty_db() if command == "install" else request.getfixturevalue("db").info.dsn
+    # The database the command must reach: empty for install and shard (the proxy), else
+    # one with pgjobs.
+    if command in ("install", "shard"):
+        target = empty_db()
+    else:
+        target = request.getfixturevalue("db").info.dsn
     with psycopg.connect(target, autocommit=True) as conn:
         rest, check = CASES[command](conn)
         res = run_pgjobs(*POSITIONS[position](target, command, rest))

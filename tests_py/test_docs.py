@@ -129,7 +129,7 @@ def test_every_worker_option_is_documented() -> None:
 def test_every_admin_option_is_documented() -> None:
     text = (DOC / "admin.md").read_text()
     flags = options("pgjobs")
-    for sub in ("install", "upgrade", "status", "add", "retry", "remove"):
+    for sub in ("install", "upgrade", "status", "add", "retry", "remove", "shard"):
         flags |= options("pgjobs", sub)
         assert f"pgjobs {sub}" in text, f"doc/admin.md never shows `pgjobs {sub}`"
     documented = set(OPTION.findall(text))

@@ -8,11 +8,12 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import psycopg
 
-from . import client, installer, sql
+from . import client, installer, sharding, sql
 from .connection import describe, first_line, prepare_threshold, resolve_url
 
 
@@ -26,15 +27,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
-DATABASE_URL_HELP = "libpq URL [PGJOBS_DATABASE_URL, then DATABASE_URL, then PG*]"
+DATABASE_URL_HELP = ("libpq URL [PGJOBS_DATABASE_URL, then DATABASE_URL, then PG*]; status "
+                     "takes it once per shard (repeat it) and adds the shards up")
 PREPARE_THRESHOLD_HELP = ("prepare a statement after this many runs; none: never, which "
                           "works behind any pooler [PGJOBS_PREPARE_THRESHOLD, default none]")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pgjobs", description="Manage a pgjobs queue.")
-    p.add_argument("--database-url", default=os.environ.get("PGJOBS_DATABASE_URL"),
-                   help=DATABASE_URL_HELP)
+    p.add_argument("--database-url", action="append", help=DATABASE_URL_HELP)
     p.add_argument("--prepare-threshold", type=prepare_threshold,
                    default=prepare_threshold(os.environ.get("PGJOBS_PREPARE_THRESHOLD", "none")),
                    help=PREPARE_THRESHOLD_HELP)
@@ -61,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--delay", type=float, help="seconds from now (instead of --run-at)")
     add.add_argument("--db-id", help="database (tenant) uuid")
 
+    shard = sub.add_parser(
+        "shard", help="make --database-url (a database of its own) a PL/Proxy proxy that "
+                      "routes the enqueue API to the shards by tenant (doc/sharding.md)")
+    shard.add_argument("--shard", action="append", required=True, metavar="URL",
+                       help="a shard running pgjobs; repeat it, in a fixed order (the "
+                            "first is partition p0); 1, 2, 4, 8, ... shards")
+
     for name, what in (("retry", "run permanently failed jobs again"),
                        ("remove", "delete permanently failed jobs")):
         cmd = sub.add_parser(name, help=what)
@@ -85,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     # The connection options go before or after the subcommand; after wins (SUPPRESS:
     # a subcommand that is not given one leaves the value from before it alone).
     for cmd in sub.choices.values():
-        cmd.add_argument("--database-url", default=argparse.SUPPRESS, help=DATABASE_URL_HELP)
+        cmd.add_argument("--database-url", action="append", default=argparse.SUPPRESS,
+                         help=DATABASE_URL_HELP)
         cmd.add_argument("--prepare-threshold", type=prepare_threshold,
                          default=argparse.SUPPRESS, help=PREPARE_THRESHOLD_HELP)
     return p
@@ -124,15 +133,20 @@ WAKEUP = {
 }
 
 
+QUEUE_HEADERS = ["task", "queue", "waiting", "scheduled", "running", "retrying", "failed",
+                 "oldest waiting", "blocked", "completed/min", "failed/min"]
+
+
+def _queue_table(rows: list[tuple]) -> str:
+    body = [[r[0], r[1] or "-", *(str(v) for v in r[2:7]), _age(r[7]),
+             *(str(v) for v in r[8:11])] for r in rows]
+    return _format_table(QUEUE_HEADERS, body) if body else "no jobs"
+
+
 def status(conn: psycopg.Connection) -> str:
     """Jobs per task and queue (app_jobs.queue_stats), workers, schedules (the failing
     ones in a table), notification queue; sections separated by blank lines."""
-    rows = conn.execute(sql.STATUS).fetchall()
-    headers = ["task", "queue", "waiting", "scheduled", "running", "retrying", "failed",
-               "oldest waiting", "blocked", "completed/min", "failed/min"]
-    body = [[r[0], r[1] or "-", *(str(v) for v in r[2:7]), _age(r[7]),
-             *(str(v) for v in r[8:11])] for r in rows]
-    sections = [_format_table(headers, body) if body else "no jobs"]
+    sections = [_queue_table(conn.execute(sql.STATUS).fetchall())]
 
     workers = conn.execute(sql.STATUS_WORKERS).fetchall()
     if workers:
@@ -162,13 +176,48 @@ def status(conn: psycopg.Connection) -> str:
     return "\n\n".join(sections)
 
 
-def watch(conn: psycopg.Connection, every: float) -> None:
+def _add_up(rows: list[tuple]) -> list[tuple]:
+    """STATUS rows of several shards added up per task and queue (oldest waiting: the
+    oldest on any shard)."""
+    total: dict[tuple, list] = {}
+    for r in rows:
+        t = total.setdefault((r[0], r[1]), [r[0], r[1], 0, 0, 0, 0, 0, None, 0, 0, 0])
+        for i in (2, 3, 4, 5, 6, 8, 9, 10):
+            t[i] += r[i]
+        if r[7] is not None and (t[7] is None or r[7] > t[7]):
+            t[7] = r[7]
+    return [tuple(v) for _, v in sorted(total.items())]
+
+
+def sharded_status(urls: list[str], prepare: int | None) -> tuple[str, bool]:
+    """status of each shard in a section of its own, then the jobs of all shards added
+    up; a shard that cannot be reached says so and the others are still shown. Also
+    True when every shard answered."""
+    sections: list[str] = []
+    rows: list[tuple] = []
+    answered = 0
+    for i, url in enumerate(urls):
+        head = f"== shard {i}: {describe(url)}"
+        try:
+            with psycopg.connect(url, autocommit=True, prepare_threshold=prepare,
+                                 connect_timeout=5) as conn:
+                rows += conn.execute(sql.STATUS).fetchall()
+                sections.append(f"{head}\n\n{status(conn)}")
+                answered += 1
+        except psycopg.Error as exc:
+            sections.append(f"{head}\n\nunreachable: {first_line(exc)}")
+    summary = f"== all shards ({answered} of {len(urls)} answered)"
+    sections.append(f"{summary}\n\n{_queue_table(_add_up(rows))}")
+    return "\n\n".join(sections), answered == len(urls)
+
+
+def watch(text_of: Callable[[], str], every: float) -> None:
     """Print status every `every` seconds until Ctrl-C; on a terminal, on a clean screen."""
     tty = sys.stdout.isatty()
     first = True
     try:
         while True:
-            text = status(conn)
+            text = text_of()
             stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
             header = f"pgjobs status at {stamp} (every {every:g} s; Ctrl-C to stop)"
             if tty:
@@ -203,6 +252,8 @@ def run(args: argparse.Namespace, conn: psycopg.Connection) -> str:
         return installer.upgrade(conn)
     if args.command == "status":
         return status(conn)
+    if args.command == "shard":
+        return sharding.setup_proxy(conn, args.shard)
     if args.command == "add":
         run_at = args.run_at
         if args.delay is not None:
@@ -264,7 +315,19 @@ def web(args: argparse.Namespace, conninfo: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    conninfo = resolve_url(args.database_url)
+    urls = [resolve_url(u) for u in args.database_url or [os.environ.get("PGJOBS_DATABASE_URL")]]
+    if len(urls) > 1:
+        if args.command != "status":
+            print(f"pgjobs: {args.command} takes one --database-url (status takes one per "
+                  "shard)", file=sys.stderr)
+            return 2
+        if args.watch:
+            watch(lambda: sharded_status(urls, args.prepare_threshold)[0], args.watch)
+            return 0
+        text, every_shard = sharded_status(urls, args.prepare_threshold)
+        print(text)
+        return 0 if every_shard else 1
+    conninfo = urls[0]
     if args.command == "web":
         try:
             return web(args, conninfo)
@@ -276,14 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(conninfo, autocommit=True,
                              prepare_threshold=args.prepare_threshold) as conn:
             if args.command == "status" and args.watch:
-                watch(conn, args.watch)
+                watch(lambda: status(conn), args.watch)
             else:
                 print(run(args, conn))
     except psycopg.OperationalError as exc:
         print(f"pgjobs: cannot connect to {describe(conninfo)}: {first_line(exc)}",
               file=sys.stderr)
         return 1
-    except (installer.InstallError, json.JSONDecodeError) as exc:
+    except (installer.InstallError, sharding.ShardError, json.JSONDecodeError) as exc:
         print(f"pgjobs: {exc}", file=sys.stderr)
         return 1
     except psycopg.Error as exc:

@@ -110,6 +110,8 @@ class WorkerOptions:
     # Serve Prometheus metrics at http://metrics_host:metrics_port/metrics (None: off).
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # SIGTERM/SIGINT stop this worker (False: its owner handles them, as ShardedWorker).
+    handle_signals: bool = True
 
 
 class Worker:
@@ -208,7 +210,7 @@ class Worker:
         self._loop_thread = threading.get_ident()
         self._log_info = log.isEnabledFor(logging.INFO)
         delivered = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT) if self.options.handle_signals else ():
             try:
                 loop.add_signal_handler(sig, self.stop)
             except (NotImplementedError, RuntimeError):

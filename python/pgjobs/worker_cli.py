@@ -14,6 +14,7 @@ import psycopg
 from . import logs
 from .connection import describe, first_line, prepare_threshold, resolve_url
 from .metrics import MetricsServerError
+from .shard_worker import ShardedWorker
 from .tasks import import_task_modules
 from .worker import Worker, WorkerOptions, default_worker_id
 
@@ -68,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Process pgjobs jobs with the handlers registered by @pgjobs.task.",
         epilog="Every option can also be set through the environment variable shown.",
     )
-    p.add_argument("--database-url", default=_env("PGJOBS_DATABASE_URL"),
+    p.add_argument("--database-url", action="append",
                    help="libpq URL or conninfo [PGJOBS_DATABASE_URL, then DATABASE_URL, "
-                        "then libpq's PG* variables]")
+                        "then libpq's PG* variables]; repeat it to work for several shards "
+                        "(one claim loop and --concurrency handlers per shard)")
     p.add_argument("--listen-database-url", default=_env("PGJOBS_LISTEN_DATABASE_URL"),
                    help="where the LISTEN connection goes, when --database-url is a "
                         "transaction-mode pooler: straight to PostgreSQL "
@@ -201,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     if not handlers:
         return fail(f"no @pgjobs.task handlers found in {', '.join(modules)}")
 
-    conninfo = resolve_url(args.database_url)
+    conninfos = [resolve_url(u) for u in args.database_url or [_env("PGJOBS_DATABASE_URL")]]
+    conninfo = conninfos[0]
     wanted = [t for t in (args.task_identifiers or "").split(",") if t] or None
     if wanted and not set(wanted) & set(handlers):
         return fail(f"none of --task-identifiers {wanted} has a handler")
@@ -235,12 +238,21 @@ def main(argv: list[str] | None = None) -> int:
         listen=not args.no_listen,
         connect_timeout=args.connect_timeout,
     )
-    worker = Worker(conninfo, handlers, options)
+    worker: Worker | ShardedWorker
+    if len(conninfos) > 1:
+        try:
+            worker = ShardedWorker(conninfos, handlers, options)
+        except ValueError as exc:
+            return fail(str(exc))
+    else:
+        worker = Worker(conninfo, handlers, options)
     try:
         code = asyncio.run(worker.run())
     except MetricsServerError as exc:
         return fail(str(exc), 1)
     except psycopg.OperationalError as exc:
+        if isinstance(worker, ShardedWorker):
+            conninfo = worker.failed or conninfo
         return fail(f"cannot connect to {describe(conninfo)}: {first_line(exc)}", 1)
     except psycopg.Error as exc:
         return fail(f"database error: {first_line(exc)}", 1)
