@@ -36,7 +36,9 @@ DECLARE
     v_held bigint[];
     v_held_at integer[];
     v_held_plain boolean[];
+    v_claims bigint[];
     v_locked bigint[];
+    v_busy bigint[] := '{}';
     v_plain integer[];
     v_other integer[];
     v_done_ids bigint[];
@@ -101,7 +103,7 @@ BEGIN
     -- cannot size an array, and a misjudged join would scan the jobs table. The
     -- outcomes' texts and JSON are joined by their number, never subscripted: a
     -- subscript walks such an array from its start.)
-    v_locked := app_jobs._lock_jobs(ARRAY(
+    v_claims := ARRAY(
         SELECT o.id
         FROM unnest(v_ids, v_attempts, v_first) AS o (id, attempt, first)
         WHERE o.first AND EXISTS (
@@ -111,7 +113,13 @@ BEGIN
                 AND coalesce(j.locked_by, '') = finish_jobs.worker_id
                 AND j.attempts = o.attempt
         )
-    ), TRUE);
+    );
+    -- The claims left out because busy (rarely any), to skip below: cheaper than joining
+    -- the whole batch with the locked ones.
+    v_locked := app_jobs._lock_jobs(v_claims, TRUE);
+    IF cardinality(v_locked) < cardinality(v_claims) THEN
+        v_busy := ARRAY(SELECT unnest(v_claims) EXCEPT SELECT unnest(v_locked));
+    END IF;
     -- Which are still held now that they are locked, and how each ends: plain
     -- completions (completed, no bundle, no dependents, no cancel request) go set-based,
     -- the others one by one.
@@ -130,7 +138,6 @@ BEGIN
             ) AS plain
         FROM unnest(v_ids, v_attempts, v_outcomes, v_first)
             WITH ORDINALITY AS o (id, attempt, outcome, first, n)
-        INNER JOIN unnest(v_locked) AS l (id) ON o.id = l.id
         CROSS JOIN LATERAL (
             SELECT j.id, j.bundle_id, j.cancel_requested_at
             FROM app_jobs.jobs AS j
@@ -138,7 +145,7 @@ BEGIN
                 AND coalesce(j.locked_by, '') = finish_jobs.worker_id
                 AND j.attempts = o.attempt
         ) AS j
-        WHERE o.first
+        WHERE o.first AND o.id <> ALL(v_busy)
     ) AS h;
     SELECT
         coalesce(array_agg(h.n ORDER BY h.n) FILTER (WHERE h.plain), '{}'),
