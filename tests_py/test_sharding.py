@@ -11,8 +11,6 @@ bootstrap does it when run as root).
 
 from __future__ import annotations
 
-import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -25,10 +23,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from clusters import Cluster, pgjobs_database, start_cluster, stop_cluster
 from workerproc import LOG_PRELUDE, run_burst, start_worker, stop, wait_for, write_tasks
 
-ROOT = Path(__file__).resolve().parent.parent
 PGJOBS = str(Path(sys.executable).parent / "pgjobs")
 TENANTS = [uuid.uuid5(uuid.NAMESPACE_DNS, f"tenant-{i}.pgjobs.test") for i in range(50)]
 
@@ -50,38 +47,6 @@ pytestmark = pytest.mark.skipif(_plproxy_missing() is not None,
 
 
 @dataclass
-class Cluster:
-    dir: Path
-    env: dict[str, str]
-
-    def conninfo(self, dbname: str) -> str:
-        return make_conninfo(host=self.env["PGHOST"], port=self.env["PGPORT"],
-                             user=self.env["PGUSER"], dbname=dbname)
-
-    def pg_ctl(self, *args: str) -> None:
-        cmd = [f"{self.env['PGJOBS_PG_BINDIR']}/pg_ctl", "-D", str(self.dir / "data"), *args]
-        if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-
-
-def start_cluster(path: Path) -> Cluster:
-    # Durable commits: the outage test stops a shard with -m immediate, and "each job ran
-    # once" holds only if a commit the worker saw survives that (with synchronous_commit
-    # off, the last outcomes are lost and their jobs rightly run again).
-    durable = {**os.environ, "PGJOBS_TEST_FSYNC": "on", "PGJOBS_TEST_SYNC_COMMIT": "on"}
-    out = subprocess.run(["bash", str(ROOT / "scripts/pgcluster.sh"), "start", str(path)],
-                         capture_output=True, text=True, check=True, timeout=120,
-                         env=durable).stdout
-    env: dict[str, str] = {}
-    for line in out.splitlines():
-        for word in shlex.split(line)[1:]:  # after "export"
-            key, _, value = word.partition("=")
-            env[key] = value
-    return Cluster(path, env)
-
-
-@dataclass
 class Sharded:
     proxy: str
     shards: list[str]
@@ -91,8 +56,6 @@ class Sharded:
 @pytest.fixture(scope="module")
 def sharded() -> Iterator[Sharded]:
     """A proxy database and two shard databases, each on a cluster of its own."""
-    from pgjobs import installer
-
     # Not under pytest's tmp_path: the server may run as the postgres OS user, who must
     # be able to reach the cluster directories.
     base = Path(tempfile.mkdtemp(prefix="pgjobs-sharding-"))
@@ -101,13 +64,7 @@ def sharded() -> Iterator[Sharded]:
     try:
         for name in ("proxy", "shard0", "shard1"):
             clusters.append(start_cluster(base / name))
-        shards = []
-        for c in clusters[1:]:
-            with psycopg.connect(c.conninfo("postgres"), autocommit=True) as conn:
-                conn.execute("CREATE DATABASE jobs")
-            with psycopg.connect(c.conninfo("jobs"), autocommit=True) as conn:
-                installer.install(conn)
-            shards.append(c.conninfo("jobs"))
+        shards = [pgjobs_database(c) for c in clusters[1:]]
         with psycopg.connect(clusters[0].conninfo("postgres"), autocommit=True) as conn:
             conn.execute("CREATE DATABASE proxy")
         proxy = clusters[0].conninfo("proxy")
@@ -119,8 +76,7 @@ def sharded() -> Iterator[Sharded]:
         yield Sharded(proxy, shards, clusters)
     finally:
         for c in clusters:
-            subprocess.run(["bash", str(ROOT / "scripts/pgcluster.sh"), "stop", str(c.dir)],
-                           capture_output=True, timeout=60)
+            stop_cluster(c)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -275,7 +231,7 @@ def test_a_shard_down_does_not_stop_the_others_jobs(env: Sharded, tmp_path: Path
         add(1, one[0])
         wait_for(lambda: ran.exists() and sorted(ran.read_text().split()) == ["0", "1"],
                  20, "a job on each shard")
-        down.pg_ctl("-m", "immediate", "-w", "stop")
+        down.stop_now()
         try:
             # The proxy cannot reach the stopped shard; the other one takes jobs on.
             with pytest.raises(psycopg.Error):
@@ -286,7 +242,7 @@ def test_a_shard_down_does_not_stop_the_others_jobs(env: Sharded, tmp_path: Path
                      "the live shard's jobs while the other is down")
             assert proc.poll() is None
         finally:
-            down.pg_ctl("-l", str(down.dir / "log" / "server.log"), "-w", "start")
+            down.start_again()
         # Back up: the shard's worker reconnects and takes new jobs again.
         add(12, one[2])
         wait_for(lambda: "12" in ran.read_text().split(), 30, "the shard that came back")

@@ -28,7 +28,7 @@ def _positive_float(text: str) -> float:
 
 
 DATABASE_URL_HELP = ("libpq URL [PGJOBS_DATABASE_URL, then DATABASE_URL, then PG*]; status "
-                     "takes it once per shard (repeat it) and adds the shards up")
+                     "and web take it once per shard (repeat it) and add the shards up")
 PREPARE_THRESHOLD_HELP = ("prepare a statement after this many runs; none: never, which "
                           "works behind any pooler [PGJOBS_PREPARE_THRESHOLD, default none]")
 
@@ -273,8 +273,10 @@ def run(args: argparse.Namespace, conn: psycopg.Connection) -> str:
     return f"{verb} {len(done)} job(s)" + (f": {done}" if done else "")
 
 
-def web(args: argparse.Namespace, conninfo: str) -> int:
-    """`pgjobs web`: check the database, then serve the dashboard with uvicorn."""
+def web(args: argparse.Namespace, urls: list[str]) -> int:
+    """`pgjobs web`: check the database (each shard's), then serve the dashboard with
+    uvicorn. With several shards, one that cannot be reached is reported and the
+    dashboard shows it as unreachable (--check: exit 1)."""
     try:
         import uvicorn
 
@@ -291,9 +293,23 @@ def web(args: argparse.Namespace, conninfo: str) -> int:
             print(f"pgjobs web: --database-id is not a uuid: {args.database_id}",
                   file=sys.stderr)
             return 2
-    with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None) as conn:
-        dbname, version, _ = conn.execute(web_queries.PREFLIGHT).fetchone()
-    app = pgjobs_web.app(conninfo, read_only=args.read_only, base_path=args.base_path,
+    found: list[str] = []
+    for i, conninfo in enumerate(urls):
+        try:
+            with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None,
+                                 connect_timeout=10) as conn:
+                dbname, version, _ = conn.execute(web_queries.PREFLIGHT).fetchone()
+            found.append(f"database {dbname}, pgjobs {version}")
+        except psycopg.OperationalError as exc:
+            if len(urls) == 1:
+                raise
+            print(f"pgjobs web: shard {i} ({describe(conninfo)}) is unreachable: "
+                  f"{first_line(exc)}", file=sys.stderr)
+    if not found:
+        print("pgjobs web: no shard can be reached", file=sys.stderr)
+        return 1
+    app = pgjobs_web.app(urls if len(urls) > 1 else urls[0], read_only=args.read_only,
+                         base_path=args.base_path,
                          tenant=args.database_id, listen=not args.no_listen,
                          poll_interval=args.poll_interval)
     cfg = app.state.pgjobs.config
@@ -302,11 +318,13 @@ def web(args: argparse.Namespace, conninfo: str) -> int:
         print("pgjobs web: WARNING serving without authentication on "
               f"{args.host}; set PGJOBS_WEB_USER and PGJOBS_WEB_PASSWORD", file=sys.stderr)
     base = "/" + args.base_path.strip("/") if args.base_path.strip("/") else ""
-    where = (f"http://{args.host}:{args.port}{base}/ (database {dbname}, pgjobs {version}"
+    what = (found[0] if len(urls) == 1
+            else f"{len(found)} of {len(urls)} shards reachable: " + "; ".join(found))
+    where = (f"http://{args.host}:{args.port}{base}/ ({what}"
              f"{', read-only' if args.read_only else ''})")
     if args.check:
         print(f"pgjobs web: ready to serve {where}")
-        return 0
+        return 0 if len(found) == len(urls) else 1
     print(f"pgjobs web: {where}", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
                 timeout_graceful_shutdown=2)
@@ -316,10 +334,17 @@ def web(args: argparse.Namespace, conninfo: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     urls = [resolve_url(u) for u in args.database_url or [os.environ.get("PGJOBS_DATABASE_URL")]]
+    if args.command == "web":
+        try:
+            return web(args, urls)
+        except psycopg.OperationalError as exc:
+            print(f"pgjobs: cannot connect to {describe(urls[0])}: {first_line(exc)}",
+                  file=sys.stderr)
+            return 1
     if len(urls) > 1:
         if args.command != "status":
-            print(f"pgjobs: {args.command} takes one --database-url (status takes one per "
-                  "shard)", file=sys.stderr)
+            print(f"pgjobs: {args.command} takes one --database-url (status and web take "
+                  "one per shard)", file=sys.stderr)
             return 2
         if args.watch:
             watch(lambda: sharded_status(urls, args.prepare_threshold)[0], args.watch)
@@ -328,13 +353,6 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0 if every_shard else 1
     conninfo = urls[0]
-    if args.command == "web":
-        try:
-            return web(args, conninfo)
-        except psycopg.OperationalError as exc:
-            print(f"pgjobs: cannot connect to {describe(conninfo)}: {first_line(exc)}",
-                  file=sys.stderr)
-            return 1
     try:
         with psycopg.connect(conninfo, autocommit=True,
                              prepare_threshold=args.prepare_threshold) as conn:

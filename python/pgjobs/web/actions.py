@@ -1,8 +1,10 @@
 """The POST actions: retry, cancel, delete jobs; run a schedule now, pause or resume it.
 
 Each is refused with 403 in read-only mode and without a valid CSRF field; each touches
-only the tenant's jobs (or schedules) and goes through an admin SQL function, one job per
-statement, so one refusal (a running job, say) leaves the others done. The answer is a 303
+only the tenant's jobs (or schedules), on the shard the form names (with several
+databases: its `shard` field, or job ids as <shard>:<id>), and goes through an admin SQL
+function, one job per statement, so one refusal (a running job, say) leaves the others
+done. The answer is a 303
 back to the page the form came from, with what happened as a flash message.
 """
 
@@ -15,8 +17,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
+from ..connection import first_line
 from . import queries, security
-from .pages import parse_id
+from .pages import parse_id, parse_shard
 from .render import base_path, set_flash, when
 
 JOB_ACTIONS = {
@@ -85,41 +88,67 @@ def _sqlstate_text(exc: psycopg.Error) -> str:
     return f"{exc.diag.sqlstate or ''} {text}".strip()
 
 
+def _job_refs(state, form) -> dict[int, list[int]]:
+    """The checked jobs per shard: each `id` is <id> (on the form's `shard`, 0 with one
+    database) or <shard>:<id> (the job list with several shards)."""
+    raw = form.getlist("id")
+    if len(raw) > MAX_BULK:
+        raise HTTPException(400, f"at most {MAX_BULK} jobs at once")
+    refs: dict[int, set[int]] = {}
+    for value in (str(v) for v in raw if str(v) != ""):
+        shard_text, colon, id_text = value.partition(":")
+        if colon:
+            shard = parse_shard(state, shard_text)
+        else:
+            shard, id_text = parse_shard(state, form.get("shard"), required=True), value
+        refs.setdefault(shard, set()).add(parse_id(id_text, "job id"))
+    return {shard: sorted(ids) for shard, ids in sorted(refs.items())}
+
+
 async def jobs_action(request: Request):
-    """POST /jobs/action: action=retry|cancel|delete on the checked ids."""
+    """POST /jobs/action: action=retry|cancel|delete on the checked ids (of any shard)."""
     state = request.app.state.pgjobs
     form = await _checked_form(request)
     action = form.get("action")
     if action not in JOB_ACTIONS:
         raise HTTPException(400, "action must be retry, cancel or delete")
-    raw = form.getlist("id")
-    if len(raw) > MAX_BULK:
-        raise HTTPException(400, f"at most {MAX_BULK} jobs at once")
-    ids = sorted({parse_id(str(v), "job id") for v in raw if str(v) != ""})
+    refs = _job_refs(state, form)
     back = _back(request, form, "/jobs")
     query, verb = JOB_ACTIONS[action]
-    done: list[int] = []
+    done: list[str] = []
     problems: list[str] = []
-    async with (await state.pool()).connection() as conn:
-        cur = await conn.execute(queries.TENANT_JOB_IDS, {"ids": ids, "db": state.config.tenant})
-        mine = {r[0] for r in await cur.fetchall()}
-        for job_id in ids:
-            if job_id not in mine:
-                problems.append(f"{job_id}: not a live job")
-                continue
-            try:
-                row = await (await conn.execute(query, {"id": job_id})).fetchone()
-            except psycopg.Error as exc:
-                problems.append(f"{job_id}: {_sqlstate_text(exc)}")
-                continue
-            if row is None or row[0] is None:
-                problems.append(f"{job_id}: gone")
-            elif action == "cancel" and row[0] not in ("cancelled", "cancelling"):
-                problems.append(f"{job_id}: {row[0]}, not cancelled")
-            else:
-                done.append(job_id)
+    for shard, ids in refs.items():
+        def name(job_id: int, shard: int = shard) -> str:
+            return f"{shard}:{job_id}" if state.sharded else str(job_id)
+
+        try:
+            async with state.connection(shard) as conn:
+                cur = await conn.execute(queries.TENANT_JOB_IDS,
+                                         {"ids": ids, "db": state.config.tenant})
+                mine = {r[0] for r in await cur.fetchall()}
+                for job_id in ids:
+                    if job_id not in mine:
+                        problems.append(f"{name(job_id)}: not a live job")
+                        continue
+                    try:
+                        row = await (await conn.execute(query, {"id": job_id})).fetchone()
+                    except psycopg.Error as exc:
+                        if state.sharded and conn.broken:  # (the shard went away)
+                            raise
+                        problems.append(f"{name(job_id)}: {_sqlstate_text(exc)}")
+                        continue
+                    if row is None or row[0] is None:
+                        problems.append(f"{name(job_id)}: gone")
+                    elif action == "cancel" and row[0] not in ("cancelled", "cancelling"):
+                        problems.append(f"{name(job_id)}: {row[0]}, not cancelled")
+                    else:
+                        done.append(name(job_id))
+        except psycopg.OperationalError as exc:
+            if not state.sharded:
+                raise
+            problems.append(f"shard {shard} unreachable ({first_line(exc)})")
     state.kick()
-    message = f"{verb} {len(done)} job(s)" + (f": {', '.join(map(str, done))}" if done else "")
+    message = f"{verb} {len(done)} job(s)" + (f": {', '.join(done)}" if done else "")
     if problems:
         message += "; not " + verb + ": " + "; ".join(problems[:20])
     response = RedirectResponse(back, status_code=303)
@@ -128,13 +157,15 @@ async def jobs_action(request: Request):
 
 
 async def _schedule_action(request: Request, query: str, done) -> RedirectResponse:
-    """Run `query` on the tenant's schedule of the path (404 for another's or none); the
-    flash says done(the query's value), or the database's refusal."""
+    """Run `query` on the tenant's schedule of the path, on the form's shard (404 for
+    another's or none); the flash says done(the query's value), or the database's
+    refusal."""
     state = request.app.state.pgjobs
     form = await _checked_form(request)
     schedule_id = parse_id(request.path_params["schedule_id"], "schedule id", 404)
+    shard = parse_shard(state, form.get("shard"), required=True)
     back = _back(request, form, "/schedules")
-    async with (await state.pool()).connection() as conn:
+    async with state.connection(shard) as conn:
         cur = await conn.execute(queries.TENANT_SCHEDULE,
                                  {"id": schedule_id, "db": state.config.tenant})
         if await cur.fetchone() is None:

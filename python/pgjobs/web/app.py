@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +41,28 @@ async def _server_error(request, exc: Exception):
     return error_page(request, 500, "internal error (see the server log)")
 
 
-def app(database_url: str = "", *, read_only: bool = False, base_path: str = "",
-        auth: Callable[[Any], bool | Awaitable[bool]] | None = None,
+def app(database_url: str | Sequence[str] = "", *, read_only: bool = False,
+        base_path: str = "", auth: Callable[[Any], bool | Awaitable[bool]] | None = None,
         tenant: str | None = None, user: str | None = None, password: str | None = None,
         secret: bytes | None = None, listen: bool = True,
         poll_interval: float = 1.0, **tuning: Any) -> Starlette:
     """The dashboard as an ASGI app; mount it anywhere, or run it with `pgjobs web`.
 
-    database_url: libpq conninfo ('' = the PG* variables). read_only: hide and refuse every
-    action. base_path: serve under this prefix (when not mounted by a host app). auth:
-    callable(request) -> bool (may be async) deciding who may look, instead of basic auth.
-    user/password: basic-auth credentials (default PGJOBS_WEB_USER / PGJOBS_WEB_PASSWORD;
-    none: no auth). tenant: show and act on this database_id only. secret: CSRF key (a
-    random one per process by default). listen: LISTEN for live updates (else poll).
+    database_url: libpq conninfo ('' = the PG* variables), or a list of them, one per
+    shard (doc/sharding.md): the pages add the shards up, shard N being the N-th URL.
+    read_only: hide and refuse every action. base_path: serve under this prefix (when not
+    mounted by a host app). auth: callable(request) -> bool (may be async) deciding who may
+    look, instead of basic auth. user/password: basic-auth credentials (default
+    PGJOBS_WEB_USER / PGJOBS_WEB_PASSWORD; none: no auth). tenant: show and act on this
+    database_id only. secret: CSRF key (a random one per process by default). listen:
+    LISTEN for live updates (else poll).
     """
+    urls = [database_url] if isinstance(database_url, str) else list(database_url)
+    if not urls:
+        raise ValueError("pgjobs.web.app needs a database_url (or a list of them)")
     env_user, env_password = env_credentials()
     config = Config(
-        database_url=database_url, read_only=read_only, tenant=tenant, auth=auth,
+        urls=urls, read_only=read_only, tenant=tenant, auth=auth,
         user=user if user is not None else env_user,
         password=password if password is not None else env_password,
         listen=listen, poll_interval=poll_interval, **tuning,
@@ -68,7 +73,7 @@ def app(database_url: str = "", *, read_only: bool = False, base_path: str = "",
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
-        """Close the pool and the hub on shutdown."""
+        """Close the pools and the hubs on shutdown."""
         yield
         await state.close()
 

@@ -1,9 +1,11 @@
-"""Live updates: one LISTEN connection (or polling) fanned out to every browser's SSE stream.
+"""Live updates: one LISTEN connection per database (shard), or polling, fanned out to every
+browser's SSE stream.
 
-The hub LISTENs on the job channels, proves the LISTEN works with a probe notification
-(behind a transaction-mode pooler it is silent, as the worker finds out too), and turns
-every burst of notifications into one "change" event (debounced). A cheap fingerprint
-query backs it up every `backstop` seconds (changes such as a claim send no
+A Fanout holds the browsers' streams and turns every burst of change signals into one
+"change" event (debounced). A Hub, one per database, LISTENs on the job channels, proves
+the LISTEN works with a probe notification (behind a transaction-mode pooler it is silent,
+as the worker finds out too), and kicks the fanout on every notification. A cheap
+fingerprint query backs it up every `backstop` seconds (changes such as a claim send no
 notification); when LISTEN is silent or disabled, the fingerprint is polled every
 `poll_interval` seconds instead.
 """
@@ -22,46 +24,18 @@ from . import queries
 log = logging.getLogger("pgjobs.web")
 
 
-class Hub:
-    """Fans one source of change signals out to any number of subscriber queues."""
+class Fanout:
+    """Fans change signals (from every shard's hub) out to any number of subscriber queues."""
 
-    def __init__(self, conninfo: str, pool, *, listen: bool = True, poll_interval: float = 1.0,
-                 backstop: float = 2.0, debounce: float = 0.2, probe_timeout: float = 1.0):
-        """Configure; nothing connects until start()."""
-        self.conninfo = conninfo
-        self.pool = pool
-        self.listen = listen
-        self.poll_interval = poll_interval
-        self.backstop = backstop
+    def __init__(self, debounce: float = 0.2):
+        """No subscriber yet."""
         self.debounce = debounce
-        self.probe_timeout = probe_timeout
-        self.mode = "starting" if listen else "poll"
         self.seq = 0
         self._subscribers: set[asyncio.Queue] = set()
         self._pending = False
-        self._task: asyncio.Task | None = None
-        self._conn: psycopg.AsyncConnection | None = None
-        self._fingerprint: tuple | None = None
-
-    def start(self) -> None:
-        """Run the hub's loop in the current event loop (once)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def close(self) -> None:
-        """Stop the loop, close the LISTEN connection, end every subscriber's stream."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-        await self._close_listen()
-        for q in list(self._subscribers):
-            _offer(q, None)
 
     def subscribe(self) -> asyncio.Queue:
         """A queue that receives the sequence number of each change (None: the end)."""
-        self.start()
         q: asyncio.Queue = asyncio.Queue(maxsize=1)
         self._subscribers.add(q)
         return q
@@ -89,6 +63,50 @@ class Hub:
         for q in list(self._subscribers):
             _offer(q, self.seq)
 
+    def end(self) -> None:
+        """End every subscriber's stream."""
+        for q in list(self._subscribers):
+            _offer(q, None)
+
+
+class Hub:
+    """One database's source of change signals (LISTEN, else polling), sent to a Fanout."""
+
+    def __init__(self, conninfo: str, connection, fanout: Fanout, *, listen: bool = True,
+                 poll_interval: float = 1.0, backstop: float = 2.0,
+                 probe_timeout: float = 1.0):
+        """Configure; nothing connects until start(). connection(): an async context
+        manager lending a pooled connection to this database."""
+        self.conninfo = conninfo
+        self.connection = connection
+        self.fanout = fanout
+        self.listen = listen
+        self.poll_interval = poll_interval
+        self.backstop = backstop
+        self.probe_timeout = probe_timeout
+        self.mode = "starting" if listen else "poll"
+        self._task: asyncio.Task | None = None
+        self._conn: psycopg.AsyncConnection | None = None
+        self._fingerprint: tuple | None = None
+
+    def start(self) -> None:
+        """Run the hub's loop in the current event loop (once)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        """Stop the loop, close the LISTEN connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        await self._close_listen()
+
+    def kick(self) -> None:
+        """Something changed in this database."""
+        self.fanout.kick()
+
     async def _run(self) -> None:
         """Listen (or poll) until cancelled; reconnect after errors."""
         while True:
@@ -110,7 +128,7 @@ class Hub:
 
     async def _check_fingerprint(self) -> None:
         """Kick when the fingerprint changed since the last look."""
-        async with self.pool.connection() as conn:
+        async with self.connection() as conn:
             row = await (await conn.execute(queries.FINGERPRINT)).fetchone()
         if self._fingerprint is not None and row != self._fingerprint:
             self.kick()
@@ -121,7 +139,7 @@ class Hub:
         conn = await psycopg.AsyncConnection.connect(
             self.conninfo, autocommit=True, prepare_threshold=None,
             application_name="pgjobs-web listen")
-        async with self.pool.connection() as work:
+        async with self.connection() as work:
             work_pid = (await (await work.execute(queries.BACKEND_PID)).fetchone())[0]
             listen_pid = (await (await conn.execute(queries.BACKEND_PID)).fetchone())[0]
             if work_pid == listen_pid:  # a pooler lends both the same server session

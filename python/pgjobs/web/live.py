@@ -11,15 +11,16 @@ KEEPALIVE = 15.0
 
 
 async def events(request: Request):
-    """One `change` event per debounced burst of changes; a comment every 15 s."""
+    """One `change` event per debounced burst of changes (of any shard); a comment every
+    15 s."""
     state = request.app.state.pgjobs
-    hub = await state.hub()
-    queue = hub.subscribe()
+    fanout = await state.fanout()
+    queue = fanout.subscribe()
 
     async def stream():
         """Yield events until the browser goes away or the hub closes."""
         try:
-            yield f"event: mode\ndata: {hub.mode}\n\n"
+            yield f"event: mode\ndata: {state.live_mode}\n\n"
             while True:
                 try:
                     seq = await asyncio.wait_for(queue.get(), KEEPALIVE)
@@ -30,7 +31,7 @@ async def events(request: Request):
                     return
                 yield f"event: change\ndata: {seq}\n\n"
         finally:
-            hub.unsubscribe(queue)
+            fanout.unsubscribe(queue)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,4 +1,5 @@
-"""The overview's numbers: exact on a small jobs table, sampled estimates on a big one.
+"""The overview's numbers: exact on a small jobs table, sampled estimates on a big one;
+with several shards, each shard's overview added up (add_up).
 
 Exact (reltuples below Config.exact_below, and the grouped count finishes within
 Config.budget_ms): one grouped pass over jobs, as app_jobs.queue_stats does. Otherwise a
@@ -135,4 +136,75 @@ async def load(conn: psycopg.AsyncConnection, config) -> Overview:
         totals=totals, head_due_for=head[0] if head else None, queues=queues,
         throughput=throughput, finished=finished, history=history, workers=tuple(workers),
         schedules=tuple(schedules), notify_usage=usage,
+    )
+
+
+@dataclass
+class ShardLine:
+    """One shard on the overview of several: reachable or not, and its main numbers."""
+
+    index: int
+    label: str
+    error: str | None
+    waiting: int = 0
+    running: int = 0
+    failed: int = 0
+    workers: int = 0
+    estimated: bool = False
+
+
+def shard_line(index: int, label: str, ov: Overview | None, error: str | None) -> ShardLine:
+    """The overview's line for a shard (its error when it could not be read)."""
+    if ov is None:
+        return ShardLine(index, label, error or "unreachable")
+    return ShardLine(index, label, None, ov.totals["waiting"], ov.totals["running"],
+                     ov.totals["failed"], ov.workers[0], ov.estimated)
+
+
+def add_up(parts: list[tuple[int, Overview]]) -> Overview:
+    """The overviews of several shards (index, overview) as one: counts and totals summed
+    per task and queue, named queues per name, the throughput per minute; the longest
+    waits; estimated (~) when any shard estimated; the fullest notification queue."""
+    rows: dict[tuple, Row] = {}
+    queues: dict[str, list] = {}
+    for _, ov in parts:
+        for r in ov.rows:
+            row = rows.setdefault((r.task, r.queue), Row(r.task, r.queue))
+            for c in COLUMNS:
+                row.counts[c] += r.counts[c]
+            if r.oldest is not None and (row.oldest is None or r.oldest > row.oldest):
+                row.oldest = r.oldest
+        for name, jobs, running, locked_by in ov.queues:
+            q = queues.setdefault(name, [name, 0, 0, None])
+            q[1] += jobs
+            q[2] += running
+            q[3] = ", ".join(x for x in (q[3], locked_by) if x) or None
+    merged = sorted(rows.values(), key=lambda r: (r.task, r.queue or ""))
+    estimated = [i for i, ov in parts if ov.estimated]
+    note = "exact counts"
+    if estimated:
+        note = ("~ estimated on shard(s) " + ", ".join(map(str, estimated)) + " from a block "
+                "sample scaled by pg_class.reltuples; running counts are exact")
+    heads = [ov.head_due_for for _, ov in parts if ov.head_due_for is not None]
+    charts = [ov.throughput for _, ov in parts]
+    throughput = None
+    if all(c is not None for c in charts):
+        throughput = [(sum(c[m][0] for c in charts), sum(c[m][1] for c in charts))
+                      for m in range(60)]
+    finished: dict[str, int] = {"completed": 0, "failed": 0, "cancelled": 0}
+    for _, ov in parts:
+        for status, n in ov.finished.items():
+            finished[status] = finished.get(status, 0) + n
+    histories = {ov.history for _, ov in parts}
+    return Overview(
+        rows=merged, estimated=bool(estimated), estimate_note=note,
+        jobs_estimate=sum(ov.jobs_estimate for _, ov in parts),
+        totals={c: sum(r.counts[c] for r in merged) for c in COLUMNS},
+        head_due_for=max(heads) if heads else None,
+        queues=[tuple(q) for _, q in sorted(queues.items())],
+        throughput=throughput, finished=finished,
+        history=histories.pop() if len(histories) == 1 else "mixed",
+        workers=tuple(sum(ov.workers[k] for _, ov in parts) for k in (0, 1)),
+        schedules=tuple(sum(ov.schedules[k] for _, ov in parts) for k in (0, 1, 2)),
+        notify_usage=max((ov.notify_usage for _, ov in parts), default=0.0),
     )

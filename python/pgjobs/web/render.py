@@ -118,6 +118,16 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
     cookie, new = security.csrf_cookie(request)
     flash = request.cookies.get(FLASH_COOKIE)
     base = base_path(request)
+    sharded = state.sharded
+
+    def job_url(job_id: int, shard: int = 0) -> str:
+        """A job's page (its shard in the query string when there are several)."""
+        return f"{base}/jobs/{job_id}" + (f"?shard={shard}" if sharded else "")
+
+    def worker_anchor(worker_id: str, shard: int = 0) -> str:
+        """The id of a worker's row on /workers (a worker id is per shard)."""
+        return f"w-{shard}-{worker_id}" if sharded else f"w-{worker_id}"
+
     html = env.get_template(template).render(
         request=request,
         base=base,
@@ -126,6 +136,10 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
         csrf=security.csrf_field(state.config, cookie),
         flash=unquote(flash)[:500] if flash else None,
         live_mode=state.live_mode,
+        sharded=sharded,
+        shard_count=len(state.config.urls),
+        job_url=job_url,
+        worker_anchor=worker_anchor,
         here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         **context,
     )
