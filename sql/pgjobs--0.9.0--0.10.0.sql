@@ -728,21 +728,42 @@ DECLARE
     v_from timestamptz;
     v_to timestamptz;
     v_made integer := 0;
+    v_days date[];
+    v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
     -- One maker at a time: workers run this side by side.
     PERFORM pg_catalog.pg_advisory_xact_lock(
         pg_catalog.hashtext('app_jobs._ensure_history_partitions')
     );
-    FOR v_day IN
-        SELECT v_today + d FROM generate_series(0, p_days_ahead) AS d
-        UNION
-        SELECT DISTINCT (h.finished_at AT TIME ZONE 'UTC')::date
-        FROM app_jobs.job_history_default AS h
-        WHERE h.finished_at >= v_cutoff
+    v_days := ARRAY(
+        SELECT x.day FROM (
+            SELECT v_today + d AS day FROM generate_series(0, p_days_ahead) AS d
+            UNION
+            SELECT DISTINCT (h.finished_at AT TIME ZONE 'UTC')::date
+            FROM app_jobs.job_history_default AS h
+            WHERE h.finished_at >= v_cutoff
+        ) AS x
+        WHERE to_regclass(format('app_jobs.%I', 'job_history_p' || to_char(x.day, 'YYYYMMDD')))
+            IS NULL
         ORDER BY 1
-    LOOP
+    );
+    IF cardinality(v_days) = 0 THEN
+        RETURN 0;
+    END IF;
+    -- Readers lock job_history, then its partitions; making a partition locks the parent
+    -- and the default partition exclusively. Take the parent first (LOCK TABLE takes its
+    -- partitions after it), or a reader and this deadlock. Wait a second at most: rows
+    -- land in the default partition meanwhile, and the next purge makes the days.
+    BEGIN
+        PERFORM set_config('lock_timeout', '1s', TRUE);
+        LOCK TABLE app_jobs.job_history IN ACCESS EXCLUSIVE MODE;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE WARNING 'job_history partitions not made (job_history is busy), next time';
+        RETURN 0;
+    END;
+    PERFORM set_config('lock_timeout', v_lock_timeout, TRUE);
+    FOREACH v_day IN ARRAY v_days LOOP
         v_name := 'job_history_p' || to_char(v_day, 'YYYYMMDD');
-        CONTINUE WHEN to_regclass(format('app_jobs.%I', v_name)) IS NOT NULL;
         v_from := v_day::timestamp AT TIME ZONE 'UTC';
         v_to := (v_day + 1)::timestamp AT TIME ZONE 'UTC';
         IF EXISTS (

@@ -5,12 +5,17 @@ _ensure_history_partitions (rows first landed in the default partition and were 
 purge_job_history with history_retention 3 days removes exactly the older rows in under a
 second, drops their partitions, and the partitions left have no dead tuples
 (pgstattuple); an insert for a day no partition covers lands in the
-default partition, and job_status and queue_stats still read history.
+default partition, and job_status and queue_stats still read history. Making partitions
+(moving a day's rows out of the default partition, then making the days ahead) while
+other sessions read job_history never deadlocks (real concurrent sessions).
 """
 
 from __future__ import annotations
 
+import threading
 import time
+
+import psycopg
 
 N_OLD = 1_000_000
 
@@ -71,3 +76,54 @@ def test_retention_of_a_million_rows_drops_partitions(db, sql):
                status, attempts, max_attempts, created_at, finished_at)
            VALUES (1, 'future', '{}', 0, 'completed', 1, 25, now(), now() + interval '1 year')""")
     assert sql("SELECT count(*) FROM app_jobs.job_history_default")[0][0] == 1
+
+
+def test_making_partitions_while_others_read_never_deadlocks(db, conninfo):
+    # Each round: today's and the next days' partitions dropped (parent first), rows for
+    # today inserted (they land in the default partition), then _ensure_history_partitions
+    # moves them into a new today partition and makes the days ahead, while three
+    # sessions read job_history over and over (the parent, then each partition).
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            while not stop.is_set():
+                try:
+                    conn.execute("SELECT count(*) FROM app_jobs.job_history").fetchone()
+                except psycopg.Error as exc:
+                    errors.append(exc)
+                    return
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for t in readers:
+        t.start()
+    rounds = 0
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline and not errors:
+                with conn.transaction():
+                    conn.execute("LOCK TABLE app_jobs.job_history IN ACCESS EXCLUSIVE MODE")
+                    for (name,) in conn.execute(
+                            "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c "
+                            "ON c.oid = i.inhrelid WHERE i.inhparent = "
+                            "'app_jobs.job_history'::regclass "
+                            "AND c.relname <> 'job_history_default'").fetchall():
+                        conn.execute(f"DROP TABLE app_jobs.{name}")
+                conn.execute("""INSERT INTO app_jobs.job_history (job_id, task_identifier,
+                                    payload, priority, status, attempts, max_attempts,
+                                    created_at)
+                                SELECT g, 'r', '{}', 0, 'completed', 1, 25, now()
+                                FROM generate_series(1, 20) AS g""")
+                try:
+                    conn.execute("SELECT app_jobs._ensure_history_partitions()")
+                except psycopg.Error as exc:
+                    errors.append(exc)
+                rounds += 1
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(10)
+    assert not errors, f"after {rounds} rounds: {errors[0]!r}"
+    assert rounds >= 3

@@ -135,12 +135,18 @@ class JobManager:
         return await cur.fetchall()
 
     async def purge_history(self) -> int:
-        # Exempt from statement_timeout: a large backlog is deleted in one statement.
+        # Exempt from statement_timeout: a large backlog is deleted in one statement. The
+        # limits and the purge go in one pipeline, one implicit transaction that the server
+        # commits on its own: making or dropping a partition locks job_history until then,
+        # and a worker frozen between its statements (SIGSTOP, a VM pause) must not keep
+        # that lock and hold up every completion.
         _, lock_timeout, idle = self.connector.session_limits()
-        async with self._conn.transaction():
-            await self._conn.execute(sql.SET_LOCAL_LIMITS, ("0", lock_timeout, idle))
-            cur = await self._conn.execute(sql.PURGE_HISTORY)
-            return (await cur.fetchone())["purged"]
+        async with self._conn.pipeline():
+            await psycopg.AsyncCursor(self._conn).execute(
+                sql.SET_LOCAL_LIMITS, ("0", lock_timeout, idle))
+            cur = psycopg.AsyncCursor(self._conn)
+            await cur.execute(sql.PURGE_HISTORY)
+        return (await cur.fetchone())["purged"]
 
     async def notification_usage(self) -> float:
         cur = await self._conn.execute(sql.NOTIFICATION_QUEUE_USAGE)
