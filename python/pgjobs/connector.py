@@ -28,7 +28,7 @@ import psycopg
 
 from . import sql
 from .connection import describe, first_line
-from .sessions import ConnectTimeout, open_plain, open_session
+from .sessions import ConnectTimeout, listen_if_heard, open_plain, open_session
 
 if TYPE_CHECKING:
     from .worker import WorkerOptions
@@ -41,10 +41,6 @@ log = logging.getLogger("pgjobs.worker")
 TRANSIENT_SQLSTATES = frozenset({"55P03", "57014", "40001", "40P01", "54000"})
 # The server ended the session: shutdown, crash shutdown, cannot connect now.
 SESSION_ENDED_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
-
-# How often a silent LISTEN connection repeats its UNLISTEN to reach the pooled server
-# process that has the probe's LISTEN.
-UNLISTEN_TRIES = 50
 
 Hook = Callable[[psycopg.AsyncConnection], Awaitable[None]]
 
@@ -87,12 +83,6 @@ async def close_quietly(conn: psycopg.AsyncConnection | None) -> None:
             await conn.close()
         except Exception:  # noqa: BLE001 - a broken connection may fail to close
             pass
-
-
-async def _fetch_value(conn: psycopg.AsyncConnection, query: str) -> object:
-    """The first column of a one-row query, whatever the connection's row factory."""
-    row = await (await conn.execute(query)).fetchone()
-    return next(iter(row.values())) if isinstance(row, dict) else row[0]
 
 
 class Connector:
@@ -247,36 +237,18 @@ class Connector:
     # -- LISTEN -------------------------------------------------------------------------
 
     async def _start_listening(self) -> str:
-        """Open the LISTEN connection and probe it: 'listen' when a notification sent from
-        the work connection arrives within probe_timeout (the listener task then runs),
-        'silent' when it does not (the connection is closed: the worker polls). A pooled
-        session is recognised before any LISTEN when it can be, and a job channel is
-        LISTENed only on a session proved to be ours: nothing stays behind on a server
-        connection a pooler lends to others."""
+        """Open the LISTEN connection and probe it (sessions.listen_if_heard): 'listen'
+        when it hears a notification sent from the work connection (the listener task
+        then runs), 'silent' when it does not (the connection is closed: the worker
+        polls)."""
         o = self.options
         conn = self.listen_conn = await open_plain(
             self.listen_url(), f"pgjobs-listen {self.worker_id}", o.connect_timeout)
-        # A transaction pooler lends the server process a statement just used to the next
-        # client (the work connection's statement lands there), or moves a client's next
-        # statement to another one: either shows that this session is not ours.
-        pid = await _fetch_value(conn, sql.BACKEND_PID)
-        if (await _fetch_value(self.work, sql.BACKEND_PID) == pid
-                or await _fetch_value(conn, sql.BACKEND_PID) != pid):
-            return await self._silent(conn, None)
-        listened_on = await _fetch_value(conn, sql.LISTEN_PROBE)
-        if listened_on != pid:
-            return await self._silent(conn, listened_on)
         nonce = f"{self.worker_id} {random.getrandbits(64):016x}"
-        await self.work.execute(sql.PROBE, (nonce,))
-        arrived = False
-        async for note in conn.notifies(timeout=o.probe_timeout):
-            if note.channel == sql.PROBE_CHANNEL and note.payload == nonce:
-                arrived = True
-                break
-        if not arrived:
-            return await self._silent(conn, listened_on)
-        for statement in (*sql.LISTEN, sql.UNLISTEN_PROBE):
-            await conn.execute(statement)
+        if not await listen_if_heard(conn, self.work, sql.LISTEN, nonce, o.probe_timeout):
+            await close_quietly(conn)
+            self.listen_conn = None
+            return "silent"
         # A session of our own, then: it idles by design, so no idle-session or statement
         # limit may end it (session settings are safe here).
         await conn.execute(
@@ -286,21 +258,6 @@ class Connector:
         )
         self.listener = asyncio.create_task(self._listen(conn))
         return "listen"
-
-    async def _silent(self, conn: psycopg.AsyncConnection, listened_on: object) -> str:
-        """Give up a LISTEN connection that hears nothing and close it. When the probe's
-        LISTEN was made (on server process `listened_on`), take it back first: a pooler
-        may send the UNLISTEN to another process, so it is repeated (a few times at most)
-        until it runs there."""
-        for _ in range(UNLISTEN_TRIES if listened_on is not None else 0):
-            try:
-                if await _fetch_value(conn, sql.UNLISTEN_PROBE) == listened_on:
-                    break
-            except psycopg.Error:
-                break
-        await close_quietly(conn)
-        self.listen_conn = None
-        return "silent"
 
     async def _listen(self, conn: psycopg.AsyncConnection) -> None:
         try:

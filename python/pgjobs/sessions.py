@@ -25,6 +25,10 @@ from psycopg.rows import dict_row
 from . import sql
 from .connection import describe
 
+# How often a silent LISTEN connection repeats its UNLISTEN to reach the pooled server
+# process that has the probe's LISTEN.
+UNLISTEN_TRIES = 50
+
 
 class ConnectTimeout(psycopg.OperationalError):
     """Opening a session (or its first statement) took longer than connect_timeout."""
@@ -125,3 +129,50 @@ def _timed_out(conninfo: str, timeout: float) -> ConnectTimeout:
         "the server or its connection pool has none free (a session-mode pool "
         "holds 3-4 server connections per worker: see README, Connection poolers)"
     )
+
+
+async def listen_if_heard(conn: psycopg.AsyncConnection, work: psycopg.AsyncConnection,
+                          listens: tuple[str, ...], nonce: str, timeout: float) -> bool:
+    """Run the LISTEN statements `listens` on `conn` once it is proved to be a session of
+    its own that hears notifications, and say so (True). A transaction pooler lends the
+    server process a statement just used to the next client (the work connection's
+    statement lands there), or moves a client's next statement to another one: either
+    shows that `conn` is not ours, before any LISTEN. Else a notification with `nonce`,
+    sent from `work`, must arrive on `conn` within `timeout` seconds. When it does not,
+    the probe's LISTEN is taken back (a pooler may send the UNLISTEN to another process,
+    so it is repeated, a few times at most, until it runs there) and nothing was
+    LISTENed (False): nothing stays behind on a server connection a pooler lends to
+    others. The caller closes `conn` then."""
+    pid = await fetch_value(conn, sql.BACKEND_PID)
+    if (await fetch_value(work, sql.BACKEND_PID) == pid
+            or await fetch_value(conn, sql.BACKEND_PID) != pid):
+        return False
+    listened_on = await fetch_value(conn, sql.LISTEN_PROBE)
+    heard = False
+    if listened_on == pid:
+        await work.execute(sql.PROBE, (nonce,))
+        notes = conn.notifies(timeout=timeout)
+        try:
+            async for note in notes:
+                if note.channel == sql.PROBE_CHANNEL and note.payload == nonce:
+                    heard = True
+                    break
+        finally:
+            await notes.aclose()  # (its lock is free again for the statements below)
+    if heard:
+        for statement in (*listens, sql.UNLISTEN_PROBE):
+            await conn.execute(statement)
+        return True
+    for _ in range(UNLISTEN_TRIES):
+        try:
+            if await fetch_value(conn, sql.UNLISTEN_PROBE) == listened_on:
+                break
+        except psycopg.Error:
+            break
+    return False
+
+
+async def fetch_value(conn: psycopg.AsyncConnection, query: str) -> object:
+    """The first column of a one-row query, whatever the connection's row factory."""
+    row = await (await conn.execute(query)).fetchone()
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]

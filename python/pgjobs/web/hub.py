@@ -19,6 +19,7 @@ import secrets
 
 import psycopg
 
+from ..sessions import listen_if_heard
 from . import queries
 
 log = logging.getLogger("pgjobs.web")
@@ -140,26 +141,13 @@ class Hub:
             self.conninfo, autocommit=True, prepare_threshold=None,
             application_name="pgjobs-web listen")
         async with self.connection() as work:
-            work_pid = (await (await work.execute(queries.BACKEND_PID)).fetchone())[0]
-            listen_pid = (await (await conn.execute(queries.BACKEND_PID)).fetchone())[0]
-            if work_pid == listen_pid:  # a pooler lends both the same server session
-                await conn.close()
-                return "silent"
-            for channel in (*queries.LISTEN_CHANNELS, queries.PROBE_CHANNEL):
-                await conn.execute(f'LISTEN "{channel}"')
-            nonce = secrets.token_hex(8)
-            await work.execute(queries.PROBE, (nonce,))
-        notes = conn.notifies(timeout=self.probe_timeout)
-        try:
-            async for note in notes:
-                if note.channel == queries.PROBE_CHANNEL and note.payload == nonce:
-                    self._conn = conn
-                    return "listen"
-        finally:
-            await notes.aclose()  # (its lock is free again for the next notifies())
+            heard = await listen_if_heard(conn, work, queries.LISTEN, secrets.token_hex(8),
+                                          self.probe_timeout)
+        if heard:
+            self._conn = conn
+            return "listen"
         with contextlib.suppress(psycopg.Error):
-            await conn.execute("UNLISTEN *")
-        await conn.close()
+            await conn.close()
         log.warning("pgjobs web: notifications do not arrive on the LISTEN connection "
                     "(a transaction-mode pooler?): polling every %g s", self.poll_interval)
         return "silent"

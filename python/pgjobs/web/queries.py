@@ -309,11 +309,8 @@ LIMIT 5000
 
 # --- live updates --------------------------------------------------------------------------
 
-LISTEN_CHANNELS = ("jobs:insert", "jobs:stopped", "jobs:progress", "jobs:cancel",
-                   "jobs:bundle_stopped")
-PROBE_CHANNEL = "pgjobs:web_probe"
-PROBE = "SELECT pg_catalog.pg_notify('pgjobs:web_probe', %s)"
-BACKEND_PID = "SELECT pg_catalog.pg_backend_pid()"
+LISTEN = tuple(f'LISTEN "{channel}"' for channel in (
+    "jobs:insert", "jobs:stopped", "jobs:progress", "jobs:cancel", "jobs:bundle_stopped"))
 
 # Changes to look for when notifications do not arrive (or as a backstop for changes that
 # send none, such as a claim): each an index lookup.
