@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +69,24 @@ def stop_cluster(cluster: Cluster) -> None:
     """Stop the cluster for good (pgcluster.sh stop)."""
     subprocess.run(["bash", str(ROOT / "scripts/pgcluster.sh"), "stop", str(cluster.dir)],
                    capture_output=True, timeout=60)
+
+
+@contextmanager
+def running_clusters(prefix: str, names: tuple[str, ...]) -> Iterator[list[Cluster]]:
+    """A started cluster per name, stopped and removed at the end, whatever happens."""
+    # Not under pytest's tmp_path: the server may run as the postgres OS user, who must
+    # be able to reach the cluster directories.
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)
+    clusters: list[Cluster] = []
+    try:
+        for name in names:
+            clusters.append(start_cluster(base / name))
+        yield clusters
+    finally:
+        for c in clusters:
+            stop_cluster(c)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def pgjobs_database(cluster: Cluster, dbname: str = "jobs") -> str:

@@ -11,10 +11,8 @@ bootstrap does it when run as root).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from clusters import Cluster, pgjobs_database, start_cluster, stop_cluster
+from clusters import Cluster, pgjobs_database, running_clusters
 from workerproc import LOG_PRELUDE, run_burst, start_worker, stop, wait_for, write_tasks
 
 PGJOBS = str(Path(sys.executable).parent / "pgjobs")
@@ -56,14 +54,7 @@ class Sharded:
 @pytest.fixture(scope="module")
 def sharded() -> Iterator[Sharded]:
     """A proxy database and two shard databases, each on a cluster of its own."""
-    # Not under pytest's tmp_path: the server may run as the postgres OS user, who must
-    # be able to reach the cluster directories.
-    base = Path(tempfile.mkdtemp(prefix="pgjobs-sharding-"))
-    base.chmod(0o755)
-    clusters: list[Cluster] = []
-    try:
-        for name in ("proxy", "shard0", "shard1"):
-            clusters.append(start_cluster(base / name))
+    with running_clusters("pgjobs-sharding-", ("proxy", "shard0", "shard1")) as clusters:
         shards = [pgjobs_database(c) for c in clusters[1:]]
         with psycopg.connect(clusters[0].conninfo("postgres"), autocommit=True) as conn:
             conn.execute("CREATE DATABASE proxy")
@@ -74,10 +65,6 @@ def sharded() -> Iterator[Sharded]:
         assert res.returncode == 0, res.stderr
         assert "proxy ready: 2 shard(s)" in res.stdout
         yield Sharded(proxy, shards, clusters)
-    finally:
-        for c in clusters:
-            stop_cluster(c)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

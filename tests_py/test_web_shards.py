@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from clusters import Cluster, pgjobs_database, start_cluster, stop_cluster
+from clusters import Cluster, pgjobs_database, running_clusters
 from web_helpers import add_job, claim, csrf, failed_job, status_of
 
 pytest.importorskip("starlette")
@@ -59,18 +57,8 @@ class Shards:
 @pytest.fixture(scope="module")
 def two_shards() -> Iterator[Shards]:
     """Two clusters, each with a pgjobs database."""
-    # Not under pytest's tmp_path: the server may run as the postgres OS user.
-    base = Path(tempfile.mkdtemp(prefix="pgjobs-web-shards-"))
-    base.chmod(0o755)
-    clusters: list[Cluster] = []
-    try:
-        for name in ("shard0", "shard1"):
-            clusters.append(start_cluster(base / name))
+    with running_clusters("pgjobs-web-shards-", ("shard0", "shard1")) as clusters:
         yield Shards(clusters, [pgjobs_database(c) for c in clusters])
-    finally:
-        for c in clusters:
-            stop_cluster(c)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
